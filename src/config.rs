@@ -1,0 +1,813 @@
+//! One typed configuration, loaded once from the environment at start.
+//!
+//! Every variable is documented in `docs/configuration.md`. A bad value stops the start with
+//! one line naming the variable and what is wrong ([`ConfigError`]). Secrets are held as
+//! [`SecretString`] so they never show in `Debug` output.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// The vendor's defaults, kept so existing deployments behave the same.
+pub const DEFAULT_TABLE_NAME: &str = "fprshipments";
+pub const DEFAULT_PROCESS_SCHEDULE: &str = "0 0 * * * *";
+pub const DEFAULT_CLEANUP_SCHEDULE: &str = "0 30 * * * *";
+pub const DEFAULT_CHALLENGE_TIMEOUT_MINUTES: u32 = 20160;
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("configuration error: {var}: {problem}")]
+pub struct ConfigError {
+    pub var: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &str, problem: impl Into<String>) -> Self {
+        Self {
+            var: var.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which shipment store backs the service.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// A SQLite file in the data directory (single machine).
+    Embedded { path: PathBuf },
+    /// Azure Table Storage (production, N replicas).
+    AzureTables {
+        endpoint: Url,
+        table: String,
+        /// Shared-key account name/key (Azurite, or accounts that allow shared keys).
+        /// Without them the service authenticates with its Entra identity.
+        account: Option<String>,
+        account_key: Option<SecretString>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretBackend {
+    /// One file per secret (mode 0600) under this directory.
+    File { dir: PathBuf },
+    /// Azure Key Vault.
+    KeyVault { endpoint: Url },
+}
+
+/// How the service obtains Entra tokens (Graph, and Azure resources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntraCredentialKind {
+    /// Client secret read from the secret store (`entra-client-secret`).
+    ClientSecret,
+    /// Managed identity (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER`).
+    ManagedIdentity,
+    /// Workload identity federation (`AZURE_FEDERATED_TOKEN_FILE`).
+    WorkloadIdentity,
+}
+
+/// Java-style level names accepted by `LOGGING_LEVEL_COM_YUBICO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Off,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_uppercase().as_str() {
+            "TRACE" | "ALL" => Self::Trace,
+            "DEBUG" => Self::Debug,
+            "INFO" => Self::Info,
+            "WARN" | "WARNING" => Self::Warn,
+            "ERROR" | "FATAL" => Self::Error,
+            "OFF" => Self::Off,
+            _ => return None,
+        })
+    }
+    pub fn as_java(&self) -> &'static str {
+        match self {
+            Self::Trace => "TRACE",
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+            Self::Error => "ERROR",
+            Self::Off => "OFF",
+        }
+    }
+    pub fn as_filter(&self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// An API key for setups without Entra: only its SHA-256 hash is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// Lower-case hex SHA-256 of the full key.
+    pub sha256_hex: String,
+    pub grants: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    // ---- the vendor's variables (shown by /v1/status) ----
+    pub azure_tables_endpoint: Option<Url>,
+    pub azure_tables_table_name: String,
+    pub azure_key_vault_endpoint: Option<Url>,
+    pub azure_tenant_id: String,
+    pub cron_process_shipment_schedule: String,
+    pub cron_data_cleanup_schedule: String,
+    /// 0 = never delete.
+    pub cron_data_cleanup_completed_days: u32,
+    /// The PIN mail trigger. Its query string is a signature: a secret.
+    pub email_api_send_endpoint: Option<SecretString>,
+    pub entra_fido_api_client_id: String,
+    pub entra_fido_api_version: String,
+    pub entra_fido_api_challenge_timeout_minutes: u32,
+    pub logging_level: LogLevel,
+    pub ye_api_base_url: Url,
+    pub ye_jwks_sign_endpoint: Url,
+    pub ye_jwks_transport_endpoint: Url,
+
+    // ---- ours ----
+    pub listen: SocketAddr,
+    pub store: StoreBackend,
+    pub secrets: SecretBackend,
+    pub data_dir: PathBuf,
+    pub entra_login_endpoint: Url,
+    pub graph_endpoint: Url,
+    pub entra_credential: EntraCredentialKind,
+    /// Audiences accepted in caller tokens (`FIDO_CONNECTOR_ALLOWED_AUDIENCES`).
+    pub allowed_audiences: Vec<String>,
+    /// Tenant whose tokens callers present; defaults to `AZURE_TENANT_ID`.
+    pub auth_tenant_id: String,
+    /// Where caller-token signing keys are discovered (OpenID configuration host).
+    pub auth_login_endpoint: Url,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub process_concurrency: usize,
+    pub max_attempts: u32,
+    pub upstream_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Extra root certificate (PEM) trusted by outbound HTTPS clients (tests, private CAs).
+    pub extra_root_ca_pem: Option<PathBuf>,
+    /// True only when started by the sandbox command: simulators on loopback.
+    pub sandbox: bool,
+}
+
+/// Reads the environment through a lookup function so tests need not touch the process env.
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+pub struct Env<'a> {
+    lookup: Lookup<'a>,
+}
+
+impl<'a> Env<'a> {
+    pub fn process() -> Env<'static> {
+        Env {
+            lookup: Box::new(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty())),
+        }
+    }
+    pub fn from_map(map: &'a HashMap<String, String>) -> Env<'a> {
+        Env {
+            lookup: Box::new(move |k| map.get(k).cloned().filter(|v| !v.trim().is_empty())),
+        }
+    }
+    fn get(&self, k: &str) -> Option<String> {
+        (self.lookup)(k).map(|v| v.trim().to_string())
+    }
+    fn url(&self, k: &str) -> Result<Option<Url>, ConfigError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => parse_url(k, &v).map(Some),
+        }
+    }
+    fn num<T: FromStr>(&self, k: &str, default: T) -> Result<T, ConfigError> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<T>()
+                .map_err(|_| ConfigError::new(k, format!("`{v}` is not a valid number"))),
+        }
+    }
+}
+
+pub fn parse_url(var: &str, v: &str) -> Result<Url, ConfigError> {
+    let u = Url::parse(v).map_err(|e| ConfigError::new(var, format!("not a URL ({e})")))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(ConfigError::new(var, "must be an http(s) URL"));
+    }
+    if u.host_str().is_none() {
+        return Err(ConfigError::new(var, "URL has no host"));
+    }
+    Ok(u)
+}
+
+/// Validates a Spring-style 6-field cron string (seconds first).
+pub fn validate_cron(var: &str, s: &str) -> Result<(), ConfigError> {
+    let fields = s.split_whitespace().count();
+    if fields != 6 {
+        return Err(ConfigError::new(
+            var,
+            format!("`{s}` must have 6 fields (sec min hour day month weekday), found {fields}"),
+        ));
+    }
+    cron::Schedule::from_str(s)
+        .map(|_| ())
+        .map_err(|e| ConfigError::new(var, format!("`{s}` is not a valid cron expression ({e})")))
+}
+
+fn required(env: &Env, var: &str, missing: &mut Vec<String>) -> Option<String> {
+    let v = env.get(var);
+    if v.is_none() {
+        missing.push(var.to_string());
+    }
+    v
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(&Env::process())
+    }
+
+    /// Loads and validates. Outside the sandbox every production setting must be present:
+    /// a deployment never falls back to simulators silently.
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let sandbox = matches!(
+            env.get("FIDO_CONNECTOR_SANDBOX").as_deref(),
+            Some("1") | Some("true")
+        );
+
+        let azure_tables_endpoint = env.url("AZURE_TABLES_ENDPOINT")?;
+        let azure_tables_table_name = env
+            .get("AZURE_TABLES_SHIPMENTS_TABLE_NAME")
+            .unwrap_or_else(|| DEFAULT_TABLE_NAME.to_string());
+        validate_table_name(&azure_tables_table_name)?;
+        let azure_key_vault_endpoint = env.url("AZURE_KEY_VAULT_ENDPOINT")?;
+
+        let cron_process_shipment_schedule = env
+            .get("CRON_PROCESS_SHIPMENT_SCHEDULE")
+            .unwrap_or_else(|| DEFAULT_PROCESS_SCHEDULE.to_string());
+        validate_cron(
+            "CRON_PROCESS_SHIPMENT_SCHEDULE",
+            &cron_process_shipment_schedule,
+        )?;
+        let cron_data_cleanup_schedule = env
+            .get("CRON_DATA_CLEANUP_SCHEDULE")
+            .unwrap_or_else(|| DEFAULT_CLEANUP_SCHEDULE.to_string());
+        validate_cron("CRON_DATA_CLEANUP_SCHEDULE", &cron_data_cleanup_schedule)?;
+        let cron_data_cleanup_completed_days: u32 =
+            env.num("CRON_DATA_CLEANUP_COMPLETED_DAYS", 0)?;
+
+        let email_api_send_endpoint = match env.get("EMAIL_API_SEND_ENDPOINT") {
+            None => None,
+            Some(v) => {
+                parse_url("EMAIL_API_SEND_ENDPOINT", &v)?;
+                Some(SecretString::from(v))
+            }
+        };
+
+        let entra_fido_api_version = env
+            .get("ENTRA_FIDO_API_VERSION")
+            .unwrap_or_else(|| "beta".to_string());
+        if entra_fido_api_version != "beta" && entra_fido_api_version != "v1.0" {
+            return Err(ConfigError::new(
+                "ENTRA_FIDO_API_VERSION",
+                format!("`{entra_fido_api_version}` must be `beta` or `v1.0`"),
+            ));
+        }
+        let entra_fido_api_challenge_timeout_minutes: u32 = env.num(
+            "ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES",
+            DEFAULT_CHALLENGE_TIMEOUT_MINUTES,
+        )?;
+        if !(5..=43200).contains(&entra_fido_api_challenge_timeout_minutes) {
+            return Err(ConfigError::new(
+                "ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES",
+                format!("{entra_fido_api_challenge_timeout_minutes} is out of range 5..43200"),
+            ));
+        }
+        let logging_level = match env.get("LOGGING_LEVEL_COM_YUBICO") {
+            None => LogLevel::Info,
+            Some(v) => LogLevel::parse(&v).ok_or_else(|| {
+                ConfigError::new(
+                    "LOGGING_LEVEL_COM_YUBICO",
+                    format!("`{v}` is not one of TRACE, DEBUG, INFO, WARN, ERROR, OFF"),
+                )
+            })?,
+        };
+
+        // Production settings: all required unless in the sandbox (which sets them itself).
+        let mut missing = Vec::new();
+        let azure_tenant_id = required(env, "AZURE_TENANT_ID", &mut missing);
+        let entra_fido_api_client_id = required(env, "ENTRA_FIDO_API_CLIENT_ID", &mut missing);
+        let ye_api_base_url = required(env, "YE_API_BASE_URL", &mut missing);
+        let ye_jwks_sign_endpoint = required(env, "YE_JWKS_SIGN_ENDPOINT", &mut missing);
+        let ye_jwks_transport_endpoint = required(env, "YE_JWKS_TRANSPORT_ENDPOINT", &mut missing);
+        if email_api_send_endpoint.is_none() {
+            missing.push("EMAIL_API_SEND_ENDPOINT".to_string());
+        }
+        if !missing.is_empty() {
+            return Err(ConfigError::new(
+                &missing.join(", "),
+                "required production setting(s) missing; set them (see docs/configuration.md) \
+                 or run `fido-connector sandbox` for a local sandbox with simulators",
+            ));
+        }
+        let azure_tenant_id = azure_tenant_id.unwrap_or_default();
+        let ye_api_base_url = parse_url("YE_API_BASE_URL", &ye_api_base_url.unwrap_or_default())?;
+        let ye_jwks_sign_endpoint = parse_url(
+            "YE_JWKS_SIGN_ENDPOINT",
+            &ye_jwks_sign_endpoint.unwrap_or_default(),
+        )?;
+        let ye_jwks_transport_endpoint = parse_url(
+            "YE_JWKS_TRANSPORT_ENDPOINT",
+            &ye_jwks_transport_endpoint.unwrap_or_default(),
+        )?;
+
+        let listen_s = env
+            .get("FIDO_CONNECTOR_LISTEN")
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            ConfigError::new(
+                "FIDO_CONNECTOR_LISTEN",
+                format!("`{listen_s}` is not host:port"),
+            )
+        })?;
+        let data_dir = PathBuf::from(
+            env.get("FIDO_CONNECTOR_DATA_DIR")
+                .unwrap_or_else(|| "./data".to_string()),
+        );
+
+        let store = match env.get("FIDO_CONNECTOR_STORE").as_deref() {
+            Some("embedded") => StoreBackend::Embedded {
+                path: data_dir.join("shipments.sqlite3"),
+            },
+            Some("azure") | None if azure_tables_endpoint.is_some() => StoreBackend::AzureTables {
+                endpoint: azure_tables_endpoint.clone().ok_or_else(|| {
+                    ConfigError::new("AZURE_TABLES_ENDPOINT", "required for the azure store")
+                })?,
+                table: azure_tables_table_name.clone(),
+                account: env.get("AZURE_STORAGE_ACCOUNT_NAME"),
+                account_key: env.get("AZURE_STORAGE_ACCOUNT_KEY").map(SecretString::from),
+            },
+            Some("azure") => {
+                return Err(ConfigError::new(
+                    "AZURE_TABLES_ENDPOINT",
+                    "required when FIDO_CONNECTOR_STORE=azure",
+                ))
+            }
+            None => StoreBackend::Embedded {
+                path: data_dir.join("shipments.sqlite3"),
+            },
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "FIDO_CONNECTOR_STORE",
+                    format!("`{other}` must be `embedded` or `azure`"),
+                ))
+            }
+        };
+
+        let secrets = match env.get("FIDO_CONNECTOR_SECRETS").as_deref() {
+            Some("file") => SecretBackend::File {
+                dir: data_dir.join("secrets"),
+            },
+            Some("keyvault") | None if azure_key_vault_endpoint.is_some() => {
+                SecretBackend::KeyVault {
+                    endpoint: azure_key_vault_endpoint.clone().ok_or_else(|| {
+                        ConfigError::new("AZURE_KEY_VAULT_ENDPOINT", "required for keyvault")
+                    })?,
+                }
+            }
+            Some("keyvault") => {
+                return Err(ConfigError::new(
+                    "AZURE_KEY_VAULT_ENDPOINT",
+                    "required when FIDO_CONNECTOR_SECRETS=keyvault",
+                ))
+            }
+            None => SecretBackend::File {
+                dir: data_dir.join("secrets"),
+            },
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "FIDO_CONNECTOR_SECRETS",
+                    format!("`{other}` must be `file` or `keyvault`"),
+                ))
+            }
+        };
+
+        let entra_login_endpoint = env
+            .url("ENTRA_LOGIN_ENDPOINT")?
+            .unwrap_or_else(|| Url::parse("https://login.microsoftonline.com").expect("const"));
+        let graph_endpoint = env
+            .url("GRAPH_API_ENDPOINT")?
+            .unwrap_or_else(|| Url::parse("https://graph.microsoft.com").expect("const"));
+        let entra_credential = match env.get("ENTRA_CREDENTIAL").as_deref() {
+            Some("client_secret") => EntraCredentialKind::ClientSecret,
+            Some("managed_identity") => EntraCredentialKind::ManagedIdentity,
+            Some("workload_identity") => EntraCredentialKind::WorkloadIdentity,
+            Some("auto") | None => {
+                if env.get("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+                    EntraCredentialKind::WorkloadIdentity
+                } else if env.get("IDENTITY_ENDPOINT").is_some() {
+                    EntraCredentialKind::ManagedIdentity
+                } else {
+                    EntraCredentialKind::ClientSecret
+                }
+            }
+            Some(other) => return Err(ConfigError::new(
+                "ENTRA_CREDENTIAL",
+                format!(
+                    "`{other}` must be auto, client_secret, managed_identity or workload_identity"
+                ),
+            )),
+        };
+
+        let allowed_audiences: Vec<String> = env
+            .get("FIDO_CONNECTOR_ALLOWED_AUDIENCES")
+            .map(|v| {
+                v.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let auth_tenant_id = env
+            .get("FIDO_CONNECTOR_AUTH_TENANT_ID")
+            .unwrap_or_else(|| azure_tenant_id.clone());
+        let auth_login_endpoint = env
+            .url("FIDO_CONNECTOR_AUTH_LOGIN_ENDPOINT")?
+            .unwrap_or_else(|| entra_login_endpoint.clone());
+        let api_keys = match env.get("FIDO_CONNECTOR_API_KEYS") {
+            None => Vec::new(),
+            Some(v) => parse_api_keys(&v)?,
+        };
+        if allowed_audiences.is_empty() && api_keys.is_empty() {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_ALLOWED_AUDIENCES",
+                "no way to authenticate callers: set the accepted token audiences \
+                 (and/or FIDO_CONNECTOR_API_KEYS)",
+            ));
+        }
+
+        let process_concurrency: usize = env.num("FIDO_CONNECTOR_PROCESS_CONCURRENCY", 16)?;
+        if !(1..=1024).contains(&process_concurrency) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_PROCESS_CONCURRENCY",
+                "must be between 1 and 1024",
+            ));
+        }
+        let max_attempts: u32 = env.num("FIDO_CONNECTOR_MAX_ATTEMPTS", 10)?;
+        if max_attempts == 0 {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
+        }
+        let timeout_s: u64 = env.num("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", 30)?;
+        if !(1..=600).contains(&timeout_s) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS",
+                "must be between 1 and 600",
+            ));
+        }
+        let max_body_bytes: usize =
+            env.num("FIDO_CONNECTOR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
+        if !(1024..=10 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_MAX_BODY_BYTES",
+                "must be between 1024 and 10485760",
+            ));
+        }
+        let extra_root_ca_pem = env.get("FIDO_CONNECTOR_EXTRA_ROOT_CA").map(PathBuf::from);
+
+        Ok(Config {
+            azure_tables_endpoint,
+            azure_tables_table_name,
+            azure_key_vault_endpoint,
+            azure_tenant_id,
+            cron_process_shipment_schedule,
+            cron_data_cleanup_schedule,
+            cron_data_cleanup_completed_days,
+            email_api_send_endpoint,
+            entra_fido_api_client_id: entra_fido_api_client_id.unwrap_or_default(),
+            entra_fido_api_version,
+            entra_fido_api_challenge_timeout_minutes,
+            logging_level,
+            ye_api_base_url,
+            ye_jwks_sign_endpoint,
+            ye_jwks_transport_endpoint,
+            listen,
+            store,
+            secrets,
+            data_dir,
+            entra_login_endpoint,
+            graph_endpoint,
+            entra_credential,
+            allowed_audiences,
+            auth_tenant_id,
+            auth_login_endpoint,
+            api_keys,
+            process_concurrency,
+            max_attempts,
+            upstream_timeout: Duration::from_secs(timeout_s),
+            max_body_bytes,
+            extra_root_ca_pem,
+            sandbox,
+        })
+    }
+
+    /// The 16 keys of `GET /v1/status`, in the reference's order, secrets masked.
+    pub fn status_entries(&self) -> Vec<(&'static str, String)> {
+        let opt = |u: &Option<Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
+        vec![
+            ("AZURE_TABLES_ENDPOINT", opt(&self.azure_tables_endpoint)),
+            (
+                "AZURE_TABLES_SHIPMENTS_TABLE_NAME",
+                self.azure_tables_table_name.clone(),
+            ),
+            (
+                "AZURE_KEY_VAULT_ENDPOINT",
+                opt(&self.azure_key_vault_endpoint),
+            ),
+            ("AZURE_TENANT_ID", self.azure_tenant_id.clone()),
+            (
+                "CRON_PROCESS_SHIPMENT_SCHEDULE",
+                self.cron_process_shipment_schedule.clone(),
+            ),
+            (
+                "CRON_DATA_CLEANUP_SCHEDULE",
+                self.cron_data_cleanup_schedule.clone(),
+            ),
+            (
+                "CRON_DATA_CLEANUP_COMPLETED_DAYS",
+                self.cron_data_cleanup_completed_days.to_string(),
+            ),
+            (
+                "EMAIL_API_SEND_ENDPOINT",
+                self.email_api_send_endpoint
+                    .as_ref()
+                    .map(|s| mask_url(s.expose_secret()))
+                    .unwrap_or_default(),
+            ),
+            (
+                "ENTRA_FIDO_API_CLIENT_ID",
+                self.entra_fido_api_client_id.clone(),
+            ),
+            (
+                "ENTRA_FIDO_API_VERSION",
+                self.entra_fido_api_version.clone(),
+            ),
+            (
+                "ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES",
+                self.entra_fido_api_challenge_timeout_minutes.to_string(),
+            ),
+            (
+                "FIDO_CONNECTOR_VERSION",
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+            (
+                "LOGGING_LEVEL_COM_YUBICO",
+                self.logging_level.as_java().to_string(),
+            ),
+            ("YE_API_BASE_URL", self.ye_api_base_url.to_string()),
+            (
+                "YE_JWKS_SIGN_ENDPOINT",
+                self.ye_jwks_sign_endpoint.to_string(),
+            ),
+            (
+                "YE_JWKS_TRANSPORT_ENDPOINT",
+                self.ye_jwks_transport_endpoint.to_string(),
+            ),
+        ]
+    }
+}
+
+/// Keeps scheme, host and port only: paths and query strings of trigger URLs carry
+/// signatures.
+pub fn mask_url(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{}:{}/***", u.scheme(), h, p),
+            (Some(h), None) => format!("{}://{}/***", u.scheme(), h),
+            _ => "***".to_string(),
+        },
+        Err(_) => "***".to_string(),
+    }
+}
+
+fn validate_table_name(name: &str) -> Result<(), ConfigError> {
+    // Azure: 3..63 alphanumeric characters, not starting with a digit.
+    let ok = (3..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "AZURE_TABLES_SHIPMENTS_TABLE_NAME",
+            format!("`{name}` must be 3..63 letters/digits starting with a letter"),
+        ))
+    }
+}
+
+/// `name:sha256hex:grant+grant;name2:...` — only hashes, never keys, are configured.
+pub fn parse_api_keys(v: &str) -> Result<Vec<ApiKeyConfig>, ConfigError> {
+    const VAR: &str = "FIDO_CONNECTOR_API_KEYS";
+    let mut out = Vec::new();
+    for entry in v.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let parts: Vec<&str> = entry.split(':').collect();
+        if parts.len() != 3 {
+            return Err(ConfigError::new(
+                VAR,
+                "each entry must be name:sha256-hex:grant+grant (entries separated by ;)",
+            ));
+        }
+        let (name, hash, grants) = (parts[0], parts[1].to_ascii_lowercase(), parts[2]);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::new(VAR, format!("bad key name `{name}`")));
+        }
+        if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ConfigError::new(
+                VAR,
+                format!("key `{name}`: the hash must be 64 hex characters (SHA-256)"),
+            ));
+        }
+        let grants: Vec<String> = grants
+            .split('+')
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        if grants.is_empty() {
+            return Err(ConfigError::new(VAR, format!("key `{name}` has no grants")));
+        }
+        out.push(ApiKeyConfig {
+            name: name.to_string(),
+            sha256_hex: hash,
+            grants,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<String, String> {
+        [
+            ("AZURE_TENANT_ID", "tenant-1"),
+            ("ENTRA_FIDO_API_CLIENT_ID", "client-1"),
+            ("YE_API_BASE_URL", "https://api.console.yubico.com/v1"),
+            (
+                "YE_JWKS_SIGN_ENDPOINT",
+                "https://console.yubico.com/.well-known/yubico-sign.jwks",
+            ),
+            (
+                "YE_JWKS_TRANSPORT_ENDPOINT",
+                "https://console.yubico.com/.well-known/yubico-transport-keys.jwks",
+            ),
+            (
+                "EMAIL_API_SEND_ENDPOINT",
+                "https://prod-1.westus.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=SECRETSIG",
+            ),
+            ("FIDO_CONNECTOR_ALLOWED_AUDIENCES", "api://fido-connector"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn load(m: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Config::load(&Env::from_map(m))
+    }
+
+    #[test]
+    fn defaults_are_the_vendors() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.azure_tables_table_name, "fprshipments");
+        assert_eq!(c.cron_process_shipment_schedule, "0 0 * * * *");
+        assert_eq!(c.cron_data_cleanup_schedule, "0 30 * * * *");
+        assert_eq!(c.cron_data_cleanup_completed_days, 0);
+        assert_eq!(c.entra_fido_api_version, "beta");
+        assert_eq!(c.entra_fido_api_challenge_timeout_minutes, 20160);
+        assert_eq!(c.logging_level, LogLevel::Info);
+        assert!(matches!(c.store, StoreBackend::Embedded { .. }));
+        assert!(matches!(c.secrets, SecretBackend::File { .. }));
+    }
+
+    #[test]
+    fn missing_production_settings_name_every_variable() {
+        let mut m = base();
+        m.remove("YE_API_BASE_URL");
+        m.remove("EMAIL_API_SEND_ENDPOINT");
+        let e = load(&m).unwrap_err();
+        assert!(e.var.contains("YE_API_BASE_URL"), "{e}");
+        assert!(e.var.contains("EMAIL_API_SEND_ENDPOINT"), "{e}");
+        assert!(e.problem.contains("sandbox"));
+    }
+
+    #[test]
+    fn bad_cron_is_rejected_naming_the_variable() {
+        let mut m = base();
+        m.insert("CRON_PROCESS_SHIPMENT_SCHEDULE".into(), "0 0 * * *".into());
+        assert_eq!(load(&m).unwrap_err().var, "CRON_PROCESS_SHIPMENT_SCHEDULE");
+        m.insert(
+            "CRON_PROCESS_SHIPMENT_SCHEDULE".into(),
+            "0 61 * * * *".into(),
+        );
+        assert_eq!(load(&m).unwrap_err().var, "CRON_PROCESS_SHIPMENT_SCHEDULE");
+        m.insert(
+            "CRON_PROCESS_SHIPMENT_SCHEDULE".into(),
+            "*/10 * * * * *".into(),
+        );
+        assert!(load(&m).is_ok());
+    }
+
+    #[test]
+    fn challenge_timeout_range_is_enforced_at_the_boundaries() {
+        let mut m = base();
+        for (v, ok) in [("4", false), ("5", true), ("43200", true), ("43201", false)] {
+            m.insert("ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES".into(), v.into());
+            assert_eq!(load(&m).is_ok(), ok, "{v}");
+        }
+    }
+
+    #[test]
+    fn endpoints_must_be_urls() {
+        let mut m = base();
+        m.insert("YE_API_BASE_URL".into(), "not a url".into());
+        assert_eq!(load(&m).unwrap_err().var, "YE_API_BASE_URL");
+        m = base();
+        m.insert("AZURE_TABLES_ENDPOINT".into(), "ftp://x".into());
+        assert_eq!(load(&m).unwrap_err().var, "AZURE_TABLES_ENDPOINT");
+    }
+
+    #[test]
+    fn status_has_sixteen_keys_in_order_and_masks_the_mail_signature() {
+        let c = load(&base()).unwrap();
+        let s = c.status_entries();
+        let keys: Vec<_> = s.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "AZURE_TABLES_ENDPOINT",
+                "AZURE_TABLES_SHIPMENTS_TABLE_NAME",
+                "AZURE_KEY_VAULT_ENDPOINT",
+                "AZURE_TENANT_ID",
+                "CRON_PROCESS_SHIPMENT_SCHEDULE",
+                "CRON_DATA_CLEANUP_SCHEDULE",
+                "CRON_DATA_CLEANUP_COMPLETED_DAYS",
+                "EMAIL_API_SEND_ENDPOINT",
+                "ENTRA_FIDO_API_CLIENT_ID",
+                "ENTRA_FIDO_API_VERSION",
+                "ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES",
+                "FIDO_CONNECTOR_VERSION",
+                "LOGGING_LEVEL_COM_YUBICO",
+                "YE_API_BASE_URL",
+                "YE_JWKS_SIGN_ENDPOINT",
+                "YE_JWKS_TRANSPORT_ENDPOINT",
+            ]
+        );
+        let mail = &s[7].1;
+        assert_eq!(mail, "https://prod-1.westus.logic.azure.com/***");
+        assert!(!format!("{c:?}").contains("SECRETSIG"));
+    }
+
+    #[test]
+    fn java_level_names_are_accepted() {
+        let mut m = base();
+        m.insert("LOGGING_LEVEL_COM_YUBICO".into(), "debug".into());
+        assert_eq!(load(&m).unwrap().logging_level, LogLevel::Debug);
+        m.insert("LOGGING_LEVEL_COM_YUBICO".into(), "LOUD".into());
+        assert_eq!(load(&m).unwrap_err().var, "LOGGING_LEVEL_COM_YUBICO");
+    }
+
+    #[test]
+    fn api_keys_parse_hashes_and_grants() {
+        let h = "a".repeat(64);
+        let k = parse_api_keys(&format!("ops:{h}:Shipments.Read+Pin.Resend")).unwrap();
+        assert_eq!(k[0].grants, ["Shipments.Read", "Pin.Resend"]);
+        assert!(parse_api_keys("ops:short:x").is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! Domain types: the validated shipment request, the PIN, and the stored shipment record
+//! with its state machine. Past the HTTP edge, invalid requests cannot be represented.
+
+pub mod pin;
+pub mod request;
+pub mod shipment;
+
+pub use pin::Pin;
+pub use request::{ShipmentRequest, UserId, ValidationError};
+pub use shipment::{public_view, PublicState, RecordError, ShipmentRecord, Step};

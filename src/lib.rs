@@ -1,0 +1,22 @@
+//! fido-connector: ships YubiKeys that arrive pre-registered to their users in Microsoft
+//! Entra ID. The HTTP API is the vendor connector's; everything behind it is ours.
+//!
+//! The crate is a library with a thin binary (`src/main.rs`). [`app::build`] wires a
+//! [`config::Config`] into a running service; tests call the same function on port 0.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod faults;
+pub mod jobs;
+pub mod lifecycle;
+pub mod logging;
+pub mod secrets;
+pub mod store;
+pub mod upstream;
+
+#[cfg(feature = "sandbox")]
+pub mod sandbox;

@@ -1,0 +1,46 @@
+//! `fido-connector` runs the service from the environment (see docs/configuration.md);
+//! `fido-connector sandbox` runs it with every upstream simulated on loopback.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve().await,
+        Some("-h") | Some("--help") => {
+            println!("usage: fido-connector [serve|sandbox]");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("unknown command `{other}`; usage: fido-connector [serve|sandbox]");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
+    let config = match fido_connector::config::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fido-connector: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    fido_connector::logging::init(config.logging_level);
+    let app = match fido_connector::app::build(config).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fido-connector: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %app.addr, "fido-connector listening");
+    match app.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fido-connector: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

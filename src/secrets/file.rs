@@ -1,0 +1,1 @@
+//! Local file-backed secret store (single machine).

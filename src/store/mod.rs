@@ -1,0 +1,90 @@
+//! Where shipment records live. The lifecycle needs: insert-if-absent, read with an ETag,
+//! conditional replace (a stale ETag is a [`StoreError::Conflict`], like HTTP 412), delete,
+//! paged queries (open records; completed before a time), and named leases for the jobs.
+//!
+//! Two backends implement it: [`sqlite::SqliteStore`] (embedded, single machine) and
+//! [`azure::AzureTableStore`] (Azure Table Storage, N replicas). Coordination between
+//! replicas goes only through these conditional writes, never through memory.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::ShipmentRecord;
+
+pub mod azure;
+pub mod sqlite;
+
+/// An opaque version tag; a write with a stale one fails with [`StoreError::Conflict`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ETag(pub String);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub etag: ETag,
+}
+
+/// A page of results and the token for the next one (`None` at the end).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// Records whose step still has work: accepted, ongoing, registered.
+    Open,
+    /// Complete records with `completed_at` strictly before the time.
+    CompletedBefore(DateTime<Utc>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("record already exists")]
+    AlreadyExists,
+    /// The ETag did not match (someone else wrote first), or the row is gone.
+    #[error("conditional write lost: the record changed or was removed")]
+    Conflict,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+#[async_trait]
+pub trait ShipmentStore: Send + Sync {
+    /// Creates the record; [`StoreError::AlreadyExists`] if `request_id` is taken.
+    async fn insert(&self, rec: &ShipmentRecord) -> Result<ETag, StoreError>;
+    async fn get(&self, request_id: &str) -> Result<Option<Versioned<ShipmentRecord>>, StoreError>;
+    /// Looks a record up by YubiEnterprise's shipment id.
+    async fn get_by_shipment_id(
+        &self,
+        ye_shipment_id: &str,
+    ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError>;
+    /// Replaces the record if its ETag still is `etag`.
+    async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError>;
+    /// Deletes the record (if `etag` is given, only if it still matches). Deleting a
+    /// missing record is not an error.
+    async fn delete(&self, request_id: &str, etag: Option<&ETag>) -> Result<(), StoreError>;
+    /// At most `limit` (<= 1000) records per page; pass `next` back to continue.
+    async fn query(
+        &self,
+        q: &Query,
+        continuation: Option<String>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError>;
+    /// Takes the named lease for `owner` until `until` if it is free, expired (before
+    /// `now`) or already `owner`'s. Returns whether `owner` holds it now.
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Gives the lease up if `owner` holds it.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

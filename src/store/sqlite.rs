@@ -1,0 +1,1 @@
+//! Embedded backend: one SQLite file (WAL mode), the default outside Azure.

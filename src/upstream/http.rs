@@ -1,0 +1,163 @@
+//! Shared plumbing for outbound HTTP: one client builder (timeouts, extra trusted roots),
+//! mapping of HTTP answers to [`UpstreamError`], `Retry-After`, and jittered back-off.
+//! Only idempotent calls (GET, token requests) are retried in-line; POSTs that create
+//! something are never retried blindly.
+
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::{Response, StatusCode};
+
+use super::UpstreamError;
+
+/// Builds the outbound client: rustls, a per-request timeout, and optionally one extra
+/// trusted root certificate (PEM) for private CAs and the test doubles.
+pub fn build_client(
+    timeout: Duration,
+    extra_root_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("fido-connector/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = extra_root_ca_pem {
+        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Graph or YE).
+pub fn retry_after(resp: &Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3600)))
+}
+
+/// Exponential back-off with full jitter: uniform in [0, min(cap, base * 2^attempt)].
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let max = exp.min(cap);
+    let ms = max.as_millis() as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::rng().random_range(0..=ms))
+}
+
+/// Classifies a transport error (no HTTP answer).
+pub fn transport_error(service: &'static str, e: &reqwest::Error) -> UpstreamError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    UpstreamError::Transient {
+        service,
+        message: what.to_string(),
+        retry_after: None,
+    }
+}
+
+/// Classifies a non-success status. `code`/`message` come from the body when the caller
+/// could parse them. Bodies are never echoed whole (they may carry tokens).
+pub fn status_error(
+    service: &'static str,
+    status: StatusCode,
+    code: String,
+    message: String,
+    retry_after: Option<Duration>,
+) -> UpstreamError {
+    match status.as_u16() {
+        401 => UpstreamError::Unauthorized { service },
+        404 => UpstreamError::NotFound {
+            service,
+            code,
+            message,
+        },
+        408 | 429 | 500..=599 => UpstreamError::Transient {
+            service,
+            message: format!("HTTP {}", status.as_u16()),
+            retry_after,
+        },
+        s => UpstreamError::Rejected {
+            service,
+            status: s,
+            code,
+            message,
+        },
+    }
+}
+
+/// Removes anything that looks like a bearer token or a URL signature from text that may
+/// be shown to callers or logged.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == ',') {
+        let core = word.trim_end_matches(|c: char| c.is_whitespace() || c == '"' || c == ',');
+        let looks_secret = core.starts_with("eyJ")
+            || core.contains("sig=")
+            || core.contains("access_token")
+            || (core.len() >= 32
+                && core
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.=+/".contains(c)));
+        if looks_secret {
+            out.push_str("[redacted]");
+            out.push_str(&word[core.len()..]);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_cap() {
+        for a in 0..40 {
+            let d = backoff(a, Duration::from_millis(100), Duration::from_secs(5));
+            assert!(d <= Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let s = |c: u16| {
+            status_error(
+                "x",
+                StatusCode::from_u16(c).unwrap(),
+                "c".into(),
+                "m".into(),
+                None,
+            )
+        };
+        assert!(matches!(s(401), UpstreamError::Unauthorized { .. }));
+        assert!(matches!(s(404), UpstreamError::NotFound { .. }));
+        assert!(s(429).is_transient());
+        assert!(s(503).is_transient());
+        assert!(matches!(
+            s(400),
+            UpstreamError::Rejected { status: 400, .. }
+        ));
+    }
+
+    #[test]
+    fn scrub_removes_tokens() {
+        let t = "Bearer eyJhbGciOiJSUzI1NiJ9.abc.def rejected";
+        assert!(!scrub(t).contains("eyJ"));
+        assert!(scrub("Input for Last Name exceeded limit of 20 characters")
+            .contains("Last Name exceeded"));
+    }
+}

@@ -1,0 +1,184 @@
+//! Clients of the systems the connector talks to, each behind a narrow trait so the
+//! lifecycle can be driven against doubles and the real clients against the simulators:
+//! YubiEnterprise ([`YubiEnterprise`]), Entra/Graph ([`IdentityProvider`]), the PIN mail relay
+//! ([`Mailer`]) and Yubico's JWKS ([`jwks::JwksCache`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{Pin, UserId};
+
+pub mod entra;
+pub mod http;
+pub mod jwks;
+pub mod mail;
+pub mod ye;
+
+/// What went wrong talking to an upstream. The lifecycle branches on the variant:
+/// `Transient` is retried later, everything else is terminal for the step.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream refused our credentials (YE 401: surfaces to our caller as 401).
+    #[error("{service}: unauthorized")]
+    Unauthorized { service: &'static str },
+    /// The thing asked for does not exist (Graph `Request_ResourceNotFound`, YE 404).
+    #[error("{service}: not found: {message}")]
+    NotFound {
+        service: &'static str,
+        code: String,
+        message: String,
+    },
+    /// A 4xx answer other than 401/404/408/429: the request itself was refused.
+    #[error("{service}: rejected ({status} {code}): {message}")]
+    Rejected {
+        service: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Timeouts, connection errors, 5xx, 429: worth trying again later.
+    #[error("{service}: temporarily unavailable: {message}")]
+    Transient {
+        service: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The answer could not be understood or verified (bad JSON, bad signature, ...).
+    #[error("{service}: invalid answer: {message}")]
+    Invalid {
+        service: &'static str,
+        message: String,
+    },
+}
+
+impl UpstreamError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UpstreamError::Transient { .. })
+    }
+}
+
+// ---------------------------------------------------------------- YubiEnterprise
+
+/// A YE FPR shipment as read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct YeShipment {
+    pub shipment_id: String,
+    pub shipment_state_id: i64,
+    /// `shipment_items[0].product_data[0]`, present once the key is programmed (103/104).
+    pub product_data: Option<ProductData>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductData {
+    pub serial_number: u64,
+    pub firmware_version: Option<String>,
+    /// Compact JWE.
+    pub fido_pin_response: Option<String>,
+    /// Compact JWEs.
+    pub fido_credential_responses: Vec<String>,
+}
+
+#[async_trait]
+pub trait YubiEnterprise: Send + Sync {
+    /// `POST {base}/fpr/shipments` with the body built by `ShipmentRequest::ye_body`.
+    /// Never retried blindly: a second POST would be a second shipment.
+    async fn create_shipment(&self, body: &Value) -> Result<YeShipment, UpstreamError>;
+    /// `GET {base}/fpr/shipments/{id}`.
+    async fn get_shipment(&self, shipment_id: &str) -> Result<YeShipment, UpstreamError>;
+}
+
+// ---------------------------------------------------------------- Entra / Graph
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntraUser {
+    /// Object id.
+    pub id: String,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// Entra's `creationOptions` answer, `@odata.*` keys stripped, `value` wrapper removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreationOptions {
+    pub challenge_timeout: DateTime<Utc>,
+    /// The `publicKey` object as received (minus `@odata.*` keys).
+    pub public_key: Value,
+}
+
+/// What Yubico's factory produced for the key, as sent to `POST fido2Methods`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttestedCredential {
+    /// base64url, no padding.
+    pub id: String,
+    pub client_data_json: String,
+    pub attestation_object: String,
+    pub client_extension_results: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fido2Method {
+    pub id: String,
+    pub display_name: Option<String>,
+}
+
+#[async_trait]
+pub trait IdentityProvider: Send + Sync {
+    /// `GET /{ver}/users/{id}`; a missing user is `NotFound`.
+    async fn get_user(&self, user: &UserId) -> Result<EntraUser, UpstreamError>;
+    async fn creation_options(
+        &self,
+        user_object_id: &str,
+    ) -> Result<CreationOptions, UpstreamError>;
+    /// `POST /{ver}/users/{id}/authentication/fido2Methods`. Never retried blindly.
+    async fn register(
+        &self,
+        user_object_id: &str,
+        display_name: &str,
+        credential: &AttestedCredential,
+    ) -> Result<Fido2Method, UpstreamError>;
+    async fn list_methods(&self, user_object_id: &str) -> Result<Vec<Fido2Method>, UpstreamError>;
+}
+
+// ---------------------------------------------------------------- mail
+
+/// The PIN mail. `message_id` is the relay's de-duplication key.
+#[derive(Debug, Clone)]
+pub struct PinMail {
+    pub shipment_id: String,
+    pub user_id: String,
+    pub emails_to: Vec<String>,
+    pub serial_number: u64,
+    pub yubikey_name: Option<String>,
+    pub pin: Pin,
+    pub message_id: String,
+}
+
+impl PinMail {
+    pub fn initial_message_id(shipment_id: &str) -> String {
+        format!("{shipment_id}/pin/initial")
+    }
+    pub fn resend_message_id(shipment_id: &str) -> String {
+        format!("{shipment_id}/pin/resend/{}", uuid::Uuid::new_v4())
+    }
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send_pin(&self, mail: &PinMail) -> Result<(), UpstreamError>;
+}
+
+// ---------------------------------------------------------------- Yubico key sets
+
+/// Yubico's published key sets: transport keys (encrypt requests to Yubico) and sign keys
+/// (verify Yubico's responses). Implemented by [`jwks::JwksCache`].
+#[async_trait]
+pub trait YubicoKeys: Send + Sync {
+    /// A usable transport key (EC P-384, `use: enc`), chosen at random among them.
+    async fn transport_key(&self) -> Result<josekit::jwk::Jwk, UpstreamError>;
+    /// The sign key with this `kid` (refreshing the set once, with a cooldown, if unknown).
+    async fn sign_key(&self, kid: &str) -> Result<josekit::jwk::Jwk, UpstreamError>;
+}

@@ -1,0 +1,1 @@
+//! ye client.
