@@ -431,12 +431,14 @@ impl Config {
                     EntraCredentialKind::ClientSecret
                 }
             }
-            Some(other) => return Err(ConfigError::new(
-                "ENTRA_CREDENTIAL",
-                format!(
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "ENTRA_CREDENTIAL",
+                    format!(
                     "`{other}` must be auto, client_secret, managed_identity or workload_identity"
                 ),
-            )),
+                ))
+            }
         };
 
         let allowed_audiences: Vec<String> = env

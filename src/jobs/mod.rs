@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::api::ApiError;
 use crate::app::Deps;
 use crate::config::Config;
 
@@ -16,11 +17,17 @@ impl Jobs {
         let _ = config;
         Self {}
     }
+    /// Starts the cron jobs (processing, cleanup).
     pub async fn start(&self, deps: Arc<Deps>) -> SchedulerHandle {
         let _ = deps;
         SchedulerHandle {}
     }
     pub async fn stop(&self, handle: SchedulerHandle) {
         let _ = handle;
+    }
+    /// `GET /v1/operations/process-shipments`: starts a processing run, or joins the one
+    /// already running in this replica, and returns when it finishes.
+    pub async fn run_processing_now(&self, deps: Arc<Deps>) -> Result<(), ApiError> {
+        crate::lifecycle::process_shipments(&deps).await.map(|_| ())
     }
 }
