@@ -199,3 +199,14 @@ impl FromRequestParts<AppState> for Caller {
         state.auth.authenticate(&parts.headers).await
     }
 }
+
+/// One audit line per authorised action: who, what, which shipment. Never a credential.
+pub fn audit(caller: &Caller, action: &str, shipment_id: Option<&str>) {
+    tracing::info!(
+        target: "audit",
+        subject = %caller.subject,
+        action,
+        shipment_id = shipment_id.unwrap_or(""),
+        "authorised call"
+    );
+}

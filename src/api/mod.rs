@@ -8,29 +8,243 @@
 //! | GET | /v1/operations/resend-pin/{shipment_id} | Pin.Resend |
 //! | GET | /v1/operations/process-shipments | Operations.Run |
 //! | GET | /v1/openapi.json, /healthz, /readyz | none |
+//!
+//! Handlers authenticate first (the [`auth::Caller`] extractor runs before the body is
+//! read), validate second, and only then reach the lifecycle and its upstreams.
 
-use axum::routing::get;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
+use crate::domain::{public_view, ShipmentRequest};
+use crate::lifecycle::Idempotency;
 
 pub mod auth;
 pub mod error;
+pub mod extract;
+pub mod openapi;
 
+use auth::{Caller, Permission};
 pub use error::ApiError;
+use extract::JsonBody;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/fpr/shipments", post(create_shipment))
+        .route("/v1/fpr/shipments/{shipment_id}", get(get_shipment))
+        .route("/v1/operations/resend-pin/{shipment_id}", get(resend_pin))
+        .route("/v1/operations/process-shipments", get(process_shipments))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// `GET /v1/status`: the 16 keys of the reference, in order, secrets masked.
-pub async fn status(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    responses((status = 200, description = "Deployment settings (secrets masked)", body = openapi::StatusBody)))]
+pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let mut m = Map::new();
     for (k, v) in state.deps.config.status_entries() {
         m.insert(k.to_string(), Value::String(v));
     }
     Json(Value::Object(m))
+}
+
+/// `POST /v1/fpr/shipments`.
+#[utoipa::path(post, path = "/v1/fpr/shipments", tag = "shipments",
+    request_body = openapi::CreateShipmentRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the same shipment")),
+    responses(
+        (status = 201, description = "Shipment created at YubiEnterprise", body = openapi::CreatedBody),
+        (status = 400, description = "Validation (`api_error`), YubiEnterprise (`ye_error`) or identity provider (`idp_error`) error", body = openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials, or YubiEnterprise refused the connector's token", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Shipments.Create", body = openapi::ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is still being processed", body = openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = openapi::ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with another body", body = openapi::ErrorBody),
+        (status = 503, description = "An upstream is unavailable", body = openapi::ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn create_shipment(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::ShipmentsCreate)?;
+    let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
+        key,
+        body_sha256: hex(&Sha256::digest(&body.raw)),
+    });
+    let req = ShipmentRequest::parse(&body.value).map_err(|e| ApiError::Validation {
+        message: e.message,
+    })?;
+    auth::audit(&caller, "shipment.create", None);
+    let id = crate::lifecycle::create_shipment(&state.deps, req, idempotency, &caller.subject).await?;
+    auth::audit(&caller, "shipment.created", Some(&id));
+    Ok((StatusCode::CREATED, Json(json!({"data": {"shipment_id": id}}))).into_response())
+}
+
+/// `GET /v1/fpr/shipments/{shipment_id}`.
+#[utoipa::path(get, path = "/v1/fpr/shipments/{shipment_id}", tag = "shipments",
+    params(("shipment_id" = String, Path, description = "YubiEnterprise shipment id")),
+    responses(
+        (status = 200, description = "Processing state", body = openapi::ShipmentStatusBody),
+        (status = 400, description = "Malformed id", body = openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Shipments.Read", body = openapi::ErrorBody),
+        (status = 404, description = "Unknown shipment", body = openapi::ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_shipment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(shipment_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ShipmentsRead)?;
+    check_shipment_id(&shipment_id)?;
+    auth::audit(&caller, "shipment.read", Some(&shipment_id));
+    let rec = state
+        .deps
+        .store
+        .get_by_shipment_id(&shipment_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("Shipment not found: {shipment_id}")))?;
+    let (state_, error) = public_view(&rec.value);
+    let mut body = json!({"shipment_id": shipment_id, "shipment_state": state_.as_str()});
+    if let Some((kind, message)) = error {
+        body["error_kind"] = Value::String(kind);
+        body["error_message"] = Value::String(message);
+    }
+    Ok(Json(body))
+}
+
+/// `GET /v1/operations/resend-pin/{shipment_id}`.
+#[utoipa::path(get, path = "/v1/operations/resend-pin/{shipment_id}", tag = "operations",
+    params(("shipment_id" = String, Path, description = "YubiEnterprise shipment id")),
+    responses(
+        (status = 204, description = "PIN mail sent again"),
+        (status = 400, description = "Malformed id", body = openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Pin.Resend", body = openapi::ErrorBody),
+        (status = 404, description = "Unknown shipment", body = openapi::ErrorBody),
+        (status = 409, description = "Shipment not complete", body = openapi::ErrorBody),
+        (status = 503, description = "An upstream is unavailable", body = openapi::ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn resend_pin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(shipment_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::PinResend)?;
+    check_shipment_id(&shipment_id)?;
+    auth::audit(&caller, "pin.resend", Some(&shipment_id));
+    crate::lifecycle::resend_pin(&state.deps, &shipment_id, &caller.subject).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/operations/process-shipments`.
+#[utoipa::path(get, path = "/v1/operations/process-shipments", tag = "operations",
+    responses(
+        (status = 204, description = "A processing run (started or joined) finished"),
+        (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Operations.Run", body = openapi::ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn process_shipments(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::OperationsRun)?;
+    auth::audit(&caller, "shipments.process", None);
+    state.jobs.run_processing_now(state.deps.clone()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /healthz`: the process is alive. No I/O.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive")))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the store and the secret store answer.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is not reachable")))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let t = Duration::from_secs(3);
+    let store = matches!(tokio::time::timeout(t, state.deps.store.ping()).await, Ok(Ok(())));
+    let secrets = matches!(tokio::time::timeout(t, state.deps.secrets.ping()).await, Ok(Ok(())));
+    let body = json!({
+        "status": if store && secrets { "ready" } else { "unavailable" },
+        "store": if store { "ok" } else { "unreachable" },
+        "secrets": if secrets { "ok" } else { "unreachable" },
+    });
+    let code = if store && secrets {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    let body = json!({"error_code": "api_error", "error_message": "method not allowed",
+                      "error_data": {"error_type": "method_not_allowed"}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Shipment ids are YubiEnterprise's: letters, digits, `-` and `_`, at most 128.
+fn check_shipment_id(id: &str) -> Result<(), ApiError> {
+    let ok = (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "`shipment_id` must be 1..128 letters, digits, '-' or '_'",
+        ))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("");
+    if (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(ApiError::validation(
+            "`Idempotency-Key` must be 1..255 visible ASCII characters",
+        ))
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    ApiError::Upstream {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: format!("shipment store unavailable ({})", match e {
+            crate::store::StoreError::Unavailable(_) => "unreachable",
+            _ => "error",
+        }),
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

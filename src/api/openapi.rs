@@ -1,0 +1,232 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and these schema
+//! types (which mirror the JSON the API reads and writes; they are documentation types:
+//! parsing goes through `domain::ShipmentRequest::parse`, which enforces every rule).
+
+#![allow(dead_code)] // fields exist for the schema only
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fido-connector", description = "FIDO pre-registration connector: ship YubiKeys pre-registered in Microsoft Entra ID."),
+    paths(
+        super::status,
+        super::create_shipment,
+        super::get_shipment,
+        super::resend_pin,
+        super::process_shipments,
+        super::healthz,
+        super::readyz,
+    ),
+    components(schemas(
+        StatusBody, CreateShipmentRequest, PinRequest, EnrollmentContacts,
+        YubicoShipmentRequest, Recipient, MailingAddress, ShipmentItem, AdditionalData,
+        CreatedBody, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData
+    )),
+    modifiers(&Security),
+    tags((name = "shipments"), (name = "operations"), (name = "status"), (name = "health"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT (Entra ID access token) or fcak_ API key")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// The document as JSON.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
+
+/// `GET /v1/status` (every value a string; secrets masked).
+#[derive(Serialize, ToSchema)]
+pub struct StatusBody {
+    #[serde(rename = "AZURE_TABLES_ENDPOINT")]
+    pub azure_tables_endpoint: String,
+    #[serde(rename = "AZURE_TABLES_SHIPMENTS_TABLE_NAME")]
+    pub azure_tables_shipments_table_name: String,
+    #[serde(rename = "AZURE_KEY_VAULT_ENDPOINT")]
+    pub azure_key_vault_endpoint: String,
+    #[serde(rename = "AZURE_TENANT_ID")]
+    pub azure_tenant_id: String,
+    #[serde(rename = "CRON_PROCESS_SHIPMENT_SCHEDULE")]
+    pub cron_process_shipment_schedule: String,
+    #[serde(rename = "CRON_DATA_CLEANUP_SCHEDULE")]
+    pub cron_data_cleanup_schedule: String,
+    #[serde(rename = "CRON_DATA_CLEANUP_COMPLETED_DAYS")]
+    pub cron_data_cleanup_completed_days: String,
+    #[serde(rename = "EMAIL_API_SEND_ENDPOINT")]
+    pub email_api_send_endpoint: String,
+    #[serde(rename = "ENTRA_FIDO_API_CLIENT_ID")]
+    pub entra_fido_api_client_id: String,
+    #[serde(rename = "ENTRA_FIDO_API_VERSION")]
+    pub entra_fido_api_version: String,
+    #[serde(rename = "ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES")]
+    pub entra_fido_api_challenge_timeout_minutes: String,
+    #[serde(rename = "FIDO_CONNECTOR_VERSION")]
+    pub fido_connector_version: String,
+    #[serde(rename = "LOGGING_LEVEL_COM_YUBICO")]
+    pub logging_level_com_yubico: String,
+    #[serde(rename = "YE_API_BASE_URL")]
+    pub ye_api_base_url: String,
+    #[serde(rename = "YE_JWKS_SIGN_ENDPOINT")]
+    pub ye_jwks_sign_endpoint: String,
+    #[serde(rename = "YE_JWKS_TRANSPORT_ENDPOINT")]
+    pub ye_jwks_transport_endpoint: String,
+}
+
+/// `POST /v1/fpr/shipments` body.
+#[derive(Serialize, ToSchema)]
+pub struct CreateShipmentRequest {
+    /// User principal name or object id (GUID).
+    #[schema(example = "alice@contoso.example", max_length = 113)]
+    pub user_id: String,
+    pub pin_request: Option<PinRequest>,
+    pub enrollment_contacts: Option<EnrollmentContacts>,
+    pub yubico_shipment_request: YubicoShipmentRequest,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PinRequest {
+    /// Only `generate`.
+    #[schema(example = "generate")]
+    pub r#type: String,
+    /// 4..63 digits (default 8).
+    #[schema(minimum = 4, maximum = 63, example = 8)]
+    pub length: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EnrollmentContacts {
+    /// Where the PIN mail goes instead of the recipient's email (at most 10).
+    #[schema(max_items = 10)]
+    pub emails_to: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct YubicoShipmentRequest {
+    /// Base58 id of the reseller; omitted or empty when none.
+    pub reseller_organization_id: Option<String>,
+    /// 1 normal, 2 expedited.
+    #[schema(minimum = 1, maximum = 2)]
+    pub delivery_type: i64,
+    pub address_validation_bypass: Option<bool>,
+    pub recipient: Recipient,
+    pub mailing_address: MailingAddress,
+    /// Exactly one item.
+    #[schema(min_items = 1, max_items = 1)]
+    pub shipment_items: Vec<ShipmentItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Recipient {
+    #[schema(max_length = 20)]
+    pub recipient_company: Option<String>,
+    #[schema(max_length = 80)]
+    pub recipient_email: String,
+    #[schema(max_length = 15)]
+    pub recipient_firstname: String,
+    #[schema(max_length = 20)]
+    pub recipient_lastname: String,
+    #[schema(max_length = 40)]
+    pub recipient_telephone: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MailingAddress {
+    #[schema(max_length = 60)]
+    pub street_line1: String,
+    /// Together with `street_line1` at most 120 characters.
+    #[schema(max_length = 60)]
+    pub street_line2: Option<String>,
+    #[schema(max_length = 60)]
+    pub city: String,
+    /// Required 2-letter code for US and CA.
+    #[schema(max_length = 50)]
+    pub region: Option<String>,
+    /// US: 12345 or 12345-6789; CA: A1A 1A1.
+    #[schema(max_length = 50)]
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[schema(min_length = 2, max_length = 2)]
+    pub country_code_2: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ShipmentItem {
+    pub product_id: i64,
+    pub inventory_product_id: i64,
+    /// Always 1.
+    #[schema(minimum = 1, maximum = 1)]
+    pub product_quantity: i64,
+    #[schema(max_length = 50)]
+    pub customization_id: String,
+    pub fc_additional_data: Option<AdditionalData>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AdditionalData {
+    /// Passkey name shown as `<name>: <serial>`; printable ASCII, at most 18.
+    #[schema(max_length = 18)]
+    pub yubikey_name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedBody {
+    pub data: CreatedData,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedData {
+    pub shipment_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ShipmentStatusBody {
+    pub shipment_id: String,
+    /// `ongoing` or `complete`.
+    pub shipment_state: String,
+    /// `GENERAL` when processing hit an error.
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Every error: `error_code` is `api_error`, `ye_error` or `idp_error`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error_code: String,
+    pub error_message: String,
+    pub error_data: Option<ErrorData>,
+}
+
+/// `error_type` for `api_error`; `code`/`message` for `ye_error`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorData {
+    pub error_type: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
