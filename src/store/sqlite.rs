@@ -1,1 +1,356 @@
 //! Embedded backend: one SQLite file (WAL mode), the default outside Azure.
+//!
+//! One connection behind a mutex, used from `spawn_blocking` so the async runtime never
+//! waits on disk. Every conditional write is a single statement (`UPDATE … WHERE etag = ?`)
+//! and checks the number of rows it changed, so two writers (tasks, or processes sharing
+//! the file) can never both win. ETags are fresh random values per write.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{ETag, Page, Query, ShipmentStore, StoreError, Versioned};
+use crate::domain::{ShipmentRecord, Step};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS shipments (
+    request_id     TEXT PRIMARY KEY,
+    ye_shipment_id TEXT UNIQUE,
+    step           TEXT NOT NULL,
+    open           INTEGER NOT NULL,
+    completed_at   TEXT,
+    etag           TEXT NOT NULL,
+    data           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shipments_open ON shipments(open, request_id);
+CREATE INDEX IF NOT EXISTS shipments_completed ON shipments(step, completed_at, request_id);
+CREATE TABLE IF NOT EXISTS leases (
+    name  TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until TEXT NOT NULL
+);
+";
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    // Fixed width so that text order is time order.
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn new_etag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(other)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(other)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(other)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(other)?;
+        conn.execute_batch(SCHEMA).map_err(other)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+}
+
+fn encode(rec: &ShipmentRecord) -> Result<String, StoreError> {
+    serde_json::to_string(rec).map_err(other)
+}
+
+fn decode(data: &str, etag: String) -> Result<Versioned<ShipmentRecord>, StoreError> {
+    Ok(Versioned {
+        value: serde_json::from_str(data).map_err(other)?,
+        etag: ETag(etag),
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+#[async_trait]
+impl ShipmentStore for SqliteStore {
+    async fn insert(&self, rec: &ShipmentRecord) -> Result<ETag, StoreError> {
+        let data = encode(rec)?;
+        let rec = rec.clone();
+        self.with(move |c| {
+            let etag = new_etag();
+            let r = c.execute(
+                "INSERT INTO shipments (request_id, ye_shipment_id, step, open, completed_at, etag, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    rec.request_id,
+                    rec.ye_shipment_id,
+                    rec.step.as_str(),
+                    rec.step.is_open(),
+                    rec.completed_at.as_ref().map(ts),
+                    etag,
+                    data
+                ],
+            );
+            match r {
+                Ok(_) => Ok(ETag(etag)),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists),
+                Err(e) => Err(other(e)),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, request_id: &str) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        let id = request_id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT data, etag FROM shipments WHERE request_id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(other)?
+            .map(|(d, e)| decode(&d, e))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn get_by_shipment_id(
+        &self,
+        ye_shipment_id: &str,
+    ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        let id = ye_shipment_id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT data, etag FROM shipments WHERE ye_shipment_id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(other)?
+            .map(|(d, e)| decode(&d, e))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
+        let data = encode(rec)?;
+        let rec = rec.clone();
+        let old = etag.0.clone();
+        self.with(move |c| {
+            let new = new_etag();
+            let n = c
+                .execute(
+                    "UPDATE shipments SET ye_shipment_id = ?2, step = ?3, open = ?4,
+                            completed_at = ?5, etag = ?6, data = ?7
+                     WHERE request_id = ?1 AND etag = ?8",
+                    params![
+                        rec.request_id,
+                        rec.ye_shipment_id,
+                        rec.step.as_str(),
+                        rec.step.is_open(),
+                        rec.completed_at.as_ref().map(ts),
+                        new,
+                        data,
+                        old
+                    ],
+                )
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Other("ye_shipment_id already used by another record".into())
+                    } else {
+                        other(e)
+                    }
+                })?;
+            if n == 1 {
+                Ok(ETag(new))
+            } else {
+                Err(StoreError::Conflict)
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, request_id: &str, etag: Option<&ETag>) -> Result<(), StoreError> {
+        let id = request_id.to_string();
+        let etag = etag.map(|e| e.0.clone());
+        self.with(move |c| {
+            match etag {
+                None => {
+                    c.execute("DELETE FROM shipments WHERE request_id = ?1", params![id])
+                        .map_err(other)?;
+                }
+                Some(e) => {
+                    let n = c
+                        .execute(
+                            "DELETE FROM shipments WHERE request_id = ?1 AND etag = ?2",
+                            params![id, e],
+                        )
+                        .map_err(other)?;
+                    if n == 0 {
+                        let exists: bool = c
+                            .query_row(
+                                "SELECT 1 FROM shipments WHERE request_id = ?1",
+                                params![id],
+                                |_| Ok(true),
+                            )
+                            .optional()
+                            .map_err(other)?
+                            .unwrap_or(false);
+                        if exists {
+                            return Err(StoreError::Conflict);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query(
+        &self,
+        q: &Query,
+        continuation: Option<String>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
+        let q = q.clone();
+        let limit = limit.clamp(1, 1000);
+        let after = continuation.unwrap_or_default();
+        self.with(move |c| {
+            let rows: Vec<(String, String, String)> = match &q {
+                Query::Open => {
+                    let mut st = c
+                        .prepare_cached(
+                            "SELECT request_id, data, etag FROM shipments
+                             WHERE open = 1 AND request_id > ?1 ORDER BY request_id LIMIT ?2",
+                        )
+                        .map_err(other)?;
+                    let it = st
+                        .query_map(params![after, limit as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .map_err(other)?;
+                    it.collect::<Result<_, _>>().map_err(other)?
+                }
+                Query::CompletedBefore(t) => {
+                    let mut st = c
+                        .prepare_cached(
+                            "SELECT request_id, data, etag FROM shipments
+                             WHERE step = ?1 AND completed_at < ?2 AND request_id > ?3
+                             ORDER BY request_id LIMIT ?4",
+                        )
+                        .map_err(other)?;
+                    let it = st
+                        .query_map(
+                            params![Step::Complete.as_str(), ts(t), after, limit as i64],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .map_err(other)?;
+                    it.collect::<Result<_, _>>().map_err(other)?
+                }
+            };
+            let next = if rows.len() == limit {
+                rows.last().map(|r| r.0.clone())
+            } else {
+                None
+            };
+            let items = rows
+                .into_iter()
+                .map(|(_, d, e)| decode(&d, e))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.with(move |c| {
+            // One statement: insert, or take over if expired or already ours.
+            let n = c
+                .execute(
+                    "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                     WHERE leases.owner = excluded.owner OR leases.until < ?4",
+                    params![name, owner, ts(&until), ts(&now)],
+                )
+                .map_err(other)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM leases WHERE name = ?1 AND owner = ?2",
+                params![name, owner],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+        .await
+    }
+}
