@@ -88,13 +88,17 @@ pub async fn create_shipment(
         key,
         body_sha256: hex(&Sha256::digest(&body.raw)),
     });
-    let req = ShipmentRequest::parse(&body.value).map_err(|e| ApiError::Validation {
-        message: e.message,
-    })?;
+    let req = ShipmentRequest::parse(&body.value)
+        .map_err(|e| ApiError::Validation { message: e.message })?;
     auth::audit(&caller, "shipment.create", None);
-    let id = crate::lifecycle::create_shipment(&state.deps, req, idempotency, &caller.subject).await?;
+    let id =
+        crate::lifecycle::create_shipment(&state.deps, req, idempotency, &caller.subject).await?;
     auth::audit(&caller, "shipment.created", Some(&id));
-    Ok((StatusCode::CREATED, Json(json!({"data": {"shipment_id": id}}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"data": {"shipment_id": id}})),
+    )
+        .into_response())
 }
 
 /// `GET /v1/fpr/shipments/{shipment_id}`.
@@ -183,8 +187,14 @@ pub async fn healthz() -> Json<Value> {
     responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is not reachable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let t = Duration::from_secs(3);
-    let store = matches!(tokio::time::timeout(t, state.deps.store.ping()).await, Ok(Ok(())));
-    let secrets = matches!(tokio::time::timeout(t, state.deps.secrets.ping()).await, Ok(Ok(())));
+    let store = matches!(
+        tokio::time::timeout(t, state.deps.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let secrets = matches!(
+        tokio::time::timeout(t, state.deps.secrets.ping()).await,
+        Ok(Ok(()))
+    );
     let body = json!({
         "status": if store && secrets { "ready" } else { "unavailable" },
         "store": if store { "ok" } else { "unreachable" },
@@ -211,7 +221,9 @@ async fn method_not_allowed() -> Response {
 /// Shipment ids are YubiEnterprise's: letters, digits, `-` and `_`, at most 128.
 fn check_shipment_id(id: &str) -> Result<(), ApiError> {
     let ok = (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -238,10 +250,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 fn store_error(e: crate::store::StoreError) -> ApiError {
     ApiError::Upstream {
         status: StatusCode::SERVICE_UNAVAILABLE,
-        message: format!("shipment store unavailable ({})", match e {
-            crate::store::StoreError::Unavailable(_) => "unreachable",
-            _ => "error",
-        }),
+        message: format!(
+            "shipment store unavailable ({})",
+            match e {
+                crate::store::StoreError::Unavailable(_) => "unreachable",
+                _ => "error",
+            }
+        ),
     }
 }
 

@@ -2,8 +2,12 @@
 //! per-shipment EC P-384 response keys, JWE `ECDH-ES+A256KW`/`A256GCM` requests to a Yubico
 //! transport key, and decrypt-then-verify (JWS `ES384`) of Yubico's responses.
 
+use base64::Engine;
+use josekit::jwe::{JweHeader, ECDH_ES_A256KW};
+use josekit::jwk::alg::ec::EcCurve;
 use josekit::jwk::Jwk;
-use secrecy::SecretString;
+use josekit::jws::{JwsHeader, ES384};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::domain::Pin;
@@ -51,21 +55,182 @@ impl std::fmt::Debug for ResponseKey {
 impl ResponseKey {
     /// A fresh key pair with `kid` = `fpr-<uuid>`.
     pub fn generate() -> Result<Self, CryptoError> {
-        Err(CryptoError::Key("not implemented".into()))
+        let kid = format!("fpr-{}", uuid::Uuid::new_v4());
+        let mut jwk = Jwk::generate_ec_key(EcCurve::P384).map_err(key)?;
+        jwk.set_key_id(&kid);
+        jwk.set_key_use("enc");
+        jwk.set_algorithm(JWE_ALG);
+        Ok(Self {
+            kid,
+            private_jwk: SecretString::from(jwk.to_string()),
+        })
     }
+
     /// Restores a key from the JSON private JWK kept in the secret store.
     pub fn from_private_jwk(json: SecretString) -> Result<Self, CryptoError> {
-        let _ = json;
-        Err(CryptoError::Key("not implemented".into()))
+        let jwk = Jwk::from_bytes(json.expose_secret().as_bytes()).map_err(key)?;
+        check_ec_p384(&jwk)?;
+        if jwk.parameter("d").is_none() {
+            return Err(CryptoError::Key("not a private key".into()));
+        }
+        let kid = jwk
+            .key_id()
+            .ok_or_else(|| CryptoError::Key("response key has no kid".into()))?
+            .to_string();
+        Ok(Self {
+            kid,
+            private_jwk: json,
+        })
     }
+
     /// The private JWK as JSON, for the secret store.
     pub fn private_jwk_json(&self) -> &SecretString {
         &self.private_jwk
     }
+
+    fn private(&self) -> Result<Jwk, CryptoError> {
+        Jwk::from_bytes(self.private_jwk.expose_secret().as_bytes()).map_err(key)
+    }
+
     /// The public JWK (with `kid`, `use: enc`, `alg: ECDH-ES+A256KW`), sent to Yubico.
     pub fn public_jwk(&self) -> Result<Jwk, CryptoError> {
-        Err(CryptoError::Key("not implemented".into()))
+        public_of(&self.private()?)
     }
+}
+
+/// The public half of a key, keeping `kid`, `use` and `alg` (josekit drops them).
+pub fn public_of(jwk: &Jwk) -> Result<Jwk, CryptoError> {
+    let mut p = jwk.to_public_key().map_err(key)?;
+    if let Some(kid) = jwk.key_id() {
+        p.set_key_id(kid);
+    }
+    if let Some(u) = jwk.key_use() {
+        p.set_key_use(u);
+    }
+    if let Some(a) = jwk.algorithm() {
+        p.set_algorithm(a);
+    }
+    Ok(p)
+}
+
+pub const JWE_ALG: &str = "ECDH-ES+A256KW";
+pub const JWE_ENC: &str = "A256GCM";
+pub const JWS_ALG: &str = "ES384";
+
+fn key(e: impl std::fmt::Display) -> CryptoError {
+    CryptoError::Key(e.to_string())
+}
+
+fn check_ec_p384(jwk: &Jwk) -> Result<(), CryptoError> {
+    if jwk.key_type() != "EC" || jwk.curve() != Some("P-384") {
+        return Err(CryptoError::Key("key is not EC P-384".into()));
+    }
+    Ok(())
+}
+
+/// Reads a compact JOSE object's protected header without trusting anything in it.
+fn protected_header(compact: &str, parts: usize) -> Result<serde_json::Map<String, Value>, String> {
+    let segs: Vec<&str> = compact.split('.').collect();
+    if segs.len() != parts {
+        return Err(format!(
+            "expected {parts} compact segments, found {}",
+            segs.len()
+        ));
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segs[0])
+        .map_err(|_| "header is not base64url".to_string())?;
+    match serde_json::from_slice::<Value>(&raw) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err("header is not a JSON object".into()),
+    }
+}
+
+fn header_str<'a>(h: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> {
+    h.get(k).and_then(Value::as_str)
+}
+
+/// Encrypts `plaintext` to `recipient` (an EC P-384 public JWK with a kid).
+pub fn encrypt_to(plaintext: &[u8], recipient: &Jwk) -> Result<String, CryptoError> {
+    check_ec_p384(recipient)?;
+    let kid = recipient
+        .key_id()
+        .ok_or_else(|| CryptoError::Encrypt("recipient key has no kid".into()))?;
+    let mut header = JweHeader::new();
+    header.set_content_encryption(JWE_ENC);
+    header.set_key_id(kid);
+    let encrypter = ECDH_ES_A256KW
+        .encrypter_from_jwk(recipient)
+        .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    josekit::jwe::serialize_compact(plaintext, &header, &encrypter)
+        .map_err(|e| CryptoError::Encrypt(e.to_string()))
+}
+
+/// Decrypts a compact JWE with `private` after checking its header names exactly the
+/// profile's algorithms and `private`'s kid.
+pub fn decrypt_with(jwe: &str, private: &Jwk) -> Result<Vec<u8>, CryptoError> {
+    let h = protected_header(jwe, 5).map_err(CryptoError::Decrypt)?;
+    if header_str(&h, "alg") != Some(JWE_ALG) || header_str(&h, "enc") != Some(JWE_ENC) {
+        return Err(CryptoError::Decrypt(format!(
+            "algorithm must be {JWE_ALG}/{JWE_ENC}"
+        )));
+    }
+    if h.contains_key("zip") {
+        return Err(CryptoError::Decrypt(
+            "compressed JWEs are not accepted".into(),
+        ));
+    }
+    if header_str(&h, "kid") != private.key_id() {
+        return Err(CryptoError::Decrypt(
+            "encrypted to another key (kid mismatch)".into(),
+        ));
+    }
+    let decrypter = ECDH_ES_A256KW
+        .decrypter_from_jwk(private)
+        .map_err(|e| CryptoError::Key(e.to_string()))?;
+    josekit::jwe::deserialize_compact(jwe, &decrypter)
+        .map(|(payload, _)| payload)
+        .map_err(|_| CryptoError::Decrypt("authentication failed".into()))
+}
+
+/// Signs `payload` with `signer` (EC P-384 private JWK with a kid) as a compact ES384 JWS.
+pub fn sign_with(payload: &[u8], signer: &Jwk) -> Result<String, CryptoError> {
+    let kid = signer
+        .key_id()
+        .ok_or_else(|| CryptoError::Key("signing key has no kid".into()))?;
+    let mut header = JwsHeader::new();
+    header.set_key_id(kid);
+    let s = ES384.signer_from_jwk(signer).map_err(key)?;
+    josekit::jws::serialize_compact(payload, &header, &s).map_err(key)
+}
+
+/// Verifies a compact JWS: `ES384` only, signed by the key its `kid` names in the sign set.
+pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, CryptoError> {
+    let h = protected_header(jws, 3).map_err(CryptoError::Verify)?;
+    if header_str(&h, "alg") != Some(JWS_ALG) {
+        return Err(CryptoError::Verify(format!("algorithm must be {JWS_ALG}")));
+    }
+    if h.contains_key("crit")
+        || h.contains_key("jwk")
+        || h.contains_key("jku")
+        || h.contains_key("x5u")
+    {
+        return Err(CryptoError::Verify("unsupported header parameters".into()));
+    }
+    let kid = header_str(&h, "kid").ok_or_else(|| CryptoError::Verify("no kid".into()))?;
+    let jwk = keys.sign_key(kid).await.map_err(|e| match e {
+        crate::upstream::UpstreamError::NotFound { .. } => {
+            CryptoError::Verify(format!("unknown signing key {kid}"))
+        }
+        other => CryptoError::KeySet(other.to_string()),
+    })?;
+    check_ec_p384(&jwk).map_err(|_| CryptoError::Verify("signing key is not EC P-384".into()))?;
+    let verifier = ES384
+        .verifier_from_jwk(&jwk)
+        .map_err(|e| CryptoError::Verify(e.to_string()))?;
+    let (payload, _) = josekit::jws::deserialize_compact(jws, &verifier)
+        .map_err(|_| CryptoError::Verify("bad signature".into()))?;
+    serde_json::from_slice(&payload).map_err(|e| CryptoError::Payload(e.to_string()))
 }
 
 /// `fido_pin_request`: `{"pin", "response_jwk"}` encrypted to `transport`.
@@ -74,8 +239,14 @@ pub fn encrypt_pin_request(
     response_key: &ResponseKey,
     transport: &Jwk,
 ) -> Result<String, CryptoError> {
-    let _ = (pin, response_key, transport);
-    Err(CryptoError::Encrypt("not implemented".into()))
+    let body = zeroize::Zeroizing::new(
+        serde_json::to_vec(&serde_json::json!({
+            "pin": pin.expose(),
+            "response_jwk": response_key.public_jwk()?.as_ref(),
+        }))
+        .map_err(|e| CryptoError::Encrypt(e.to_string()))?,
+    );
+    encrypt_to(&body, transport)
 }
 
 /// `fido_credential_requests[0]`: `{"response_jwk", "challenge_expires_at", "public_key"}`
@@ -86,8 +257,13 @@ pub fn encrypt_credential_request(
     public_key: &Value,
     transport: &Jwk,
 ) -> Result<String, CryptoError> {
-    let _ = (response_key, challenge_expires_at, public_key, transport);
-    Err(CryptoError::Encrypt("not implemented".into()))
+    let body = serde_json::to_vec(&serde_json::json!({
+        "response_jwk": response_key.public_jwk()?.as_ref(),
+        "challenge_expires_at": challenge_expires_at,
+        "public_key": public_key,
+    }))
+    .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    encrypt_to(&body, transport)
 }
 
 /// A verified `fido_pin_response`.
@@ -104,6 +280,29 @@ pub struct CredentialResponse {
     pub credential: AttestedCredential,
 }
 
+async fn open(
+    jwe: &str,
+    response_key: &ResponseKey,
+    keys: &dyn YubicoKeys,
+    expected_serial: u64,
+) -> Result<Value, CryptoError> {
+    let inner = zeroize::Zeroizing::new(decrypt_with(jwe, &response_key.private()?)?);
+    let jws = std::str::from_utf8(&inner)
+        .map_err(|_| CryptoError::Payload("inner JWS is not text".into()))?;
+    let payload = verify_signed(jws.trim(), keys).await?;
+    let got = payload
+        .get("serial_number")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| CryptoError::Payload("serial_number missing".into()))?;
+    if got != expected_serial {
+        return Err(CryptoError::SerialMismatch {
+            expected: expected_serial,
+            got,
+        });
+    }
+    Ok(payload)
+}
+
 /// Decrypts with the response key, verifies the inner JWS (ES384, sign key set) and checks
 /// the serial against `expected_serial` (the one YE reports in `product_data`).
 pub async fn open_pin_response(
@@ -112,8 +311,20 @@ pub async fn open_pin_response(
     keys: &dyn YubicoKeys,
     expected_serial: u64,
 ) -> Result<PinResponse, CryptoError> {
-    let _ = (jwe, response_key, keys, expected_serial);
-    Err(CryptoError::Decrypt("not implemented".into()))
+    let mut payload = open(jwe, response_key, keys, expected_serial).await?;
+    let pin = payload
+        .get("pin")
+        .and_then(Value::as_str)
+        .and_then(Pin::from_digits)
+        .ok_or_else(|| CryptoError::Payload("pin missing or not 4..63 digits".into()));
+    // Scrub the PIN from the parsed JSON before it is dropped.
+    if let Some(Value::String(s)) = payload.get_mut("pin") {
+        zeroize::Zeroize::zeroize(s);
+    }
+    Ok(PinResponse {
+        serial_number: expected_serial,
+        pin: pin?,
+    })
 }
 
 /// As [`open_pin_response`], for the credential response.
@@ -123,6 +334,312 @@ pub async fn open_credential_response(
     keys: &dyn YubicoKeys,
     expected_serial: u64,
 ) -> Result<CredentialResponse, CryptoError> {
-    let _ = (jwe, response_key, keys, expected_serial);
-    Err(CryptoError::Decrypt("not implemented".into()))
+    let payload = open(jwe, response_key, keys, expected_serial).await?;
+    let c = payload
+        .get("credential")
+        .and_then(Value::as_object)
+        .ok_or_else(|| CryptoError::Payload("credential missing".into()))?;
+    let field = |k: &str| -> Result<String, CryptoError> {
+        let v = c
+            .get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| CryptoError::Payload(format!("credential.{k} missing")))?;
+        // Must be base64url (no padding) as Graph expects.
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v)
+            .map_err(|_| CryptoError::Payload(format!("credential.{k} is not base64url")))?;
+        Ok(v.to_string())
+    };
+    Ok(CredentialResponse {
+        serial_number: expected_serial,
+        credential: AttestedCredential {
+            id: field("id")?,
+            client_data_json: field("clientDataJSON")?,
+            attestation_object: field("attestationObject")?,
+            client_extension_results: c
+                .get("clientExtensionResults")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({})),
+        },
+    })
+}
+
+/// The Yubico side of the profile, used by the YubiEnterprise simulator and tests:
+/// decrypting requests with a transport key and sealing responses (sign, then encrypt).
+pub mod yubico_side {
+    use super::*;
+
+    /// Decrypts a request JWE with the transport private key and parses its JSON.
+    pub fn decrypt_request(jwe: &str, transport_private: &Jwk) -> Result<Value, CryptoError> {
+        let raw = zeroize::Zeroizing::new(decrypt_with(jwe, transport_private)?);
+        serde_json::from_slice(&raw).map_err(|e| CryptoError::Payload(e.to_string()))
+    }
+
+    /// Signs `payload` (ES384, `sign_key`) and encrypts the JWS to `response_public`.
+    pub fn seal_response(
+        payload: &Value,
+        sign_key: &Jwk,
+        response_public: &Jwk,
+    ) -> Result<String, CryptoError> {
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(payload).map_err(|e| CryptoError::Encrypt(e.to_string()))?,
+        );
+        let jws = sign_with(&body, sign_key)?;
+        encrypt_to(jws.as_bytes(), response_public)
+    }
+
+    /// A fresh EC P-384 key for a key set, with kid and use.
+    pub fn new_key(kid: &str, use_: &str) -> Result<Jwk, CryptoError> {
+        let mut jwk = Jwk::generate_ec_key(EcCurve::P384).map_err(key)?;
+        jwk.set_key_id(kid);
+        jwk.set_key_use(use_);
+        if use_ == "sig" {
+            jwk.set_algorithm(JWS_ALG);
+        }
+        Ok(jwk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yubico_side::*;
+    use super::*;
+    use crate::upstream::UpstreamError;
+    use async_trait::async_trait;
+
+    struct Keys {
+        transport: Jwk,
+        sign: Vec<Jwk>,
+    }
+
+    #[async_trait]
+    impl YubicoKeys for Keys {
+        async fn transport_key(&self) -> Result<Jwk, UpstreamError> {
+            public_of(&self.transport).map_err(|e| UpstreamError::Invalid {
+                service: "test",
+                message: e.to_string(),
+            })
+        }
+        async fn sign_key(&self, kid: &str) -> Result<Jwk, UpstreamError> {
+            self.sign
+                .iter()
+                .find(|k| k.key_id() == Some(kid))
+                .map(|k| public_of(k).unwrap())
+                .ok_or(UpstreamError::NotFound {
+                    service: "test",
+                    code: "kid".into(),
+                    message: kid.into(),
+                })
+        }
+    }
+
+    fn setup() -> (Keys, Jwk, Jwk) {
+        let transport = new_key("t1", "enc").unwrap();
+        let sign = new_key("s1", "sig").unwrap();
+        (
+            Keys {
+                transport: transport.clone(),
+                sign: vec![sign.clone()],
+            },
+            transport,
+            sign,
+        )
+    }
+
+    fn b64(s: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[tokio::test]
+    async fn pin_request_and_response_round_trip() {
+        let (keys, transport, sign) = setup();
+        let rk = ResponseKey::generate().unwrap();
+        assert!(rk.kid.starts_with("fpr-"));
+        let pin = Pin::generate(8);
+        let jwe = encrypt_pin_request(&pin, &rk, &keys.transport_key().await.unwrap()).unwrap();
+        assert!(!jwe.contains(pin.expose()));
+        let req = decrypt_request(&jwe, &transport).unwrap();
+        assert_eq!(req["pin"], pin.expose());
+        assert_eq!(req["response_jwk"]["kid"], rk.kid.as_str());
+        assert!(
+            req["response_jwk"].get("d").is_none(),
+            "private part leaked"
+        );
+
+        let response_public =
+            Jwk::from_map(req["response_jwk"].as_object().unwrap().clone()).unwrap();
+        let sealed = seal_response(
+            &serde_json::json!({"serial_number": 12345678, "pin": pin.expose()}),
+            &sign,
+            &response_public,
+        )
+        .unwrap();
+        // Restored from the secret store's JSON, as the lifecycle does.
+        let restored = ResponseKey::from_private_jwk(rk.private_jwk_json().clone()).unwrap();
+        let opened = open_pin_response(&sealed, &restored, &keys, 12345678)
+            .await
+            .unwrap();
+        assert_eq!(opened.pin, pin);
+        assert_eq!(opened.serial_number, 12345678);
+    }
+
+    #[tokio::test]
+    async fn credential_response_round_trip_and_serial_mismatch() {
+        let (keys, _transport, sign) = setup();
+        let rk = ResponseKey::generate().unwrap();
+        let payload = serde_json::json!({"serial_number": 7, "credential": {
+            "id": b64(b"id"), "clientDataJSON": b64(b"{}"), "attestationObject": b64(b"ao"),
+            "clientExtensionResults": {}}});
+        let sealed = seal_response(&payload, &sign, &rk.public_jwk().unwrap()).unwrap();
+        let c = open_credential_response(&sealed, &rk, &keys, 7)
+            .await
+            .unwrap();
+        assert_eq!(c.credential.id, b64(b"id"));
+        let e = open_credential_response(&sealed, &rk, &keys, 8)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            CryptoError::SerialMismatch {
+                expected: 8,
+                got: 7
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_for_another_shipment_is_refused() {
+        let (keys, _t, sign) = setup();
+        let mine = ResponseKey::generate().unwrap();
+        let other = ResponseKey::generate().unwrap();
+        let sealed = seal_response(
+            &serde_json::json!({"serial_number": 1, "pin": "1234"}),
+            &sign,
+            &other.public_jwk().unwrap(),
+        )
+        .unwrap();
+        let e = open_pin_response(&sealed, &mine, &keys, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CryptoError::Decrypt(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn tampered_ciphertext_and_signature_are_refused() {
+        let (keys, _t, sign) = setup();
+        let rk = ResponseKey::generate().unwrap();
+        let payload = serde_json::json!({"serial_number": 1, "pin": "1234"});
+        let sealed = seal_response(&payload, &sign, &rk.public_jwk().unwrap()).unwrap();
+        let mut parts: Vec<String> = sealed.split('.').map(str::to_string).collect();
+        let mut ct = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&parts[3])
+            .unwrap();
+        ct[0] ^= 1;
+        parts[3] = b64(&ct);
+        let e = open_pin_response(&parts.join("."), &rk, &keys, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CryptoError::Decrypt(_)), "{e:?}");
+
+        // A valid JWE around a JWS whose payload was altered after signing.
+        let jws = sign_with(&serde_json::to_vec(&payload).unwrap(), &sign).unwrap();
+        let mut p: Vec<String> = jws.split('.').map(str::to_string).collect();
+        p[1] = b64(br#"{"serial_number":1,"pin":"9999"}"#);
+        let forged = encrypt_to(p.join(".").as_bytes(), &rk.public_jwk().unwrap()).unwrap();
+        let e = open_pin_response(&forged, &rk, &keys, 1).await.unwrap_err();
+        assert!(matches!(e, CryptoError::Verify(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_and_foreign_signers_are_refused() {
+        let (keys, _t, _sign) = setup();
+        let rk = ResponseKey::generate().unwrap();
+        let stranger = new_key("s-unknown", "sig").unwrap();
+        let sealed = seal_response(
+            &serde_json::json!({"serial_number": 1, "pin": "1234"}),
+            &stranger,
+            &rk.public_jwk().unwrap(),
+        )
+        .unwrap();
+        let e = open_pin_response(&sealed, &rk, &keys, 1).await.unwrap_err();
+        assert!(
+            matches!(e, CryptoError::Verify(ref m) if m.contains("unknown")),
+            "{e:?}"
+        );
+
+        // A stranger's key under a known kid: bad signature.
+        let impostor = new_key("s1", "sig").unwrap();
+        let sealed = seal_response(
+            &serde_json::json!({"serial_number": 1, "pin": "1234"}),
+            &impostor,
+            &rk.public_jwk().unwrap(),
+        )
+        .unwrap();
+        let e = open_pin_response(&sealed, &rk, &keys, 1).await.unwrap_err();
+        assert!(matches!(e, CryptoError::Verify(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn wrong_algorithms_are_refused_before_any_key_is_used() {
+        let (keys, _t, sign) = setup();
+        let rk = ResponseKey::generate().unwrap();
+        let hdr = |v: serde_json::Value| b64(v.to_string().as_bytes());
+        let body = b64(br#"{"serial_number":1,"pin":"1234"}"#);
+        // alg none
+        let none = format!(
+            "{}.{}.",
+            hdr(serde_json::json!({"alg":"none","kid":"s1"})),
+            body
+        );
+        // HS256 keyed with the signer's public key (algorithm confusion)
+        let pubkey = public_of(&sign).unwrap().to_string();
+        let hs = josekit::jws::HS256
+            .signer_from_bytes(pubkey.as_bytes())
+            .unwrap();
+        let mut h = JwsHeader::new();
+        h.set_key_id("s1");
+        let confused =
+            josekit::jws::serialize_compact(br#"{"serial_number":1,"pin":"1234"}"#, &h, &hs)
+                .unwrap();
+        for inner in [none, confused] {
+            let jwe = encrypt_to(inner.as_bytes(), &rk.public_jwk().unwrap()).unwrap();
+            let e = open_pin_response(&jwe, &rk, &keys, 1).await.unwrap_err();
+            assert!(
+                matches!(e, CryptoError::Verify(ref m) if m.contains("ES384")),
+                "{e:?}"
+            );
+        }
+        // A JWE claiming another key-management algorithm.
+        let jwe = encrypt_to(b"x", &rk.public_jwk().unwrap()).unwrap();
+        let mut parts: Vec<String> = jwe.split('.').map(str::to_string).collect();
+        let mut h: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&parts[0])
+                .unwrap(),
+        )
+        .unwrap();
+        for alg in ["dir", "RSA-OAEP-256", "ECDH-ES"] {
+            h["alg"] = serde_json::json!(alg);
+            parts[0] = b64(h.to_string().as_bytes());
+            let e = open_pin_response(&parts.join("."), &rk, &keys, 1)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, CryptoError::Decrypt(ref m) if m.contains("algorithm")),
+                "{alg}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_keys_redact_their_private_part() {
+        let rk = ResponseKey::generate().unwrap();
+        let dbg = format!("{rk:?}");
+        assert!(dbg.contains(&rk.kid));
+        assert!(!dbg.contains("\"d\""));
+        assert!(ResponseKey::from_private_jwk(SecretString::from(
+            rk.public_jwk().unwrap().to_string()
+        ))
+        .is_err());
+    }
 }

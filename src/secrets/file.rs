@@ -95,7 +95,9 @@ impl SecretStore for FileSecretStore {
             if md.is_dir() && !md.permissions().readonly() {
                 Ok(())
             } else {
-                Err(SecretError::Unavailable("secret directory not writable".into()))
+                Err(SecretError::Unavailable(
+                    "secret directory not writable".into(),
+                ))
             }
         })
         .await

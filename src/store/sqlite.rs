@@ -67,8 +67,10 @@ impl SqliteStore {
         }
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(other)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(other)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(other)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(other)?;
         Self::init(conn)
     }
 
@@ -78,7 +80,8 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(other)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(other)?;
         conn.execute_batch(SCHEMA).map_err(other)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
