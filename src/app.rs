@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::api::auth::Authenticator;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, SecretBackend, StoreBackend};
 use crate::secrets::SecretStore;
 use crate::store::ShipmentStore;
 use crate::upstream::{IdentityProvider, Mailer, YubiEnterprise, YubicoKeys};
@@ -102,10 +102,104 @@ async fn shutdown_signal() {
 
 /// Builds the production dependencies from the configuration.
 pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
-    let _ = config;
-    Err(BuildError::Dependency {
-        what: "dependencies",
-        message: "not wired yet".into(),
+    let dep = |what: &'static str| move |e: String| BuildError::Dependency { what, message: e };
+    let extra_ca = match &config.extra_root_ca_pem {
+        Some(p) => Some(std::fs::read(p).map_err(|e| BuildError::Dependency {
+            what: "FIDO_CONNECTOR_EXTRA_ROOT_CA",
+            message: format!("{}: {e}", p.display()),
+        })?),
+        None => None,
+    };
+    let http = crate::upstream::http::build_client(config.upstream_timeout, extra_ca.as_deref())
+        .map_err(dep("HTTP client"))?;
+
+    let azure_credential = || crate::azure_auth::azure_credential(config.entra_credential);
+    let secrets: Arc<dyn SecretStore> = match &config.secrets {
+        SecretBackend::File { dir } => Arc::new(
+            crate::secrets::file::FileSecretStore::new(dir.clone())
+                .map_err(|e| dep("secret store")(e.to_string()))?,
+        ),
+        SecretBackend::KeyVault { endpoint } => crate::secrets::keyvault::KeyVaultSecretStore::connect(
+            endpoint,
+            azure_credential().map_err(dep("Azure credential"))?,
+            extra_ca.as_deref(),
+        )
+        .map_err(|e| dep("Key Vault")(e.to_string()))?,
+    };
+    let store: Arc<dyn ShipmentStore> = match &config.store {
+        StoreBackend::Embedded { path } => Arc::new(
+            crate::store::sqlite::SqliteStore::open(path)
+                .map_err(|e| dep("embedded store")(e.to_string()))?,
+        ),
+        StoreBackend::AzureTables {
+            endpoint,
+            table,
+            account,
+            account_key,
+        } => {
+            let auth = match (account, account_key) {
+                (Some(account), Some(key)) => crate::store::azure::AzureTablesAuth::SharedKey {
+                    account: account.clone(),
+                    key: key.clone(),
+                },
+                _ => crate::store::azure::AzureTablesAuth::Token(
+                    azure_credential().map_err(dep("Azure credential"))?,
+                ),
+            };
+            crate::store::azure::AzureTableStore::connect(endpoint, table, auth)
+                .await
+                .map_err(|e| dep("Azure Tables")(e.to_string()))?
+        }
+    };
+    let ye = Arc::new(crate::upstream::ye::YeClient::new(
+        config.ye_api_base_url.clone(),
+        secrets.clone(),
+        http.clone(),
+    ));
+    let keys = Arc::new(crate::upstream::jwks::JwksCache::new(
+        config.ye_jwks_transport_endpoint.clone(),
+        config.ye_jwks_sign_endpoint.clone(),
+        http.clone(),
+    ));
+    let tokens =
+        crate::upstream::entra::token_source_from_config(&config, secrets.clone(), http.clone())
+            .map_err(dep("Entra credential"))?;
+    let idp = Arc::new(crate::upstream::entra::GraphClient::new(
+        crate::upstream::entra::GraphClientConfig {
+            graph_endpoint: config.graph_endpoint.clone(),
+            api_version: config.entra_fido_api_version.clone(),
+            challenge_timeout_minutes: config.entra_fido_api_challenge_timeout_minutes,
+        },
+        tokens,
+        http.clone(),
+    ));
+    let mail_endpoint =
+        config
+            .email_api_send_endpoint
+            .clone()
+            .ok_or_else(|| BuildError::Dependency {
+                what: "EMAIL_API_SEND_ENDPOINT",
+                message: "not set".into(),
+            })?;
+    let mailer = Arc::new(crate::upstream::mail::HttpMailer::new(
+        mail_endpoint,
+        http.clone(),
+    ));
+    let instance_id = std::env::var("CONTAINER_APP_REPLICA_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|r| format!("{r}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    Ok(Deps {
+        config,
+        store,
+        secrets,
+        ye,
+        idp,
+        mailer,
+        keys,
+        clock: Arc::new(crate::clock::SystemClock),
+        instance_id,
     })
 }
 

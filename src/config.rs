@@ -229,9 +229,10 @@ pub fn validate_cron(var: &str, s: &str) -> Result<(), ConfigError> {
             format!("`{s}` must have 6 fields (sec min hour day month weekday), found {fields}"),
         ));
     }
-    cron::Schedule::from_str(s)
+    // Parsed by the scheduler's own parser, so what validates here is what runs.
+    tokio_cron_scheduler::Job::new_async(s, |_, _| Box::pin(async {}))
         .map(|_| ())
-        .map_err(|e| ConfigError::new(var, format!("`{s}` is not a valid cron expression ({e})")))
+        .map_err(|e| ConfigError::new(var, format!("`{s}` is not a valid cron expression ({e:?})")))
 }
 
 fn required(env: &Env, var: &str, missing: &mut Vec<String>) -> Option<String> {

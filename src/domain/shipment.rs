@@ -111,6 +111,11 @@ pub struct ShipmentRecord {
     pub challenge_expires_at: Option<DateTime<Utc>>,
     pub serial_number: Option<u64>,
     pub entra_method_id: Option<String>,
+    /// Set (and persisted) just before the Entra registration call: if the process dies
+    /// before recording the result, the next run looks for the method instead of
+    /// registering a second time.
+    #[serde(default)]
+    pub register_started_at: Option<DateTime<Utc>>,
     /// SHA-256 (hex) of the canonical request body when an Idempotency-Key was given.
     pub idempotency_body_hash: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -206,6 +211,7 @@ mod tests {
             challenge_expires_at: None,
             serial_number: None,
             entra_method_id: None,
+            register_started_at: None,
             idempotency_body_hash: None,
             created_at: t,
             updated_at: t,

@@ -1,55 +1,65 @@
 //! The shipment lifecycle: create, process, resend PIN, clean up. Plain async functions
 //! over [`crate::app::Deps`]; the handlers, the cron jobs and the tests all call them.
+//! The state machine itself is described in `domain::shipment` and docs/lifecycle.md.
+
+use axum::http::StatusCode;
 
 use crate::api::ApiError;
-use crate::app::Deps;
-use crate::domain::ShipmentRequest;
+use crate::store::StoreError;
+use crate::upstream::UpstreamError;
 
-/// A caller-supplied `Idempotency-Key` and the hash of the body it came with.
-#[derive(Debug, Clone)]
-pub struct Idempotency {
-    pub key: String,
-    /// SHA-256 hex of the raw request body.
-    pub body_sha256: String,
+mod cleanup;
+mod create;
+mod process;
+mod resend;
+
+pub use cleanup::cleanup;
+pub use create::{create_shipment, Idempotency};
+pub use process::{process_shipments, RunSummary};
+pub use resend::resend_pin;
+
+pub(crate) fn store_err(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "shipment store error");
+    ApiError::Upstream {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "shipment store unavailable".into(),
+    }
 }
 
-/// `POST /v1/fpr/shipments` after validation: returns YubiEnterprise's shipment id.
-pub async fn create_shipment(
-    deps: &Deps,
-    req: ShipmentRequest,
-    idempotency: Option<Idempotency>,
-    caller: &str,
-) -> Result<String, ApiError> {
-    let _ = (deps, req, idempotency, caller);
-    Err(ApiError::internal("create_shipment not implemented"))
+pub(crate) fn secret_err(e: crate::secrets::SecretError) -> ApiError {
+    tracing::error!(error = %e, "secret store error");
+    ApiError::Upstream {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "secret store unavailable".into(),
+    }
 }
 
-/// `GET /v1/operations/resend-pin/{id}`: only for complete shipments (404 unknown, 409 not
-/// complete).
-pub async fn resend_pin(deps: &Deps, shipment_id: &str, caller: &str) -> Result<(), ApiError> {
-    let _ = (deps, shipment_id, caller);
-    Err(ApiError::internal("resend_pin not implemented"))
+/// An upstream failure as the caller of a synchronous endpoint sees it.
+pub(crate) fn upstream_err(e: UpstreamError) -> ApiError {
+    match e {
+        UpstreamError::Unauthorized { service } if service == crate::upstream::ye::SERVICE => {
+            ApiError::YeUnauthorized
+        }
+        UpstreamError::Transient { service, .. } => ApiError::Upstream {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("{service} is temporarily unavailable; retry later"),
+        },
+        other => {
+            tracing::warn!(error = %other, "upstream refused");
+            ApiError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("upstream error: {}", service_of(&other)),
+            }
+        }
+    }
 }
 
-/// What one processing run did (for logs and tests).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunSummary {
-    pub examined: usize,
-    pub completed: usize,
-    pub failed: usize,
-    pub retried: usize,
-    pub skipped: usize,
-}
-
-/// One pass over every open record.
-pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, ApiError> {
-    let _ = deps;
-    Err(ApiError::internal("process_shipments not implemented"))
-}
-
-/// Deletes complete records older than `CRON_DATA_CLEANUP_COMPLETED_DAYS` and purges their
-/// response keys; returns how many were removed. 0 days disables it.
-pub async fn cleanup(deps: &Deps) -> Result<usize, ApiError> {
-    let _ = deps;
-    Err(ApiError::internal("cleanup not implemented"))
+pub(crate) fn service_of(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Unauthorized { service }
+        | UpstreamError::NotFound { service, .. }
+        | UpstreamError::Rejected { service, .. }
+        | UpstreamError::Transient { service, .. }
+        | UpstreamError::Invalid { service, .. } => service,
+    }
 }
