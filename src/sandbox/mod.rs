@@ -3,6 +3,7 @@
 
 pub mod authenticator;
 pub mod faults;
+pub mod webauthn;
 
 use std::net::SocketAddr;
 
