@@ -3,7 +3,9 @@
 
 pub mod authenticator;
 pub mod faults;
+pub mod mail;
 pub mod webauthn;
+pub mod ye;
 
 use std::net::SocketAddr;
 
