@@ -119,12 +119,14 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
             crate::secrets::file::FileSecretStore::new(dir.clone())
                 .map_err(|e| dep("secret store")(e.to_string()))?,
         ),
-        SecretBackend::KeyVault { endpoint } => crate::secrets::keyvault::KeyVaultSecretStore::connect(
-            endpoint,
-            azure_credential().map_err(dep("Azure credential"))?,
-            extra_ca.as_deref(),
-        )
-        .map_err(|e| dep("Key Vault")(e.to_string()))?,
+        SecretBackend::KeyVault { endpoint } => {
+            crate::secrets::keyvault::KeyVaultSecretStore::connect(
+                endpoint,
+                azure_credential().map_err(dep("Azure credential"))?,
+                extra_ca.as_deref(),
+            )
+            .map_err(|e| dep("Key Vault")(e.to_string()))?
+        }
     };
     let store: Arc<dyn ShipmentStore> = match &config.store {
         StoreBackend::Embedded { path } => Arc::new(

@@ -8,6 +8,14 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
+        #[cfg(feature = "sandbox")]
+        Some("sandbox") => match fido_connector::sandbox::run::run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fido-connector sandbox: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("-h") | Some("--help") => {
             println!("usage: fido-connector [serve|sandbox]");
             ExitCode::SUCCESS

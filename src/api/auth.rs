@@ -203,7 +203,7 @@ impl FromRequestParts<AppState> for Caller {
 /// One audit line per authorised action: who, what, which shipment. Never a credential.
 pub fn audit(caller: &Caller, action: &str, shipment_id: Option<&str>) {
     tracing::info!(
-        target: "audit",
+        target: "fido_connector::audit",
         subject = %caller.subject,
         action,
         shipment_id = shipment_id.unwrap_or(""),

@@ -198,7 +198,7 @@ pub async fn create_shipment(
             "YubiEnterprise created the shipment but recording it failed");
         return Err(store_err(e));
     }
-    tracing::info!(target: "audit", caller, request_id, ye_shipment_id = %created.shipment_id,
+    tracing::info!(target: "fido_connector::audit", caller, request_id, ye_shipment_id = %created.shipment_id,
         "shipment created");
     Ok(created.shipment_id)
 }

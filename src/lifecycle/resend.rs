@@ -68,6 +68,6 @@ pub async fn resend_pin(deps: &Deps, shipment_id: &str, caller: &str) -> Result<
         message_id: PinMail::resend_message_id(shipment_id),
     };
     deps.mailer.send_pin(&mail).await.map_err(upstream_err)?;
-    tracing::info!(target: "audit", caller, shipment_id, message_id = %mail.message_id, "PIN resent");
+    tracing::info!(target: "fido_connector::audit", caller, shipment_id, message_id = %mail.message_id, "PIN resent");
     Ok(())
 }

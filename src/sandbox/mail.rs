@@ -50,10 +50,10 @@ impl MailSink {
             inbox: inbox.clone(),
             sig: sig.clone(),
         };
-        let api = Router::new().route("/send", post(send)).with_state(st.clone());
-        let control = Router::new()
-            .route("/_sim/mails", get(list))
-            .with_state(st);
+        let api = Router::new()
+            .route("/send", post(send))
+            .with_state(st.clone());
+        let control = Router::new().route("/_sim/mails", get(list)).with_state(st);
         let router = faults.wrap(api).merge(control);
         let served = serve(router, port).await?;
         Ok(MailSink {
@@ -84,7 +84,10 @@ impl MailSink {
 
     /// How many repeats of an already delivered `message_id` were dropped.
     pub fn duplicates(&self) -> usize {
-        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).duplicates
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .duplicates
     }
 }
 
@@ -94,16 +97,26 @@ async fn send(
     Json(mail): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     if q.get("sig") != Some(&st.sig) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "DirectApiAuthorizationRequired"}})));
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"code": "DirectApiAuthorizationRequired"}})),
+        );
     }
     let ok = mail["shipment_id"].is_string()
         && mail["user_id"].is_string()
-        && mail["emails_to"].as_array().is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string))
+        && mail["emails_to"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string))
         && mail["serial_number"].is_u64()
-        && mail["pin"].as_str().is_some_and(|p| p.len() >= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+        && mail["pin"]
+            .as_str()
+            .is_some_and(|p| p.len() >= 4 && p.bytes().all(|b| b.is_ascii_digit()))
         && mail["message_id"].is_string();
     if !ok {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "InvalidRequestContent"}})));
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "InvalidRequestContent"}})),
+        );
     }
     let id = mail["message_id"].as_str().unwrap_or_default().to_string();
     let mut inbox = st.inbox.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,6 +130,10 @@ async fn send(
 
 async fn list(State(st): State<St>) -> Json<Value> {
     Json(Value::Array(
-        st.inbox.lock().unwrap_or_else(|p| p.into_inner()).delivered.clone(),
+        st.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .delivered
+            .clone(),
     ))
 }

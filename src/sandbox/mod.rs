@@ -2,8 +2,10 @@
 //! with the real cryptography. Feature `sandbox`; not in the production image.
 
 pub mod authenticator;
+pub mod entra;
 pub mod faults;
 pub mod mail;
+pub mod run;
 pub mod webauthn;
 pub mod ye;
 

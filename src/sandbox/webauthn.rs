@@ -55,7 +55,8 @@ pub fn verify_registration(
         .to_string();
 
     let ao = b64d(attestation_object, "attestationObject")?;
-    let ao: Cbor = ciborium::de::from_reader(ao.as_slice()).map_err(|_| "attestationObject is not CBOR")?;
+    let ao: Cbor =
+        ciborium::de::from_reader(ao.as_slice()).map_err(|_| "attestationObject is not CBOR")?;
     let m = ao.as_map().ok_or("attestationObject is not a map")?;
     let fmt = map_get(m, &Cbor::Text("fmt".into()))
         .and_then(Cbor::as_text)
@@ -92,8 +93,12 @@ pub fn verify_registration(
         .map_err(|_| "credential public key is not CBOR")?;
     let cose = cose.as_map().ok_or("credential public key is not a map")?;
     let int = |i: i64| Cbor::Integer(i.into());
-    let x = map_get(cose, &int(-2)).and_then(Cbor::as_bytes).ok_or("COSE x missing")?;
-    let y = map_get(cose, &int(-3)).and_then(Cbor::as_bytes).ok_or("COSE y missing")?;
+    let x = map_get(cose, &int(-2))
+        .and_then(Cbor::as_bytes)
+        .ok_or("COSE x missing")?;
+    let y = map_get(cose, &int(-3))
+        .and_then(Cbor::as_bytes)
+        .ok_or("COSE y missing")?;
     if map_get(cose, &int(3)) != Some(&int(-7)) || map_get(cose, &int(-1)) != Some(&int(1)) {
         return Err("only ES256 P-256 credentials are supported".into());
     }
@@ -102,7 +107,9 @@ pub fn verify_registration(
         "none" => {}
         "packed" => {
             if map_get(att_stmt, &Cbor::Text("x5c".into())).is_some() {
-                return Err("packed full attestation (x5c) is not supported by the simulator".into());
+                return Err(
+                    "packed full attestation (x5c) is not supported by the simulator".into(),
+                );
             }
             if map_get(att_stmt, &Cbor::Text("alg".into())) != Some(&int(-7)) {
                 return Err("packed attStmt.alg must be -7".into());
@@ -110,7 +117,8 @@ pub fn verify_registration(
             let sig = map_get(att_stmt, &Cbor::Text("sig".into()))
                 .and_then(Cbor::as_bytes)
                 .ok_or("packed attStmt.sig missing")?;
-            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| e.to_string())?;
+            let group =
+                EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| e.to_string())?;
             let mut ctx = BigNumContext::new().map_err(|e| e.to_string())?;
             let mut point = EcPoint::new(&group).map_err(|e| e.to_string())?;
             let bx = BigNum::from_slice(x).map_err(|e| e.to_string())?;
@@ -150,7 +158,13 @@ mod tests {
     #[test]
     fn a_fresh_credential_verifies() {
         let c = make_credential(&options()).unwrap();
-        let v = verify_registration(&c.id, &c.client_data_json, &c.attestation_object, "login.microsoft.com").unwrap();
+        let v = verify_registration(
+            &c.id,
+            &c.client_data_json,
+            &c.attestation_object,
+            "login.microsoft.com",
+        )
+        .unwrap();
         assert_eq!(v.format, "packed");
         assert_eq!(v.challenge, "Y2hhbGxlbmdl");
     }
@@ -158,13 +172,27 @@ mod tests {
     #[test]
     fn wrong_rp_tampered_data_and_wrong_id_are_refused() {
         let c = make_credential(&options()).unwrap();
-        assert!(verify_registration(&c.id, &c.client_data_json, &c.attestation_object, "evil.example").is_err());
-        let mut cd: Value = serde_json::from_slice(&b64d(&c.client_data_json, "").unwrap()).unwrap();
+        assert!(verify_registration(
+            &c.id,
+            &c.client_data_json,
+            &c.attestation_object,
+            "evil.example"
+        )
+        .is_err());
+        let mut cd: Value =
+            serde_json::from_slice(&b64d(&c.client_data_json, "").unwrap()).unwrap();
         cd["challenge"] = "b3RoZXI".into();
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cd.to_string());
-        let e = verify_registration(&c.id, &forged, &c.attestation_object, "login.microsoft.com").unwrap_err();
+        let e = verify_registration(&c.id, &forged, &c.attestation_object, "login.microsoft.com")
+            .unwrap_err();
         assert!(e.contains("signature"), "{e}");
         let other = make_credential(&options()).unwrap();
-        assert!(verify_registration(&other.id, &c.client_data_json, &c.attestation_object, "login.microsoft.com").is_err());
+        assert!(verify_registration(
+            &other.id,
+            &c.client_data_json,
+            &c.attestation_object,
+            "login.microsoft.com"
+        )
+        .is_err());
     }
 }

@@ -80,8 +80,10 @@ pub struct YeSim {
 
 fn keys(generation: u32) -> Result<(Jwk, Jwk), String> {
     Ok((
-        yubico_side::new_key(&format!("yubico-transport-{generation}"), "enc").map_err(|e| e.to_string())?,
-        yubico_side::new_key(&format!("yubico-sign-{generation}"), "sig").map_err(|e| e.to_string())?,
+        yubico_side::new_key(&format!("yubico-transport-{generation}"), "enc")
+            .map_err(|e| e.to_string())?,
+        yubico_side::new_key(&format!("yubico-sign-{generation}"), "sig")
+            .map_err(|e| e.to_string())?,
     ))
 }
 
@@ -102,7 +104,10 @@ impl YeSim {
         let api = Router::new()
             .route("/v1/fpr/shipments", post(create))
             .route("/v1/fpr/shipments/{id}", get(read))
-            .route("/.well-known/yubico-transport-keys.jwks", get(transport_jwks))
+            .route(
+                "/.well-known/yubico-transport-keys.jwks",
+                get(transport_jwks),
+            )
             .route("/.well-known/yubico-sign.jwks", get(sign_jwks))
             .with_state(inner.clone());
         let control = Router::new()
@@ -133,7 +138,10 @@ impl YeSim {
         self.served.url()
     }
     pub fn transport_jwks_url(&self) -> String {
-        format!("{}/.well-known/yubico-transport-keys.jwks", self.served.url())
+        format!(
+            "{}/.well-known/yubico-transport-keys.jwks",
+            self.served.url()
+        )
     }
     pub fn sign_jwks_url(&self) -> String {
         format!("{}/.well-known/yubico-sign.jwks", self.served.url())
@@ -182,7 +190,10 @@ impl YeSim {
     }
     /// The shipment's product data (serial, sealed responses) once programmed.
     pub fn product_data(&self, id: &str) -> Option<Value> {
-        self.lock().shipments.get(id).and_then(|s| s.product_data.clone())
+        self.lock()
+            .shipments
+            .get(id)
+            .and_then(|s| s.product_data.clone())
     }
 }
 
@@ -227,7 +238,9 @@ fn ye_validate(body: &Value) -> Result<(), String> {
     for (obj, field, label, max) in limits {
         if let Some(s) = body[obj][field].as_str() {
             if s.chars().count() > max {
-                return Err(format!("Input for {label} exceeded limit of {max} characters"));
+                return Err(format!(
+                    "Input for {label} exceeded limit of {max} characters"
+                ));
             }
         }
     }
@@ -347,7 +360,11 @@ fn program(body: &Value, transport: &[Jwk], sign: Option<&Jwk>) -> Result<Value,
         Err("request not encrypted to a current transport key".into())
     };
     let pin_req = open(pc["fido_pin_request"].as_str().ok_or("no PIN request")?)?;
-    let cred_req = open(pc["fido_credential_requests"][0].as_str().ok_or("no credential request")?)?;
+    let cred_req = open(
+        pc["fido_credential_requests"][0]
+            .as_str()
+            .ok_or("no credential request")?,
+    )?;
     let expires = cred_req["challenge_expires_at"]
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -356,14 +373,28 @@ fn program(body: &Value, transport: &[Jwk], sign: Option<&Jwk>) -> Result<Value,
         return Err("challenge expired before programming".into());
     }
     let pin = pin_req["pin"].as_str().ok_or("PIN missing")?.to_string();
-    let pin_key = Jwk::from_map(pin_req["response_jwk"].as_object().cloned().ok_or("no response_jwk")?)
-        .map_err(|e| e.to_string())?;
-    let cred_key = Jwk::from_map(cred_req["response_jwk"].as_object().cloned().ok_or("no response_jwk")?)
-        .map_err(|e| e.to_string())?;
+    let pin_key = Jwk::from_map(
+        pin_req["response_jwk"]
+            .as_object()
+            .cloned()
+            .ok_or("no response_jwk")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let cred_key = Jwk::from_map(
+        cred_req["response_jwk"]
+            .as_object()
+            .cloned()
+            .ok_or("no response_jwk")?,
+    )
+    .map_err(|e| e.to_string())?;
     let cred = super::authenticator::make_credential(&cred_req["public_key"])?;
     let serial: u64 = rand::rng().random_range(10_000_000..100_000_000);
-    let pin_resp = yubico_side::seal_response(&json!({"serial_number": serial, "pin": pin}), sign, &pin_key)
-        .map_err(|e| e.to_string())?;
+    let pin_resp = yubico_side::seal_response(
+        &json!({"serial_number": serial, "pin": pin}),
+        sign,
+        &pin_key,
+    )
+    .map_err(|e| e.to_string())?;
     let cred_resp = yubico_side::seal_response(
         &json!({"serial_number": serial, "credential": {
             "id": cred.id, "clientDataJSON": cred.client_data_json,
@@ -454,7 +485,11 @@ async fn ctl_list(State(inner): State<Arc<Mutex<Inner>>>) -> Json<Value> {
     Json(Value::Array(
         g.order
             .iter()
-            .filter_map(|id| g.shipments.get(id).map(|s| json!({"shipment_id": id, "shipment_state_id": s.state_id, "note": s.note})))
+            .filter_map(|id| {
+                g.shipments.get(id).map(
+                    |s| json!({"shipment_id": id, "shipment_state_id": s.state_id, "note": s.note}),
+                )
+            })
             .collect(),
     ))
 }

@@ -1,0 +1,198 @@
+//! `fido-connector sandbox`: the connector with the embedded store, the local secret store
+//! and every upstream simulated on loopback. Nothing leaves the machine.
+
+use std::collections::HashMap;
+
+use secrecy::SecretString;
+
+use crate::config::{Config, Env};
+use crate::sandbox::entra::{EntraSim, EntraSimConfig};
+use crate::sandbox::mail::MailSink;
+use crate::sandbox::ye::{YeSim, YeSimConfig};
+use crate::secrets::{file::FileSecretStore, SecretStore};
+
+/// Demo users the Entra simulator knows.
+pub const DEMO_USERS: [(&str, &str); 2] = [
+    (
+        "alice@contoso.example",
+        "5f1c7a9e-3b8d-4c2a-9e61-0a7b2d4c8e11",
+    ),
+    (
+        "bob@contoso.example",
+        "8d2e4f6a-1c3b-4e5d-8f70-9a1b2c3d4e5f",
+    ),
+];
+pub const SANDBOX_TENANT: &str = "00000000-0000-4000-8000-00000000c0de";
+pub const SANDBOX_CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
+pub const SANDBOX_AUDIENCE: &str = "api://fido-connector-sandbox";
+
+/// Everything the sandbox started, for the command and for tests.
+pub struct Sandbox {
+    pub config: Config,
+    pub ye: YeSim,
+    pub entra: EntraSim,
+    pub mail: MailSink,
+    pub api_key: String,
+    /// The environment the configuration was loaded from (tests start replicas with it).
+    pub env: HashMap<String, String>,
+}
+
+/// Starts the simulators and prepares the connector's configuration and secrets.
+/// `data_dir` holds the SQLite file and the secret files; `listen` is the connector's address.
+/// `sim_base_port`: the simulators listen on this port and the next two (YE, Entra,
+/// mail); `None` picks free ports (tests).
+pub async fn prepare(
+    data_dir: &std::path::Path,
+    listen: &str,
+    sim_base_port: Option<u16>,
+) -> Result<Sandbox, String> {
+    let port = |i: u16| sim_base_port.map(|p| p + i).unwrap_or(0);
+    let secrets = FileSecretStore::new(data_dir.join("secrets")).map_err(|e| e.to_string())?;
+    let ye_token = random_token();
+    let client_secret = random_token();
+    secrets
+        .set(
+            crate::secrets::YE_API_TOKEN,
+            &SecretString::from(ye_token.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    secrets
+        .set(
+            crate::secrets::ENTRA_CLIENT_SECRET,
+            &SecretString::from(client_secret.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut ye_cfg = YeSimConfig::new(ye_token);
+    ye_cfg.port = port(0);
+    let ye = YeSim::start(ye_cfg)
+        .await
+        .map_err(|e| format!("YubiEnterprise simulator: {e}"))?;
+    let mut entra_cfg = EntraSimConfig::new(SANDBOX_TENANT, SANDBOX_CLIENT_ID, &client_secret);
+    entra_cfg.port = port(1);
+    let entra = EntraSim::start(entra_cfg)
+        .await
+        .map_err(|e| format!("Entra simulator: {e}"))?;
+    for (upn, oid) in DEMO_USERS {
+        entra.add_user(upn, oid);
+    }
+    let mail = MailSink::start_on(port(2))
+        .await
+        .map_err(|e| format!("mail sink: {e}"))?;
+
+    let api_key = crate::api::auth::generate_api_key();
+    let mut env: HashMap<String, String> = HashMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_string(), v);
+    };
+    set("FIDO_CONNECTOR_SANDBOX", "true".into());
+    set("FIDO_CONNECTOR_LISTEN", listen.to_string());
+    set("FIDO_CONNECTOR_DATA_DIR", data_dir.display().to_string());
+    set("FIDO_CONNECTOR_STORE", "embedded".into());
+    set("FIDO_CONNECTOR_SECRETS", "file".into());
+    set("AZURE_TENANT_ID", SANDBOX_TENANT.into());
+    set("ENTRA_FIDO_API_CLIENT_ID", SANDBOX_CLIENT_ID.into());
+    set("ENTRA_CREDENTIAL", "client_secret".into());
+    set("ENTRA_LOGIN_ENDPOINT", entra.login_url());
+    set("GRAPH_API_ENDPOINT", entra.graph_url());
+    set("YE_API_BASE_URL", ye.url());
+    set("YE_JWKS_SIGN_ENDPOINT", ye.sign_jwks_url());
+    set("YE_JWKS_TRANSPORT_ENDPOINT", ye.transport_jwks_url());
+    set("EMAIL_API_SEND_ENDPOINT", mail.url());
+    set("FIDO_CONNECTOR_ALLOWED_AUDIENCES", SANDBOX_AUDIENCE.into());
+    set(
+        "FIDO_CONNECTOR_API_KEYS",
+        format!(
+            "sandbox-admin:{}:create_request",
+            crate::api::auth::hash_api_key(&api_key)
+        ),
+    );
+    // Processing runs every 10 s in the sandbox so a walk-through sees progress quickly.
+    set("CRON_PROCESS_SHIPMENT_SCHEDULE", "*/10 * * * * *".into());
+    let config = Config::load(&Env::from_map(&env)).map_err(|e| e.to_string())?;
+    Ok(Sandbox {
+        config,
+        ye,
+        entra,
+        mail,
+        api_key,
+        env,
+    })
+}
+
+fn random_token() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let b: [u8; 32] = rand::rng().random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Runs the sandbox until ctrl-c: connector on 127.0.0.1:8080, simulators on 8081-8083.
+/// The simulators keep their state in memory, so the sandbox starts from a clean data
+/// directory each time.
+pub async fn run() -> Result<(), String> {
+    let data_dir = std::path::PathBuf::from(
+        std::env::var("FIDO_CONNECTOR_DATA_DIR").unwrap_or_else(|_| "./data/sandbox".into()),
+    );
+    let listen = std::env::var("FIDO_CONNECTOR_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let base_port: u16 = std::env::var("FIDO_CONNECTOR_SANDBOX_SIM_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8081);
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .map_err(|e| format!("cannot reset {}: {e}", data_dir.display()))?;
+    }
+    std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
+    let sb = prepare(&data_dir, &listen, Some(base_port)).await?;
+    crate::logging::init(sb.config.logging_level);
+    // The key goes to a 0600 file, not to the log stream.
+    let key_file = data_dir.join("api-key");
+    write_private(&key_file, &sb.api_key).map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let app = crate::app::build(sb.config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = format!("http://{}", app.addr);
+    eprintln!(
+        "\n==================== fido-connector SANDBOX ====================\n\
+         Simulated upstreams only: nothing leaves this machine.\n\
+         connector:              {base}\n\
+         YubiEnterprise sim:     {ye}   (program keys: curl -X POST {ye_root}/_sim/advance-all)\n\
+         Entra / Graph sim:      {graph}\n\
+         PIN mail sink:          {mail_root}/_sim/mails\n\
+         data directory:         {data}\n\
+         demo users:             {u1}, {u2}\n\
+         admin API key:          export KEY=$(cat {keyfile})\n\
+         caller token (Entra):   curl -s -X POST {graph}_sim/caller-token -H 'Content-Type: application/json' \\\n\
+                                   -d '{{\"aud\":\"{aud}\",\"scp\":\"create_request\"}}'\n\
+         ================================================================\n",
+        ye = sb.ye.url(),
+        ye_root = sb.ye.root_url(),
+        graph = sb.entra.graph_url(),
+        mail_root = sb.mail.root_url(),
+        data = data_dir.display(),
+        u1 = DEMO_USERS[0].0,
+        u2 = DEMO_USERS[1].0,
+        keyfile = key_file.display(),
+        aud = SANDBOX_AUDIENCE,
+    );
+    let sims = (sb.ye, sb.entra, sb.mail);
+    let r = app.run().await.map_err(|e| e.to_string());
+    drop(sims);
+    r
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(content.as_bytes())
+}
