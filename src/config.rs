@@ -164,6 +164,8 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     pub process_concurrency: usize,
     pub max_attempts: u32,
+    /// First retry delay after a transient failure (doubles per attempt, capped at 1 h).
+    pub retry_base: Duration,
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     /// Extra root certificate (PEM) trusted by outbound HTTPS clients (tests, private CAs).
@@ -483,6 +485,13 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let retry_base_s: u64 = env.num("FIDO_CONNECTOR_RETRY_BASE_SECONDS", 30)?;
+        if retry_base_s > 3600 {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_RETRY_BASE_SECONDS",
+                "must be at most 3600",
+            ));
+        }
         let timeout_s: u64 = env.num("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", 30)?;
         if !(1..=600).contains(&timeout_s) {
             return Err(ConfigError::new(
@@ -529,6 +538,7 @@ impl Config {
             api_keys,
             process_concurrency,
             max_attempts,
+            retry_base: Duration::from_secs(retry_base_s),
             upstream_timeout: Duration::from_secs(timeout_s),
             max_body_bytes,
             extra_root_ca_pem,

@@ -187,8 +187,12 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
             } else {
                 tracing::info!(request_id = %rec.request_id, attempts = rec.attempts,
                     error = %msg, "transient failure; will retry");
-                rec.next_attempt_at =
-                    Some(next_attempt(deps.clock.now(), rec.attempts, retry_after));
+                rec.next_attempt_at = Some(next_attempt(
+                    deps.clock.now(),
+                    deps.config.retry_base,
+                    rec.attempts,
+                    retry_after,
+                ));
                 rec.error = Some(RecordError::transient(msg));
                 Outcome::Retried
             }
@@ -201,14 +205,18 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
     }
 }
 
-/// Exponential back-off between runs: 30 s × 2^attempts, at most an hour, at least what
-/// the upstream asked for.
+/// Exponential back-off between runs: base × 2^(attempts-1), at most an hour, at least
+/// what the upstream asked for.
 fn next_attempt(
     now: DateTime<Utc>,
+    base: std::time::Duration,
     attempts: u32,
     retry_after: Option<std::time::Duration>,
 ) -> DateTime<Utc> {
-    let exp = 30i64.saturating_mul(1i64 << attempts.min(10)).min(3600);
+    let base = base.as_secs() as i64;
+    let exp = base
+        .saturating_mul(1i64 << attempts.saturating_sub(1).min(10))
+        .min(3600);
     let floor = retry_after.map(|d| d.as_secs() as i64).unwrap_or(0);
     now + Duration::seconds(exp.max(floor))
 }

@@ -69,6 +69,8 @@ struct Inner {
     sign: Vec<Jwk>,
     generation: u32,
     created: usize,
+    /// The next create is refused with this (code, message), as YE's own validation would.
+    reject_next: Option<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -99,6 +101,7 @@ impl YeSim {
             sign: vec![s],
             generation: 1,
             created: 0,
+            reject_next: None,
         }));
         let faults = Faults::default();
         let api = Router::new()
@@ -153,6 +156,10 @@ impl YeSim {
     }
     pub fn set_progression(&self, p: Progression) {
         self.lock().progression = p;
+    }
+    /// Refuses the next create with YE's error `code` and `message`.
+    pub fn reject_next(&self, code: &str, message: &str) {
+        self.lock().reject_next = Some((code.into(), message.into()));
     }
     /// Programs every shipment still in progress.
     pub fn advance_all(&self) -> usize {
@@ -265,6 +272,13 @@ async fn create(
     let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
     if !authorised(&g, &headers) {
         return unauthorized();
+    }
+    if let Some((code, message)) = g.reject_next.take() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": code, "message": message})),
+        )
+            .into_response();
     }
     if let Err(m) = ye_validate(&body) {
         return validation(m);

@@ -1,10 +1,9 @@
-//! The one integration-test binary. Each module is a group of scenarios.
+//! The one integration-test binary. Each module is a group of scenarios; `support` holds
+//! the shared world (connector + simulators) and the Azurite helper.
 
 mod api;
-mod auth;
-mod entra;
+mod e2e;
 mod lifecycle;
-mod mail;
-mod secrets;
 mod store;
-mod ye;
+mod support;
+mod upstream;

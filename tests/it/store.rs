@@ -1,1 +1,245 @@
-//! store scenarios.
+//! The store conformance suite, run unchanged against the embedded store and against
+//! Azure Tables on Azurite.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use fido_connector::domain::{ShipmentRecord, Step};
+use fido_connector::store::{Query, ShipmentStore, StoreError};
+
+fn record(id: &str) -> ShipmentRecord {
+    let t = Utc::now();
+    ShipmentRecord {
+        request_id: id.into(),
+        ye_shipment_id: None,
+        step: Step::Accepted,
+        error: None,
+        attempts: 0,
+        next_attempt_at: None,
+        ye_state_id: None,
+        user_id: "alice@contoso.example".into(),
+        entra_user_id: "oid".into(),
+        emails_to: vec!["a@example.org".into()],
+        yubikey_name: None,
+        response_kid: format!("fpr-{id}"),
+        challenge_expires_at: None,
+        serial_number: None,
+        entra_method_id: None,
+        register_started_at: None,
+        idempotency_body_hash: None,
+        created_at: t,
+        updated_at: t,
+        completed_at: None,
+        lease_owner: None,
+        lease_until: None,
+    }
+}
+
+async fn sqlite() -> Arc<dyn ShipmentStore> {
+    Arc::new(fido_connector::store::sqlite::SqliteStore::open_in_memory().unwrap())
+}
+
+async fn azurite() -> Arc<dyn ShipmentStore> {
+    let endpoint = crate::support::azurite::azurite_endpoint().await;
+    fido_connector::store::azure::AzureTableStore::connect(
+        &endpoint.parse().unwrap(),
+        &format!("t{}", uuid::Uuid::new_v4().simple()),
+        fido_connector::store::azure::AzureTablesAuth::SharedKey {
+            account: crate::support::azurite::ACCOUNT.into(),
+            key: crate::support::azurite::KEY.to_string().into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn insert_get_and_duplicates(s: Arc<dyn ShipmentStore>) {
+    let r = record("r1");
+    let e = s.insert(&r).await.unwrap();
+    let got = s.get("r1").await.unwrap().unwrap();
+    assert_eq!(got.value, r);
+    assert_eq!(got.etag, e);
+    assert!(matches!(s.insert(&r).await, Err(StoreError::AlreadyExists)));
+    assert!(s.get("missing").await.unwrap().is_none());
+}
+
+async fn conditional_replace(s: Arc<dyn ShipmentStore>) {
+    let mut r = record("r2");
+    let e1 = s.insert(&r).await.unwrap();
+    r.step = Step::Ongoing;
+    r.ye_shipment_id = Some("ye-1".into());
+    let e2 = s.replace(&r, &e1).await.unwrap();
+    assert_ne!(e1, e2);
+    assert!(matches!(
+        s.replace(&r, &e1).await,
+        Err(StoreError::Conflict)
+    ));
+    let got = s.get_by_shipment_id("ye-1").await.unwrap().unwrap();
+    assert_eq!(got.value.step, Step::Ongoing);
+    assert_eq!(got.etag, e2);
+    // Two writers with the same ETag: exactly one wins.
+    let (a, b) = tokio::join!(s.replace(&r, &e2), s.replace(&r, &e2));
+    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1);
+}
+
+async fn hostile_ids_cannot_corrupt_keys_or_queries(s: Arc<dyn ShipmentStore>) {
+    for (i, ye) in ["a'b", "x/y#z?w", "é€😀", "' or true or '", "back\\slash"]
+        .iter()
+        .enumerate()
+    {
+        let mut r = record(&format!("h{i}"));
+        let e = s.insert(&r).await.unwrap();
+        r.ye_shipment_id = Some(ye.to_string());
+        r.step = Step::Ongoing;
+        s.replace(&r, &e).await.unwrap();
+        assert_eq!(
+            s.get_by_shipment_id(ye)
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+                .request_id,
+            r.request_id
+        );
+    }
+    assert!(s.get_by_shipment_id("' or '1'='1").await.unwrap().is_none());
+}
+
+async fn delete_is_conditional_and_idempotent(s: Arc<dyn ShipmentStore>) {
+    let mut r = record("d1");
+    let e1 = s.insert(&r).await.unwrap();
+    r.attempts = 1;
+    let e2 = s.replace(&r, &e1).await.unwrap();
+    assert!(matches!(
+        s.delete("d1", Some(&e1)).await,
+        Err(StoreError::Conflict)
+    ));
+    s.delete("d1", Some(&e2)).await.unwrap();
+    assert!(s.get("d1").await.unwrap().is_none());
+    s.delete("d1", None).await.unwrap();
+}
+
+async fn queries_page_through_each_record_once(s: Arc<dyn ShipmentStore>) {
+    let now = Utc::now();
+    for i in 0..7 {
+        let mut r = record(&format!("q{i}"));
+        if i % 2 == 0 {
+            r.step = Step::Complete;
+            r.completed_at = Some(now - Duration::days(i));
+        }
+        s.insert(&r).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut next = None;
+    loop {
+        let p = s.query(&Query::Open, next, 2).await.unwrap();
+        assert!(p.items.len() <= 2);
+        seen.extend(p.items.into_iter().map(|v| v.value.request_id));
+        next = p.next;
+        if next.is_none() {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["q1", "q3", "q5"]);
+    let old = s
+        .query(
+            &Query::CompletedBefore(now - Duration::hours(36)),
+            None,
+            1000,
+        )
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = old.items.into_iter().map(|v| v.value.request_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["q2", "q4", "q6"]);
+}
+
+async fn leases_are_exclusive_and_expire(s: Arc<dyn ShipmentStore>) {
+    let now = Utc::now();
+    let later = now + Duration::minutes(10);
+    assert!(s.try_acquire_lease("job", "a", now, later).await.unwrap());
+    assert!(!s.try_acquire_lease("job", "b", now, later).await.unwrap());
+    assert!(
+        s.try_acquire_lease("job", "a", now, later).await.unwrap(),
+        "re-entrant"
+    );
+    // After expiry another owner takes over.
+    assert!(s
+        .try_acquire_lease(
+            "job",
+            "b",
+            later + Duration::seconds(1),
+            later + Duration::minutes(10)
+        )
+        .await
+        .unwrap());
+    s.release_lease("job", "a").await.unwrap(); // not a's any more: no effect
+    assert!(!s
+        .try_acquire_lease("job", "a", later, later + Duration::minutes(1))
+        .await
+        .unwrap());
+    s.release_lease("job", "b").await.unwrap();
+    // N racing acquirers: exactly one wins.
+    let futs = (0..8).map(|i| {
+        let s = s.clone();
+        async move {
+            s.try_acquire_lease("race", &format!("o{i}"), now, later)
+                .await
+                .unwrap()
+        }
+    });
+    let wins = futures::future::join_all(futs)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(wins, 1);
+    s.ping().await.unwrap();
+}
+
+macro_rules! conformance {
+    ($backend:ident) => {
+        mod $backend {
+            #[tokio::test]
+            async fn insert_get_and_duplicates() {
+                super::insert_get_and_duplicates(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn conditional_replace() {
+                super::conditional_replace(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn hostile_ids_cannot_corrupt_keys_or_queries() {
+                super::hostile_ids_cannot_corrupt_keys_or_queries(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn delete_is_conditional_and_idempotent() {
+                super::delete_is_conditional_and_idempotent(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn queries_page_through_each_record_once() {
+                super::queries_page_through_each_record_once(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn leases_are_exclusive_and_expire() {
+                super::leases_are_exclusive_and_expire(super::$backend().await).await
+            }
+        }
+    };
+}
+
+conformance!(sqlite);
+conformance!(azurite);
+
+#[tokio::test]
+async fn the_sqlite_file_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    {
+        let s = fido_connector::store::sqlite::SqliteStore::open(&path).unwrap();
+        s.insert(&record("keep")).await.unwrap();
+    }
+    let s = fido_connector::store::sqlite::SqliteStore::open(&path).unwrap();
+    assert!(s.get("keep").await.unwrap().is_some());
+}

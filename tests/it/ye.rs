@@ -1,1 +1,0 @@
-//! ye scenarios.
