@@ -33,6 +33,8 @@ pub async fn azurite_endpoint() -> String {
                 .port();
             let dir = std::env::temp_dir().join(format!("azurite-{port}"));
             std::fs::create_dir_all(&dir).unwrap();
+            // Lives as long as the test binary; kill_on_drop is not wanted here.
+            #[allow(clippy::zombie_processes)]
             Command::new(bin)
                 .args([
                     "--inMemoryPersistence",
