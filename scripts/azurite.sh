@@ -20,7 +20,7 @@ case "${1:-}" in
   start)
     port=${2:?port}; dir=${3:?dir}
     "$BIN" --inMemoryPersistence --skipApiVersionCheck --loose --disableTelemetry \
-      --tableHost 127.0.0.1 --tablePort "$port" --location "$dir" >"$dir/azurite.log" 2>&1 &
+      --tableHost 127.0.0.1 --tablePort "$port" >"$dir/azurite.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 150); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$pid"; exit 0; fi

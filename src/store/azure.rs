@@ -1,10 +1,38 @@
-//! Azure Table Storage backend.
+//! Azure Table Storage backend, on the `azure_data_tables` crate (0.21).
+//!
+//! Layout (one table, default `fprshipments`):
+//!
+//! | PartitionKey | RowKey | properties |
+//! |---|---|---|
+//! | `shipment` | request id (ours: a UUID or `idem-<sha256 hex>`) | `Step`, `Open`, `CompletedAt`, `YeShipmentId`, `Data` (the record as JSON) |
+//! | `ye` | hex of YubiEnterprise's shipment id | `RequestId` |
+//! | `lease` | lease name | `Owner`, `Until` |
+//!
+//! Keys never hold raw outside input: YubiEnterprise's id is hex-encoded, so `/ \ # ?`,
+//! quotes and control characters cannot reach a key; the only filter values are ours and
+//! are quoted with `'` doubled anyway. Every write that coordinates replicas is
+//! conditional (`If-Match: <etag>`; 412 → [`StoreError::Conflict`]) or an insert (409).
+//! Timestamps are fixed-width RFC 3339 strings, so string order is time order.
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use async_trait::async_trait;
+use azure_core_legacy::error::ErrorKind;
+use azure_core_legacy::{Continuable, Etag};
+use azure_data_tables::prelude::*;
+use azure_storage::prelude::StorageCredentials;
+use azure_storage::CloudLocation;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
 
-use super::StoreError;
+use super::{ETag, Page, Query, ShipmentStore, StoreError, Versioned};
+use crate::domain::{ShipmentRecord, Step};
+
+const PK_SHIPMENT: &str = "shipment";
+const PK_INDEX: &str = "ye";
+const PK_LEASE: &str = "lease";
 
 /// How the service authenticates to the storage account.
 pub enum AzureTablesAuth {
@@ -14,17 +42,387 @@ pub enum AzureTablesAuth {
     Token(Arc<dyn azure_core::credentials::TokenCredential>),
 }
 
-pub struct AzureTableStore;
+pub struct AzureTableStore {
+    table: TableClient,
+}
+
+/// Adapts an azure_core 1.x credential (azure_identity 1.x) to the 0.21 trait the tables
+/// crate takes.
+#[derive(Debug)]
+struct LegacyCredential(Arc<dyn azure_core::credentials::TokenCredential>);
+
+#[async_trait]
+impl azure_core_legacy::auth::TokenCredential for LegacyCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+    ) -> azure_core_legacy::Result<azure_core_legacy::auth::AccessToken> {
+        let t =
+            self.0.get_token(scopes, None).await.map_err(|e| {
+                azure_core_legacy::Error::message(ErrorKind::Credential, e.to_string())
+            })?;
+        Ok(azure_core_legacy::auth::AccessToken {
+            token: azure_core_legacy::auth::Secret::new(t.token.secret().to_string()),
+            expires_on: t.expires_on,
+        })
+    }
+    async fn clear_cache(&self) -> azure_core_legacy::Result<()> {
+        Ok(())
+    }
+}
+
+fn status_of(e: &azure_core_legacy::Error) -> Option<u16> {
+    match e.kind() {
+        ErrorKind::HttpResponse { status, .. } => Some(u16::from(*status)),
+        _ => None,
+    }
+}
+
+fn unavailable(e: azure_core_legacy::Error) -> StoreError {
+    match status_of(&e) {
+        Some(s) => StoreError::Other(format!("Azure Tables answered {s}")),
+        None => StoreError::Unavailable(format!("Azure Tables: {}", e.kind())),
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// OData string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn etag_of(e: &Etag) -> ETag {
+    ETag(e.to_string())
+}
+
+fn entity(rec: &ShipmentRecord) -> Result<Value, StoreError> {
+    Ok(json!({
+        "PartitionKey": PK_SHIPMENT,
+        "RowKey": rec.request_id,
+        "Step": rec.step.as_str(),
+        "Open": rec.step.is_open(),
+        "CompletedAt": rec.completed_at.as_ref().map(ts).unwrap_or_default(),
+        "YeShipmentId": rec.ye_shipment_id.clone().unwrap_or_default(),
+        "Data": serde_json::to_string(rec).map_err(|e| StoreError::Other(e.to_string()))?,
+    }))
+}
+
+fn record_of(v: &Value) -> Result<ShipmentRecord, StoreError> {
+    let data = v["Data"]
+        .as_str()
+        .ok_or_else(|| StoreError::Other("entity without Data".into()))?;
+    serde_json::from_str(data).map_err(|e| StoreError::Other(e.to_string()))
+}
 
 impl AzureTableStore {
+    /// Connects and creates the table if it does not exist yet.
     pub async fn connect(
         endpoint: &url::Url,
         table: &str,
         auth: AzureTablesAuth,
-    ) -> Result<Arc<dyn super::ShipmentStore>, StoreError> {
-        let _ = (endpoint, table, auth);
-        Err(StoreError::Unavailable(
-            "the Azure Tables backend is not available yet".into(),
-        ))
+    ) -> Result<Arc<dyn ShipmentStore>, StoreError> {
+        // The account is the host's first label (`<account>.table.core.windows.net`) or, for
+        // path-style endpoints such as Azurite's, the first path segment.
+        let path_account = endpoint
+            .path_segments()
+            .and_then(|mut s| s.next())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let host_account = endpoint
+            .host_str()
+            .and_then(|h| h.split('.').next())
+            .map(str::to_string);
+        let (credentials, account) = match auth {
+            AzureTablesAuth::SharedKey { account, key } => (
+                StorageCredentials::access_key(account.clone(), key.expose_secret().to_string()),
+                account,
+            ),
+            AzureTablesAuth::Token(c) => (
+                StorageCredentials::token_credential(Arc::new(LegacyCredential(c))),
+                path_account
+                    .clone()
+                    .or(host_account)
+                    .ok_or_else(|| StoreError::Other("cannot tell the storage account".into()))?,
+            ),
+        };
+        let uri = endpoint.as_str().trim_end_matches('/').to_string();
+        let service = azure_data_tables::clients::TableServiceClientBuilder::with_location(
+            CloudLocation::Custom { account, uri },
+            credentials,
+        )
+        .retry(azure_core_legacy::RetryOptions::none())
+        .build();
+        let table = service.table_client(table);
+        match table.create().await {
+            Ok(_) => {}
+            Err(e) if status_of(&e) == Some(409) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        Ok(Arc::new(AzureTableStore { table }))
+    }
+
+    async fn get_entity(&self, pk: &str, rk: &str) -> Result<Option<(Value, Etag)>, StoreError> {
+        match self
+            .table
+            .partition_key_client(pk)
+            .entity_client(rk)
+            .get::<Value>()
+            .await
+        {
+            Ok(r) => Ok(Some((r.entity, r.etag))),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn insert_entity(&self, v: &Value) -> Result<Etag, StoreError> {
+        match self.table.insert::<_, Value>(v) {
+            Ok(b) => match b.return_entity(false).await {
+                Ok(r) => Ok(r.etag),
+                Err(e) if status_of(&e) == Some(409) => Err(StoreError::AlreadyExists),
+                Err(e) => Err(unavailable(e)),
+            },
+            Err(e) => Err(StoreError::Other(e.to_string())),
+        }
+    }
+
+    async fn update_entity(
+        &self,
+        pk: &str,
+        rk: &str,
+        v: &Value,
+        etag: &str,
+    ) -> Result<Etag, StoreError> {
+        let client = self.table.partition_key_client(pk).entity_client(rk);
+        let cond = IfMatchCondition::Etag(Etag::from(etag.to_string()));
+        match client.update(v, cond) {
+            Ok(b) => match b.await {
+                Ok(r) => Ok(r.etag),
+                Err(e) if matches!(status_of(&e), Some(412) | Some(404)) => {
+                    Err(StoreError::Conflict)
+                }
+                Err(e) => Err(unavailable(e)),
+            },
+            Err(e) => Err(StoreError::Other(e.to_string())),
+        }
+    }
+
+    async fn delete_entity(
+        &self,
+        pk: &str,
+        rk: &str,
+        etag: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let cond = match etag {
+            Some(e) => IfMatchCondition::Etag(Etag::from(e.to_string())),
+            None => IfMatchCondition::Any,
+        };
+        match self
+            .table
+            .partition_key_client(pk)
+            .entity_client(rk)
+            .delete()
+            .if_match(cond)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) if status_of(&e) == Some(412) => Err(StoreError::Conflict),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ShipmentStore for AzureTableStore {
+    async fn insert(&self, rec: &ShipmentRecord) -> Result<ETag, StoreError> {
+        if let Some(ye) = &rec.ye_shipment_id {
+            self.index(ye, &rec.request_id).await?;
+        }
+        self.insert_entity(&entity(rec)?).await.map(|e| etag_of(&e))
+    }
+
+    async fn get(&self, request_id: &str) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        match self.get_entity(PK_SHIPMENT, request_id).await? {
+            Some((v, e)) => Ok(Some(Versioned {
+                value: record_of(&v)?,
+                etag: etag_of(&e),
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_by_shipment_id(
+        &self,
+        ye_shipment_id: &str,
+    ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        let Some((idx, _)) = self.get_entity(PK_INDEX, &hex(ye_shipment_id)).await? else {
+            return Ok(None);
+        };
+        let Some(request_id) = idx["RequestId"].as_str() else {
+            return Ok(None);
+        };
+        // The index is written before the record: trust only a record that agrees.
+        Ok(self
+            .get(request_id)
+            .await?
+            .filter(|v| v.value.ye_shipment_id.as_deref() == Some(ye_shipment_id)))
+    }
+
+    async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
+        if let Some(ye) = &rec.ye_shipment_id {
+            self.index(ye, &rec.request_id).await?;
+        }
+        self.update_entity(PK_SHIPMENT, &rec.request_id, &entity(rec)?, &etag.0)
+            .await
+            .map(|e| etag_of(&e))
+    }
+
+    async fn delete(&self, request_id: &str, etag: Option<&ETag>) -> Result<(), StoreError> {
+        let ye = self
+            .get(request_id)
+            .await?
+            .and_then(|v| v.value.ye_shipment_id);
+        self.delete_entity(PK_SHIPMENT, request_id, etag.map(|e| e.0.as_str()))
+            .await?;
+        if let Some(ye) = ye {
+            self.delete_entity(PK_INDEX, &hex(&ye), None).await?;
+        }
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        q: &Query,
+        continuation: Option<String>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
+        let filter = match q {
+            Query::Open => format!("PartitionKey eq {} and Open eq true", lit(PK_SHIPMENT)),
+            Query::CompletedBefore(t) => format!(
+                "PartitionKey eq {} and Step eq {} and CompletedAt lt {}",
+                lit(PK_SHIPMENT),
+                lit(Step::Complete.as_str()),
+                lit(&ts(t))
+            ),
+        };
+        let mut builder = self
+            .table
+            .query()
+            .filter(Filter::new(filter))
+            .top(Top::new(limit.clamp(1, 1000) as u32));
+        if let Some(c) = continuation {
+            let (pk, rk) = c.split_once('\n').unwrap_or((c.as_str(), ""));
+            builder = builder.initial_partition_key(pk.to_string());
+            if !rk.is_empty() {
+                builder = builder.initial_row_key(rk.to_string());
+            }
+        }
+        let mut stream = builder.into_stream::<Value>();
+        let Some(page) = stream.next().await else {
+            return Ok(Page {
+                items: vec![],
+                next: None,
+            });
+        };
+        let page = page.map_err(unavailable)?;
+        let next = page
+            .continuation()
+            .map(|(pk, rk)| format!("{pk}\n{}", rk.unwrap_or_default()));
+        let items = page
+            .entities
+            .iter()
+            .map(|v| {
+                Ok(Versioned {
+                    value: record_of(v)?,
+                    etag: ETag(
+                        v["odata.etag"]
+                            .as_str()
+                            .ok_or_else(|| StoreError::Other("entity without etag".into()))?
+                            .to_string(),
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Page { items, next })
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let rk = hex(name);
+        let v =
+            json!({"PartitionKey": PK_LEASE, "RowKey": rk, "Owner": owner, "Until": ts(&until)});
+        match self.get_entity(PK_LEASE, &rk).await? {
+            None => match self.insert_entity(&v).await {
+                Ok(_) => Ok(true),
+                Err(StoreError::AlreadyExists) => Ok(false),
+                Err(e) => Err(e),
+            },
+            Some((cur, etag)) => {
+                let free = cur["Owner"].as_str() == Some(owner)
+                    || cur["Until"].as_str().is_none_or(|u| u < ts(&now).as_str());
+                if !free {
+                    return Ok(false);
+                }
+                match self.update_entity(PK_LEASE, &rk, &v, etag.as_ref()).await {
+                    Ok(_) => Ok(true),
+                    Err(StoreError::Conflict) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let rk = hex(name);
+        if let Some((cur, etag)) = self.get_entity(PK_LEASE, &rk).await? {
+            if cur["Owner"].as_str() == Some(owner) {
+                match self.delete_entity(PK_LEASE, &rk, Some(etag.as_ref())).await {
+                    Ok(()) | Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut s = self
+            .table
+            .query()
+            .filter(Filter::new(format!("PartitionKey eq {}", lit(PK_LEASE))))
+            .top(Top::new(1))
+            .into_stream::<Value>();
+        match s.next().await {
+            Some(Err(e)) => Err(unavailable(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl AzureTableStore {
+    /// Upserts the index entity YE id → request id (idempotent; written before the record).
+    async fn index(&self, ye: &str, request_id: &str) -> Result<(), StoreError> {
+        let v = json!({"PartitionKey": PK_INDEX, "RowKey": hex(ye), "RequestId": request_id});
+        let client = self
+            .table
+            .partition_key_client(PK_INDEX)
+            .entity_client(hex(ye));
+        match client.insert_or_replace(&v) {
+            Ok(b) => b.await.map(|_| ()).map_err(unavailable),
+            Err(e) => Err(StoreError::Other(e.to_string())),
+        }
     }
 }

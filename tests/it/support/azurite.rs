@@ -45,9 +45,8 @@ pub async fn azurite_endpoint() -> String {
                     "127.0.0.1",
                     "--tablePort",
                     &port.to_string(),
-                    "--location",
                 ])
-                .arg(&dir)
+                .current_dir(&dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
