@@ -4,12 +4,22 @@
 //! need. There is no switch that turns authentication off.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use base64::Engine;
+use josekit::jwk::Jwk;
+use josekit::jws::RS256;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::clock::Clock;
 
 use crate::api::ApiError;
 use crate::app::AppState;
@@ -86,16 +96,245 @@ struct ApiKey {
 /// Validates caller credentials. Built once from the configuration.
 pub struct Authenticator {
     api_keys: Vec<ApiKey>,
+    tokens: Option<TokenValidator>,
+}
+
+/// Clock skew tolerated on `exp` and `nbf`: one constant, documented in docs/auth.md.
+pub const LEEWAY_SECS: i64 = 60;
+/// At most one JWKS refresh per this interval for unknown `kid`s.
+pub const JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Entra ID access-token validation: RS256 only, signature first, then issuer, audience,
+/// lifetime and tenant.
+pub struct TokenValidator {
+    http: reqwest::Client,
+    discovery: Url,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    tenant: String,
+    clock: Arc<dyn Clock>,
+    cooldown: Duration,
+    keys: Mutex<KeyCache>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: Vec<Jwk>,
+    fetched: Option<Instant>,
+    fetches: u64,
+}
+
+impl TokenValidator {
+    pub fn new(
+        config: &Config,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+        cooldown: Duration,
+    ) -> Result<Self, String> {
+        let tenant = config.auth_tenant_id.clone();
+        let login = config
+            .auth_login_endpoint
+            .as_str()
+            .trim_end_matches('/')
+            .to_string();
+        let discovery = Url::parse(&format!(
+            "{login}/{tenant}/v2.0/.well-known/openid-configuration"
+        ))
+        .map_err(|e| format!("FIDO_CONNECTOR_AUTH_LOGIN_ENDPOINT: {e}"))?;
+        Ok(Self {
+            http,
+            discovery,
+            // v2 tokens name the login host; v1 tokens name sts.windows.net.
+            issuers: vec![
+                format!("{login}/{tenant}/v2.0"),
+                format!("https://sts.windows.net/{tenant}/"),
+            ],
+            audiences: config.allowed_audiences.clone(),
+            tenant,
+            clock,
+            cooldown,
+            keys: Mutex::new(KeyCache::default()),
+        })
+    }
+
+    /// How many times the signing keys were fetched (tests, metrics).
+    pub async fn key_fetches(&self) -> u64 {
+        self.keys.lock().await.fetches
+    }
+
+    async fn refresh(&self, cache: &mut KeyCache) -> Result<(), String> {
+        cache.fetches += 1;
+        cache.fetched = Some(Instant::now());
+        let conf: Value = self
+            .http
+            .get(self.discovery.clone())
+            .send()
+            .await
+            .map_err(|_| "OpenID configuration unreachable".to_string())?
+            .json()
+            .await
+            .map_err(|_| "OpenID configuration is not JSON".to_string())?;
+        let jwks_uri = conf["jwks_uri"]
+            .as_str()
+            .ok_or("OpenID configuration without jwks_uri")?;
+        let set: Value = self
+            .http
+            .get(jwks_uri)
+            .send()
+            .await
+            .map_err(|_| "JWKS unreachable".to_string())?
+            .json()
+            .await
+            .map_err(|_| "JWKS is not JSON".to_string())?;
+        cache.keys = set["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|k| k["kty"] == "RSA" && k["use"].as_str().is_none_or(|u| u == "sig"))
+            .take(100)
+            .filter_map(|k| k.as_object().cloned())
+            .filter_map(|m| Jwk::from_map(m).ok())
+            .collect();
+        Ok(())
+    }
+
+    async fn key(&self, kid: &str) -> Result<Jwk, &'static str> {
+        let mut cache = self.keys.lock().await;
+        let find = |c: &KeyCache| c.keys.iter().find(|k| k.key_id() == Some(kid)).cloned();
+        if let Some(k) = find(&cache) {
+            return Ok(k);
+        }
+        if cache.fetched.is_none_or(|t| t.elapsed() >= self.cooldown) {
+            if let Err(e) = self.refresh(&mut cache).await {
+                tracing::warn!(error = %e, "cannot refresh caller-token signing keys");
+            }
+            if let Some(k) = find(&cache) {
+                return Ok(k);
+            }
+        }
+        Err("unknown signing key")
+    }
+
+    /// Validates a bearer token and returns the caller it names.
+    pub async fn validate(&self, token: &str) -> Result<Caller, &'static str> {
+        // Only the header is read before the signature is checked.
+        let header = token.split('.').next().ok_or("malformed token")?;
+        let header: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("malformed token")?;
+        if header["alg"] != "RS256" {
+            return Err("token algorithm not accepted");
+        }
+        if token.split('.').count() != 3 {
+            return Err("malformed token");
+        }
+        let kid = header["kid"].as_str().ok_or("token without kid")?;
+        let jwk = self.key(kid).await?;
+        let verifier = RS256
+            .verifier_from_jwk(&jwk)
+            .map_err(|_| "unusable signing key")?;
+        let (payload, _) =
+            josekit::jwt::decode_with_verifier(token, &verifier).map_err(|_| "bad signature")?;
+        let claims = payload.claims_set();
+
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or("no issuer")?;
+        if !self.issuers.iter().any(|i| i == iss) {
+            return Err("wrong issuer");
+        }
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => self.audiences.contains(a),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| self.audiences.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err("wrong audience");
+        }
+        let now = self.clock.now().timestamp();
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or("no expiry")?;
+        if now > exp + LEEWAY_SECS {
+            return Err("token expired");
+        }
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64) {
+            if now + LEEWAY_SECS < nbf {
+                return Err("token not yet valid");
+            }
+        }
+        if let Some(tid) = claims.get("tid").and_then(Value::as_str) {
+            if tid != self.tenant {
+                return Err("wrong tenant");
+            }
+        }
+        let mut permissions = BTreeSet::new();
+        if let Some(scp) = claims.get("scp").and_then(Value::as_str) {
+            scp.split(' ')
+                .for_each(|g| permissions.extend(Permission::from_grant(g)));
+        }
+        if let Some(roles) = claims.get("roles").and_then(Value::as_array) {
+            roles
+                .iter()
+                .filter_map(Value::as_str)
+                .for_each(|g| permissions.extend(Permission::from_grant(g)));
+        }
+        // oid (the user or app object) is stable across apps; fall back to sub, azp, appid.
+        let subject = ["oid", "sub", "azp", "appid"]
+            .iter()
+            .find_map(|k| claims.get(*k).and_then(Value::as_str))
+            .unwrap_or("unknown")
+            .to_string();
+        Ok(Caller {
+            subject,
+            permissions,
+        })
+    }
 }
 
 impl Authenticator {
     pub fn new(config: &Config) -> Result<Self, String> {
+        let extra = match &config.extra_root_ca_pem {
+            Some(p) => Some(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?),
+            None => None,
+        };
+        let http = crate::upstream::http::build_client(config.upstream_timeout, extra.as_deref())?;
+        Self::with_clock(
+            config,
+            Arc::new(crate::clock::SystemClock),
+            http,
+            JWKS_COOLDOWN,
+        )
+    }
+
+    pub fn with_clock(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        http: reqwest::Client,
+        cooldown: Duration,
+    ) -> Result<Self, String> {
         let api_keys = config
             .api_keys
             .iter()
             .map(api_key_from_config)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { api_keys })
+        let tokens = if config.allowed_audiences.is_empty() {
+            None
+        } else {
+            Some(TokenValidator::new(config, http, clock, cooldown)?)
+        };
+        Ok(Self { api_keys, tokens })
+    }
+
+    pub fn token_validator(&self) -> Option<&TokenValidator> {
+        self.tokens.as_ref()
     }
 
     /// Establishes who is calling from the request headers.
@@ -114,10 +353,19 @@ impl Authenticator {
         if credential.starts_with(API_KEY_PREFIX) {
             return self.check_api_key(credential);
         }
-        Err(ApiError::Unauthenticated {
-            message: "invalid credentials".into(),
-            bearer_error: "invalid_token",
-        })
+        match &self.tokens {
+            Some(v) => v
+                .validate(credential)
+                .await
+                .map_err(|why| ApiError::Unauthenticated {
+                    message: format!("invalid token: {why}"),
+                    bearer_error: "invalid_token",
+                }),
+            None => Err(ApiError::Unauthenticated {
+                message: "invalid credentials".into(),
+                bearer_error: "invalid_token",
+            }),
+        }
     }
 
     fn check_api_key(&self, key: &str) -> Result<Caller, ApiError> {
@@ -185,7 +433,6 @@ pub fn hash_api_key(key: &str) -> String {
 pub fn generate_api_key() -> String {
     use rand::Rng;
     let bytes: [u8; 32] = rand::rng().random();
-    use base64::Engine;
     format!(
         "{API_KEY_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

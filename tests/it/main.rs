@@ -2,6 +2,7 @@
 //! the shared world (connector + simulators) and the Azurite helper.
 
 mod api;
+mod auth;
 mod e2e;
 mod lifecycle;
 mod store;

@@ -1,0 +1,301 @@
+//! Who may call what: the matrix of every protected endpoint × every kind of credential,
+//! with tokens minted by the Entra simulator and validated by the production code.
+
+use base64::Engine;
+use fido_connector::api::auth::{generate_api_key, hash_api_key};
+use fido_connector::sandbox::entra::CallerClaims;
+use fido_connector::sandbox::run::SANDBOX_AUDIENCE;
+use reqwest::Method;
+
+use crate::support::{alice, shipment_body, Backend, World};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    Unauthenticated,
+    Forbidden,
+    Passes,
+}
+
+const ENDPOINTS: [(&str, &str, &str); 4] = [
+    ("POST", "/v1/fpr/shipments", "Shipments.Create"),
+    ("GET", "/v1/fpr/shipments/unknown1", "Shipments.Read"),
+    ("GET", "/v1/operations/resend-pin/unknown1", "Pin.Resend"),
+    ("GET", "/v1/operations/process-shipments", "Operations.Run"),
+];
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn claims(scp: Option<&str>) -> CallerClaims {
+    let mut c = CallerClaims::for_audience(SANDBOX_AUDIENCE, &[]);
+    c.scp = scp.map(str::to_string);
+    c
+}
+
+async fn call(
+    w: &World,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, String)>,
+) -> reqwest::Response {
+    let m = Method::from_bytes(method.as_bytes()).unwrap();
+    let mut rb = w.http.request(m.clone(), format!("{}{}", w.base, path));
+    if m == Method::POST {
+        // Invalid on purpose: a caller that passes authentication gets 400, not a shipment.
+        let mut body = shipment_body(alice());
+        body["pin_request"]["length"] = serde_json::json!(2);
+        rb = rb.json(&body);
+    }
+    if let Some((h, v)) = auth {
+        rb = rb.header(h, v);
+    }
+    rb.send().await.unwrap()
+}
+
+fn verdict(status: u16) -> Expect {
+    match status {
+        401 => Expect::Unauthenticated,
+        403 => Expect::Forbidden,
+        _ => Expect::Passes,
+    }
+}
+
+#[tokio::test]
+async fn the_authorisation_matrix_holds_for_every_endpoint() {
+    let reader_key = generate_api_key();
+    let ops_key = generate_api_key();
+    let (rk, ok) = (reader_key.clone(), ops_key.clone());
+    let w = World::start_with(Backend::Embedded, move |env| {
+        let admin = env["FIDO_CONNECTOR_API_KEYS"].clone();
+        env.insert(
+            "FIDO_CONNECTOR_API_KEYS".into(),
+            format!(
+                "{admin};reader:{}:Shipments.Read;ops:{}:Operations.Run+Pin.Resend",
+                hash_api_key(&rk),
+                hash_api_key(&ok)
+            ),
+        );
+    })
+    .await;
+    let e = &w.sb.entra;
+    let bearer = |t: String| Some(("authorization", format!("Bearer {t}")));
+    let valid = e.issue_caller_token(claims(Some("create_request")));
+
+    // Forged and invalid tokens.
+    let mut expired = claims(Some("create_request"));
+    expired.lifetime_secs = Some(-120);
+    let mut early = claims(Some("create_request"));
+    early.not_before_offset_secs = Some(600);
+    let mut wrong_iss = claims(Some("create_request"));
+    wrong_iss.iss = Some("https://login.microsoftonline.com/another-tenant/v2.0".into());
+    let mut wrong_aud = claims(Some("create_request"));
+    wrong_aud.aud = "api://someone-else".into();
+    let parts: Vec<&str> = valid.split('.').collect();
+    let mut header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[0])
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"] = "no-such-kid".into();
+    let unknown_kid = format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        parts[1],
+        parts[2]
+    );
+    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .unwrap();
+    sig[10] ^= 0x55;
+    let tampered = format!("{}.{}.{}", parts[0], parts[1], b64(&sig));
+    let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let public = e.signing_public_jwk().to_string();
+    let hs = josekit::jws::HS256
+        .signer_from_bytes(public.as_bytes())
+        .unwrap();
+    let mut h = josekit::jws::JwsHeader::new();
+    h.set_key_id(header["kid"].as_str().unwrap());
+    let payload = josekit::jwt::JwtPayload::from_map(
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[1])
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let hs256 = josekit::jwt::encode_with_signer(&payload, &h, &hs).unwrap();
+
+    let mut cases: Vec<(String, Option<(&str, String)>, [Expect; 4])> = vec![
+        ("no credentials".into(), None, [Expect::Unauthenticated; 4]),
+        (
+            "expired".into(),
+            bearer(e.issue_caller_token(expired)),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "not yet valid".into(),
+            bearer(e.issue_caller_token(early)),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "wrong issuer".into(),
+            bearer(e.issue_caller_token(wrong_iss)),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "wrong audience".into(),
+            bearer(e.issue_caller_token(wrong_aud)),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "unknown kid".into(),
+            bearer(unknown_kid),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "tampered signature".into(),
+            bearer(tampered),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "alg none".into(),
+            bearer(none),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "HS256 keyed with the public key".into(),
+            bearer(hs256),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "create_request scope".into(),
+            bearer(valid.clone()),
+            [Expect::Passes; 4],
+        ),
+        (
+            "no grant at all".into(),
+            bearer(e.issue_caller_token(claims(None))),
+            [Expect::Forbidden; 4],
+        ),
+        (
+            "admin API key".into(),
+            Some(("x-api-key", w.sb.api_key.clone())),
+            [Expect::Passes; 4],
+        ),
+        (
+            "reader API key".into(),
+            Some(("authorization", format!("Bearer {reader_key}"))),
+            [
+                Expect::Forbidden,
+                Expect::Passes,
+                Expect::Forbidden,
+                Expect::Forbidden,
+            ],
+        ),
+        (
+            "ops API key".into(),
+            Some(("x-api-key", ops_key.clone())),
+            [
+                Expect::Forbidden,
+                Expect::Forbidden,
+                Expect::Passes,
+                Expect::Passes,
+            ],
+        ),
+        (
+            "unknown API key".into(),
+            Some(("x-api-key", generate_api_key())),
+            [Expect::Unauthenticated; 4],
+        ),
+    ];
+    // Each fine-grained grant, as a delegated scope and as an application role.
+    for (i, (_, _, grant)) in ENDPOINTS.iter().enumerate() {
+        let mut expect = [Expect::Forbidden; 4];
+        expect[i] = Expect::Passes;
+        cases.push((
+            format!("scope {grant}"),
+            bearer(e.issue_caller_token(claims(Some(grant)))),
+            expect,
+        ));
+        let mut role = claims(None);
+        role.roles = vec![grant.to_string()];
+        cases.push((
+            format!("role {grant}"),
+            bearer(e.issue_caller_token(role)),
+            expect,
+        ));
+    }
+
+    for (name, auth, expected) in &cases {
+        for (i, (method, path, _)) in ENDPOINTS.iter().enumerate() {
+            let resp = call(&w, method, path, auth.clone()).await;
+            let status = resp.status().as_u16();
+            assert_eq!(
+                verdict(status),
+                expected[i],
+                "{name}: {method} {path} → {status}"
+            );
+            if status == 401 {
+                let www = resp.headers()["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                assert!(www.starts_with("Bearer error="), "{www}");
+            }
+            if status == 401 || status == 403 {
+                let v: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(v["error_code"], "api_error");
+            }
+        }
+    }
+    // Nothing was created by any of these calls.
+    assert_eq!(w.sb.ye.created_count(), 0);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_kids_refresh_the_signing_keys_at_most_once_per_cooldown() {
+    let w = World::start(Backend::Embedded).await;
+    let v = w.state.auth.token_validator().unwrap();
+    let good =
+        w.sb.entra
+            .issue_caller_token(claims(Some("create_request")));
+    assert!(v.validate(&good).await.is_ok());
+    let after_first = v.key_fetches().await;
+    assert_eq!(after_first, 1);
+    let parts: Vec<&str> = good.split('.').collect();
+    for i in 0..20 {
+        let h = b64(format!(r#"{{"alg":"RS256","kid":"bogus-{i}"}}"#).as_bytes());
+        assert!(v
+            .validate(&format!("{h}.{}.{}", parts[1], parts[2]))
+            .await
+            .is_err());
+    }
+    assert_eq!(v.key_fetches().await, after_first, "no refresh storm");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn expiry_honours_exactly_one_leeway() {
+    let w = World::start(Backend::Embedded).await;
+    let v = w.state.auth.token_validator().unwrap();
+    let leeway = fido_connector::api::auth::LEEWAY_SECS;
+    let mut inside = claims(Some("create_request"));
+    inside.lifetime_secs = Some(-(leeway - 10));
+    assert!(v
+        .validate(&w.sb.entra.issue_caller_token(inside))
+        .await
+        .is_ok());
+    let mut outside = claims(Some("create_request"));
+    outside.lifetime_secs = Some(-(leeway + 10));
+    assert_eq!(
+        v.validate(&w.sb.entra.issue_caller_token(outside))
+            .await
+            .unwrap_err(),
+        "token expired"
+    );
+    w.stop().await;
+}
