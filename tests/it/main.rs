@@ -3,6 +3,8 @@
 
 mod api;
 mod auth;
+#[cfg(feature = "fault-injection")]
+mod crash;
 mod e2e;
 mod lifecycle;
 mod store;

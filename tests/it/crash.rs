@@ -1,0 +1,281 @@
+//! The connector as a separate process, killed at each step boundary (test-only crash
+//! points, feature `fault-injection`), restarted, and checked: each request has at most one
+//! YubiEnterprise shipment, one Entra registration and one PIN mail, and no record is lost.
+//! The same runs' logs are then searched for every secret they handled.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fido_connector::domain::Step;
+use fido_connector::sandbox::run::{prepare, Sandbox};
+use fido_connector::store::{Query, ShipmentStore};
+use serde_json::Value;
+
+use crate::support::{alice, shipment_body};
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn spawn(env: &HashMap<String, String>, crash_at: Option<&str>, log: &Path) -> Proc {
+    let port = free_port();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let err = out.try_clone().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fido-connector"));
+    cmd.arg("serve")
+        .env_clear()
+        .envs(env)
+        .env("FIDO_CONNECTOR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LOGGING_LEVEL_COM_YUBICO", "TRACE")
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    if let Some(p) = crash_at {
+        cmd.env("FIDO_CONNECTOR_CRASH_AT", p);
+    }
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Proc { child, base }
+}
+
+impl Proc {
+    async fn wait_dead(&mut self) {
+        for _ in 0..200 {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the connector did not crash at its crash point");
+    }
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(p: &Proc, key: &str, idem: &str) -> Result<(u16, Value), reqwest::Error> {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/fpr/shipments", p.base))
+        .header("authorization", format!("Bearer {key}"))
+        .header("idempotency-key", idem)
+        .json(&shipment_body(alice()))
+        .send()
+        .await?;
+    let s = r.status().as_u16();
+    Ok((s, r.json().await.unwrap_or(Value::Null)))
+}
+
+async fn get(p: &Proc, key: &str, path: &str) -> Result<u16, reqwest::Error> {
+    Ok(reqwest::Client::new()
+        .get(format!("{}{path}", p.base))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await?
+        .status()
+        .as_u16())
+}
+
+struct Run {
+    sb: Sandbox,
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+async fn world() -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let mut sb = prepare(&data, "127.0.0.1:0", None).await.unwrap();
+    sb.env.insert(
+        "CRON_PROCESS_SHIPMENT_SCHEDULE".into(),
+        "0 0 0 1 1 *".into(),
+    );
+    let log = data.join("connector.log");
+    Run {
+        sb,
+        _dir: dir,
+        data,
+        log,
+    }
+}
+
+fn store(run: &Run) -> fido_connector::store::sqlite::SqliteStore {
+    fido_connector::store::sqlite::SqliteStore::open(&run.data.join("shipments.sqlite3")).unwrap()
+}
+
+async fn open_records(run: &Run) -> Vec<fido_connector::domain::ShipmentRecord> {
+    store(run)
+        .query(&Query::Open, None, 1000)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|v| v.value)
+        .collect()
+}
+
+/// Crashed after writing the record, before YubiEnterprise: the record is kept (Accepted),
+/// no shipment exists, and the retry with the same key does not create one blindly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_record_keeps_the_request_and_creates_nothing() {
+    let run = world().await;
+    let key = run.sb.api_key.clone();
+    let mut p = spawn(&run.sb.env, Some("create:after-record"), &run.log).await;
+    assert!(
+        post(&p, &key, "k1").await.is_err(),
+        "the process died mid-request"
+    );
+    p.wait_dead().await;
+    let p = spawn(&run.sb.env, None, &run.log).await;
+    let (s, v) = post(&p, &key, "k1").await.unwrap();
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(run.sb.ye.created_count(), 0);
+    let open = open_records(&run).await;
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].step, Step::Accepted);
+    p.stop();
+    assert_secrets_absent(&run);
+}
+
+/// Crashed after YubiEnterprise accepted, before recording it: exactly one YE shipment, the
+/// retry does not create a second, and the record stays for the job to flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_ye_never_creates_a_second_shipment() {
+    let run = world().await;
+    let key = run.sb.api_key.clone();
+    let mut p = spawn(&run.sb.env, Some("create:after-ye"), &run.log).await;
+    assert!(post(&p, &key, "k2").await.is_err());
+    p.wait_dead().await;
+    assert_eq!(run.sb.ye.created_count(), 1);
+    let p = spawn(&run.sb.env, None, &run.log).await;
+    for _ in 0..3 {
+        let (s, _) = post(&p, &key, "k2").await.unwrap();
+        assert_eq!(s, 409);
+    }
+    assert_eq!(run.sb.ye.created_count(), 1);
+    assert_eq!(open_records(&run).await.len(), 1, "no record lost");
+    p.stop();
+    assert_secrets_absent(&run);
+}
+
+async fn crash_in_processing(point: &str) -> Run {
+    let run = world().await;
+    let key = run.sb.api_key.clone();
+    let mut p = spawn(&run.sb.env, Some(point), &run.log).await;
+    let (s, v) = post(&p, &key, "k3").await.unwrap();
+    assert_eq!(s, 201, "{v}");
+    let id = v["data"]["shipment_id"].as_str().unwrap().to_string();
+    run.sb.ye.advance(&id);
+    assert!(get(&p, &key, "/v1/operations/process-shipments")
+        .await
+        .is_err());
+    p.wait_dead().await;
+    // The dead process's claim on the record lapses after its TTL (minutes in production);
+    // the test lets it lapse now instead of waiting.
+    let s = store(&run);
+    let v = s.get_by_shipment_id(&id).await.unwrap().unwrap();
+    let mut rec = v.value;
+    assert!(rec.lease_owner.is_some(), "the dead process held a claim");
+    rec.lease_until = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    s.replace(&rec, &v.etag).await.unwrap();
+    drop(s);
+    let p = spawn(&run.sb.env, None, &run.log).await;
+    assert_eq!(
+        get(&p, &key, "/v1/operations/process-shipments")
+            .await
+            .unwrap(),
+        204
+    );
+    let st = reqwest::Client::new()
+        .get(format!("{}/v1/fpr/shipments/{id}", p.base))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(st["shipment_state"], "complete", "{st}");
+    assert_eq!(run.sb.ye.created_count(), 1);
+    assert_eq!(
+        run.sb.entra.registration_count(),
+        1,
+        "registered exactly once"
+    );
+    assert_eq!(run.sb.mail.delivered().len(), 1, "mailed exactly once");
+    p.stop();
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_registration_does_not_register_twice() {
+    let run = crash_in_processing("process:after-register").await;
+    assert_secrets_absent(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_mail_does_not_mail_twice() {
+    let run = crash_in_processing("process:after-mail").await;
+    // The relay saw the first mail's id again after the restart and dropped the repeat.
+    assert_eq!(run.sb.mail.duplicates(), 1);
+    assert_secrets_absent(&run);
+}
+
+/// Greps the run's logs for every secret the run handled.
+fn assert_secrets_absent(run: &Run) {
+    let logs = std::fs::read_to_string(&run.log).unwrap();
+    assert!(
+        logs.contains("fido-connector listening") || logs.contains("\"level\""),
+        "logs were captured"
+    );
+    let mut secrets: Vec<(String, String)> = vec![
+        ("API key".into(), run.sb.api_key.clone()),
+        (
+            "mail signature".into(),
+            run.sb.mail.url().split("sig=").nth(1).unwrap().to_string(),
+        ),
+    ];
+    for m in run.sb.mail.delivered() {
+        secrets.push(("PIN".into(), m["pin"].as_str().unwrap().to_string()));
+    }
+    for t in run.sb.entra.issued_tokens() {
+        secrets.push(("Graph token".into(), t));
+    }
+    for entry in std::fs::read_dir(run.data.join("secrets")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        match serde_json::from_str::<Value>(&text) {
+            Ok(jwk) => secrets.push((
+                "response private key".into(),
+                jwk["d"].as_str().unwrap().to_string(),
+            )),
+            Err(_) => secrets.push((path.display().to_string(), text)),
+        }
+    }
+    assert!(secrets.len() >= 4);
+    for (what, s) in secrets {
+        assert!(s.len() >= 4);
+        assert!(!logs.contains(&s), "{what} appears in the logs");
+    }
+}
