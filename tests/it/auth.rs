@@ -23,6 +23,9 @@ const ENDPOINTS: [(&str, &str, &str); 4] = [
     ("GET", "/v1/operations/process-shipments", "Operations.Run"),
 ];
 
+/// (what, credential header, expected verdict per endpoint)
+type Case<'a> = (String, Option<(&'a str, String)>, [Expect; 4]);
+
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
@@ -128,7 +131,7 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
     .unwrap();
     let hs256 = josekit::jwt::encode_with_signer(&payload, &h, &hs).unwrap();
 
-    let mut cases: Vec<(String, Option<(&str, String)>, [Expect; 4])> = vec![
+    let mut cases: Vec<Case> = vec![
         ("no credentials".into(), None, [Expect::Unauthenticated; 4]),
         (
             "expired".into(),
