@@ -4,6 +4,7 @@
 pub mod authenticator;
 pub mod entra;
 pub mod faults;
+pub mod keyvault;
 pub mod mail;
 pub mod run;
 pub mod webauthn;

@@ -1,20 +1,151 @@
-//! Azure Key Vault secret store.
+//! Azure Key Vault secret store, on the official `azure_security_keyvault_secrets` 1.x
+//! client. Delete means delete then purge: a soft-deleted response key would otherwise
+//! linger for the vault's retention period. Purging answers 409 while the deletion is still
+//! in progress, so it is retried briefly; a vault that forbids purging (purge protection)
+//! keeps the soft-deleted secret until retention ends, which is logged, not an error.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{SecretError, SecretStore};
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::http::{
+    ClientOptions, ExponentialRetryOptions, RequestContent, RetryOptions, Transport,
+};
+use azure_security_keyvault_secrets::models::SetSecretParameters;
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use secrecy::{ExposeSecret, SecretString};
 
-pub struct KeyVaultSecretStore;
+use super::{validate_name, SecretError, SecretStore};
+
+pub struct KeyVaultSecretStore {
+    client: SecretClient,
+}
+
+fn status(e: &azure_core::Error) -> Option<u16> {
+    e.http_status().map(u16::from)
+}
+
+fn err(e: azure_core::Error) -> SecretError {
+    match status(&e) {
+        Some(s) => SecretError::Other(format!("Key Vault answered {s}")),
+        None => SecretError::Unavailable(format!("Key Vault: {}", e.kind())),
+    }
+}
 
 impl KeyVaultSecretStore {
+    /// `extra_root_ca_pem` adds a trusted root (private CAs, the test double).
     pub fn connect(
         endpoint: &url::Url,
-        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+        credential: Arc<dyn TokenCredential>,
         extra_root_ca_pem: Option<&[u8]>,
     ) -> Result<Arc<dyn SecretStore>, SecretError> {
-        let _ = (endpoint, credential, extra_root_ca_pem);
+        // Bounded retries: a Key Vault outage must surface within seconds, not minutes,
+        // so the lifecycle can record a transient error and move on.
+        let mut client_options = ClientOptions {
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                initial_delay: azure_core::time::Duration::milliseconds(200),
+                max_retries: 3,
+                max_total_elapsed: azure_core::time::Duration::seconds(10),
+                max_delay: azure_core::time::Duration::seconds(2),
+            }),
+            ..Default::default()
+        };
+        if let Some(pem) = extra_root_ca_pem {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| SecretError::Other(e.to_string()))?;
+            let http = reqwest::Client::builder()
+                .add_root_certificate(cert)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| SecretError::Other(e.to_string()))?;
+            client_options.transport = Some(Transport::new(Arc::new(http)));
+        }
+        // The challenge's resource must match the vault's domain; a loopback test double
+        // cannot be under vault.azure.net, so only loopback relaxes the check.
+        let loopback = matches!(
+            endpoint.host_str(),
+            Some("127.0.0.1") | Some("localhost") | Some("[::1]")
+        );
+        let options = SecretClientOptions {
+            client_options,
+            verify_challenge_resource: Some(!loopback),
+            ..Default::default()
+        };
+        let client = SecretClient::new(endpoint.as_str(), credential, Some(options))
+            .map_err(|e| SecretError::Other(e.to_string()))?;
+        Ok(Arc::new(Self { client }))
+    }
+}
+
+#[async_trait]
+impl SecretStore for KeyVaultSecretStore {
+    async fn get(&self, name: &str) -> Result<Option<SecretString>, SecretError> {
+        validate_name(name)?;
+        match self.client.get_secret(name, None).await {
+            Ok(r) => {
+                let s = r.into_model().map_err(err)?;
+                Ok(s.value.map(SecretString::from))
+            }
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn set(&self, name: &str, value: &SecretString) -> Result<(), SecretError> {
+        validate_name(name)?;
+        let params = SetSecretParameters {
+            value: Some(value.expose_secret().to_string()),
+            ..Default::default()
+        };
+        let body: RequestContent<SetSecretParameters> = params
+            .try_into()
+            .map_err(|e: azure_core::Error| SecretError::Other(e.to_string()))?;
+        self.client
+            .set_secret(name, body, None)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), SecretError> {
+        validate_name(name)?;
+        match self.client.delete_secret(name, None).await {
+            Ok(_) => {}
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(err(e)),
+        }
+        for attempt in 0..10u64 {
+            match self.client.purge_deleted_secret(name, None).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status(&e) == Some(404) => return Ok(()),
+                Err(e) if status(&e) == Some(409) => {
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                }
+                Err(e) if status(&e) == Some(403) => {
+                    tracing::warn!(
+                        secret = name,
+                        "purge not permitted; the secret stays soft-deleted until retention ends"
+                    );
+                    return Ok(());
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         Err(SecretError::Unavailable(
-            "the Key Vault backend is not available yet".into(),
+            "Key Vault did not finish deleting in time".into(),
         ))
+    }
+
+    async fn ping(&self) -> Result<(), SecretError> {
+        match self
+            .client
+            .get_secret("fido-connector-readiness-probe", None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 mod crash;
 mod e2e;
 mod lifecycle;
+mod secrets;
 mod store;
 mod support;
 mod upstream;

@@ -1,0 +1,323 @@
+//! Azure Key Vault simulator: the secrets REST API over HTTPS (the official client sends
+//! tokens only over TLS) with a certificate from a throw-away CA that tests tell the client
+//! to trust. It answers unauthenticated requests with Key Vault's bearer challenge, keeps
+//! versions, soft-deletes, answers 409 to a purge while a deletion is in progress, purges,
+//! and takes [`Faults`] like every simulator.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::faults::Faults;
+
+struct Entry {
+    value: String,
+    version: String,
+}
+
+struct Deleted {
+    entry: Entry,
+    purgeable_at: Instant,
+}
+
+#[derive(Default)]
+struct Vault {
+    live: HashMap<String, Entry>,
+    deleted: HashMap<String, Deleted>,
+    requests: usize,
+}
+
+#[derive(Clone)]
+struct St {
+    vault: Arc<Mutex<Vault>>,
+    token: Arc<String>,
+    base: Arc<String>,
+}
+
+pub struct KeyVaultSim {
+    /// `https://127.0.0.1:<port>/`
+    pub url: String,
+    /// The CA certificate (PEM) to trust.
+    pub ca_pem: Vec<u8>,
+    pub faults: Faults,
+    vault: Arc<Mutex<Vault>>,
+    handle: axum_server::Handle,
+}
+
+impl Drop for KeyVaultSim {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+fn tls_material() -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
+        .signed_by(&leaf_key, &ca, &ca_key)?;
+    Ok((
+        ca.pem().into_bytes(),
+        leaf.pem().into_bytes(),
+        leaf_key.serialize_pem().into_bytes(),
+    ))
+}
+
+impl KeyVaultSim {
+    /// Starts on a free loopback port, accepting `Bearer <expected_token>`.
+    pub async fn start(expected_token: String) -> std::io::Result<KeyVaultSim> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (ca_pem, cert, key) = tls_material().map_err(std::io::Error::other)?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key).await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let url = format!("https://127.0.0.1:{port}/");
+        let vault = Arc::new(Mutex::new(Vault::default()));
+        let st = St {
+            vault: vault.clone(),
+            token: Arc::new(expected_token),
+            base: Arc::new(url.trim_end_matches('/').to_string()),
+        };
+        let faults = Faults::default();
+        let api = Router::new()
+            .route(
+                "/secrets/{name}",
+                get(get_secret).put(put_secret).delete(delete_secret),
+            )
+            // The client asks for `/secrets/{name}/` (empty version = latest).
+            .route("/secrets/{name}/", get(get_secret))
+            .route("/secrets/{name}/{version}", get(get_version))
+            .route("/deletedsecrets/{name}", get(get_deleted).delete(purge))
+            .with_state(st);
+        let router = faults.wrap(api);
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+        tokio::spawn(async move {
+            let _ = server.serve(router.into_make_service()).await;
+        });
+        Ok(KeyVaultSim {
+            url,
+            ca_pem,
+            faults,
+            vault,
+            handle,
+        })
+    }
+
+    pub fn live_names(&self) -> Vec<String> {
+        self.vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .live
+            .keys()
+            .cloned()
+            .collect()
+    }
+    pub fn deleted_names(&self) -> Vec<String> {
+        self.vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .deleted
+            .keys()
+            .cloned()
+            .collect()
+    }
+    /// Requests that reached the API with a valid token.
+    pub fn requests(&self) -> usize {
+        self.vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .requests
+    }
+}
+
+fn kv_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+fn challenge() -> Response {
+    let mut r = kv_error(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "AKV10000: Request is missing a Bearer or PoP token.",
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(
+        "Bearer authorization=\"https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000\", resource=\"https://vault.azure.net\"",
+    ) {
+        r.headers_mut().insert("www-authenticate", v);
+    }
+    r
+}
+
+/// Bearer check; also validates the name (Key Vault's rule).
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself
+fn check(st: &St, headers: &HeaderMap, name: &str) -> Result<(), Response> {
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == st.token.as_str());
+    if !ok {
+        return Err(challenge());
+    }
+    if crate::secrets::validate_name(name).is_err() {
+        return Err(kv_error(
+            StatusCode::BAD_REQUEST,
+            "BadParameter",
+            "The request URI contains an invalid name",
+        ));
+    }
+    st.vault.lock().unwrap_or_else(|p| p.into_inner()).requests += 1;
+    Ok(())
+}
+
+fn bundle(st: &St, name: &str, e: &Entry) -> Value {
+    let now = Utc::now().timestamp();
+    json!({"value": e.value, "id": format!("{}/secrets/{name}/{}", st.base, e.version),
+           "attributes": {"enabled": true, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable"}})
+}
+
+async fn put_secret(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: String,
+) -> Response {
+    if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    let Some(value) = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["value"].as_str().map(str::to_string))
+    else {
+        return kv_error(StatusCode::BAD_REQUEST, "BadParameter", "value is required");
+    };
+    let mut v = st.vault.lock().unwrap_or_else(|p| p.into_inner());
+    if v.deleted.contains_key(&name) {
+        return kv_error(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "Secret is currently in a deleted but recoverable state",
+        );
+    }
+    let e = Entry {
+        value,
+        version: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let b = bundle(&st, &name, &e);
+    v.live.insert(name, e);
+    Json(b).into_response()
+}
+
+async fn get_secret(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    let v = st.vault.lock().unwrap_or_else(|p| p.into_inner());
+    match v.live.get(&name) {
+        Some(e) => Json(bundle(&st, &name, e)).into_response(),
+        None => kv_error(
+            StatusCode::NOT_FOUND,
+            "SecretNotFound",
+            &format!("A secret with (name/id) {name} was not found in this key vault."),
+        ),
+    }
+}
+
+async fn get_version(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    let v = st.vault.lock().unwrap_or_else(|p| p.into_inner());
+    match v
+        .live
+        .get(&name)
+        .filter(|e| version.is_empty() || e.version == version)
+    {
+        Some(e) => Json(bundle(&st, &name, e)).into_response(),
+        None => kv_error(StatusCode::NOT_FOUND, "SecretNotFound", "not found"),
+    }
+}
+
+async fn delete_secret(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    let mut v = st.vault.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(e) = v.live.remove(&name) else {
+        return kv_error(StatusCode::NOT_FOUND, "SecretNotFound", "not found");
+    };
+    let mut b = bundle(&st, &name, &e);
+    b["recoveryId"] = json!(format!("{}/deletedsecrets/{name}", st.base));
+    b["deletedDate"] = json!(Utc::now().timestamp());
+    b["scheduledPurgeDate"] = json!(Utc::now().timestamp() + 90 * 86400);
+    v.deleted.insert(
+        name,
+        Deleted {
+            entry: e,
+            purgeable_at: Instant::now() + Duration::from_millis(150),
+        },
+    );
+    Json(b).into_response()
+}
+
+async fn get_deleted(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    let v = st.vault.lock().unwrap_or_else(|p| p.into_inner());
+    match v.deleted.get(&name) {
+        Some(d) => Json(bundle(&st, &name, &d.entry)).into_response(),
+        None => kv_error(StatusCode::NOT_FOUND, "SecretNotFound", "not found"),
+    }
+}
+
+async fn purge(State(st): State<St>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    let mut v = st.vault.lock().unwrap_or_else(|p| p.into_inner());
+    match v.deleted.get(&name) {
+        None => kv_error(StatusCode::NOT_FOUND, "SecretNotFound", "not found"),
+        Some(d) if d.purgeable_at > Instant::now() => kv_error(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "Secret is currently being deleted.",
+        ),
+        Some(_) => {
+            v.deleted.remove(&name);
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The secret-store scenarios, run against the file store and against the official Key
+//! Vault client talking HTTPS to the Key Vault simulator.
+
+use std::sync::Arc;
+
+use fido_connector::azure_auth::StaticTokenCredential;
+use fido_connector::sandbox::faults::FaultConfig;
+use fido_connector::sandbox::keyvault::KeyVaultSim;
+use fido_connector::secrets::file::FileSecretStore;
+use fido_connector::secrets::keyvault::KeyVaultSecretStore;
+use fido_connector::secrets::{SecretError, SecretStore};
+use secrecy::{ExposeSecret, SecretString};
+
+async fn scenarios(s: Arc<dyn SecretStore>) {
+    let v = |x: &str| SecretString::from(x.to_string());
+    assert!(s.get("ye-api-token").await.unwrap().is_none());
+    s.set("ye-api-token", &v("first")).await.unwrap();
+    assert_eq!(
+        s.get("ye-api-token")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        "first"
+    );
+    s.set("ye-api-token", &v("rotated")).await.unwrap();
+    assert_eq!(
+        s.get("ye-api-token")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        "rotated"
+    );
+    s.set("fpr-response-fpr-1", &v("{\"d\":\"x\"}"))
+        .await
+        .unwrap();
+    s.delete("fpr-response-fpr-1").await.unwrap();
+    assert!(s.get("fpr-response-fpr-1").await.unwrap().is_none());
+    s.delete("fpr-response-fpr-1").await.unwrap(); // deleting twice is fine
+                                                   // Invalid names are refused before any I/O.
+    for bad in ["", "a/b", "a_b", "../etc", &"x".repeat(128)] {
+        assert!(
+            matches!(s.get(bad).await, Err(SecretError::InvalidName)),
+            "{bad}"
+        );
+        assert!(
+            matches!(s.set(bad, &v("x")).await, Err(SecretError::InvalidName)),
+            "{bad}"
+        );
+    }
+    s.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn file_store_scenarios_and_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileSecretStore::new(dir.path().join("secrets")).unwrap();
+    scenarios(Arc::new(s.clone())).await;
+    s.set(
+        "entra-client-secret",
+        &SecretString::from("hush".to_string()),
+    )
+    .await
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(dir.path().join("secrets/entra-client-secret.secret")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    let md = std::fs::metadata(dir.path().join("secrets")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o700);
+    assert!(!format!("{:?}", s.get("entra-client-secret").await.unwrap()).contains("hush"));
+}
+
+async fn vault() -> (KeyVaultSim, Arc<dyn SecretStore>) {
+    let sim = KeyVaultSim::start("kv-token".into()).await.unwrap();
+    let store = KeyVaultSecretStore::connect(
+        &sim.url.parse().unwrap(),
+        StaticTokenCredential::new(SecretString::from("kv-token".to_string())),
+        Some(&sim.ca_pem),
+    )
+    .unwrap();
+    (sim, store)
+}
+
+#[tokio::test]
+async fn key_vault_scenarios_over_https_with_the_official_client() {
+    let (sim, store) = vault().await;
+    scenarios(store.clone()).await;
+    // Deleted secrets were purged: nothing live or soft-deleted remains but the token.
+    assert_eq!(sim.live_names(), ["ye-api-token"]);
+    assert!(sim.deleted_names().is_empty(), "{:?}", sim.deleted_names());
+}
+
+#[tokio::test]
+async fn key_vault_with_a_wrong_token_fails_cleanly() {
+    let sim = KeyVaultSim::start("right".into()).await.unwrap();
+    let store = KeyVaultSecretStore::connect(
+        &sim.url.parse().unwrap(),
+        StaticTokenCredential::new(SecretString::from("wrong".to_string())),
+        Some(&sim.ca_pem),
+    )
+    .unwrap();
+    assert!(store.get("ye-api-token").await.is_err());
+    assert!(store.ping().await.is_err());
+    assert_eq!(sim.requests(), 0);
+}
+
+#[tokio::test]
+async fn key_vault_outages_surface_as_errors_not_panics() {
+    let (sim, store) = vault().await;
+    store
+        .set("ye-api-token", &SecretString::from("t".to_string()))
+        .await
+        .unwrap();
+    sim.faults.set(FaultConfig {
+        error_rate: 1.0,
+        ..Default::default()
+    });
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        store.get("ye-api-token"),
+    )
+    .await;
+    assert!(matches!(r, Ok(Err(_))), "{r:?}");
+    sim.faults.clear();
+    assert!(store.get("ye-api-token").await.unwrap().is_some());
+}
