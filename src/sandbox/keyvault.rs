@@ -58,7 +58,14 @@ impl Drop for KeyVaultSim {
     }
 }
 
-fn tls_material() -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), rcgen::Error> {
+/// (CA certificate, server certificate, server key), all PEM.
+struct Tls {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+fn tls_material() -> Result<Tls, rcgen::Error> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -67,19 +74,20 @@ fn tls_material() -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), rcgen::Error> {
     let leaf_key = KeyPair::generate()?;
     let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
         .signed_by(&leaf_key, &ca, &ca_key)?;
-    Ok((
-        ca.pem().into_bytes(),
-        leaf.pem().into_bytes(),
-        leaf_key.serialize_pem().into_bytes(),
-    ))
+    Ok(Tls {
+        ca: ca.pem().into_bytes(),
+        cert: leaf.pem().into_bytes(),
+        key: leaf_key.serialize_pem().into_bytes(),
+    })
 }
 
 impl KeyVaultSim {
     /// Starts on a free loopback port, accepting `Bearer <expected_token>`.
     pub async fn start(expected_token: String) -> std::io::Result<KeyVaultSim> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let (ca_pem, cert, key) = tls_material().map_err(std::io::Error::other)?;
-        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key).await?;
+        let material = tls_material().map_err(std::io::Error::other)?;
+        let ca_pem = material.ca;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(material.cert, material.key).await?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let url = format!("https://127.0.0.1:{port}/");
