@@ -87,7 +87,8 @@ impl KeyVaultSim {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let material = tls_material().map_err(std::io::Error::other)?;
         let ca_pem = material.ca;
-        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(material.cert, material.key).await?;
+        let tls =
+            axum_server::tls_rustls::RustlsConfig::from_pem(material.cert, material.key).await?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let url = format!("https://127.0.0.1:{port}/");
