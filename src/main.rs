@@ -16,12 +16,22 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("check-config") => match fido_connector::config::Config::from_env() {
+            Ok(_) => {
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fido-connector: {e}");
+                ExitCode::from(78)
+            }
+        },
         Some("-h") | Some("--help") => {
-            println!("usage: fido-connector [serve|sandbox]");
+            println!("usage: fido-connector [serve|sandbox|check-config]");
             ExitCode::SUCCESS
         }
         Some(other) => {
-            eprintln!("unknown command `{other}`; usage: fido-connector [serve|sandbox]");
+            eprintln!("unknown command `{other}`; usage: fido-connector [serve|sandbox|check-config]");
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# Production image of fido-connector: the release binary only, without the simulators
+# (built with --no-default-features), on a distroless base (no shell, no package manager),
+# running as a non-root user. OpenSSL is linked statically (feature vendored-openssl) so
+# the runtime needs nothing but glibc and the CA certificates distroless ships.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --no-default-features --features vendored-openssl \
+    && cp target/release/fido-connector /fido-connector
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /fido-connector /usr/local/bin/fido-connector
+ENV FIDO_CONNECTOR_LISTEN=0.0.0.0:8080 \
+    FIDO_CONNECTOR_DATA_DIR=/tmp/fido-connector
+EXPOSE 8080
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/fido-connector"]
+CMD ["serve"]

@@ -1,0 +1,130 @@
+// The fido-connector Container App: N identical, disposable replicas over Azure Tables and
+// Key Vault, authenticated with a user-assigned managed identity. Resources it uses come
+// from infra/main.bicep (pass its outputs).
+
+param location string = resourceGroup().location
+param name string = 'fido-connector'
+
+@description('Container image, e.g. myregistry.azurecr.io/fido-connector:0.1.0')
+param image string
+
+param environmentId string
+param identityId string
+param identityClientId string
+param tablesEndpoint string
+param keyVaultUri string
+
+@description('Entra tenant of the Graph app and of callers.')
+param tenantId string = subscription().tenantId
+@description('Application (client) id of the app registration with the Graph permission.')
+param entraClientId string
+@description('Accepted audiences of caller tokens, comma separated (e.g. api://fido-connector-api.contoso.com).')
+param allowedAudiences string
+
+param yeApiBaseUrl string = 'https://api.console.yubico.com/v1'
+param yeJwksSignEndpoint string = 'https://console.yubico.com/.well-known/yubico-sign.jwks'
+param yeJwksTransportEndpoint string = 'https://console.yubico.com/.well-known/yubico-transport-keys.jwks'
+param processSchedule string = '0 0 * * * *'
+param cleanupSchedule string = '0 30 * * * *'
+param cleanupCompletedDays string = '0'
+param minReplicas int = 1
+param maxReplicas int = 3
+
+resource app 'Microsoft.App/containerApps@2024-03-01' = {
+  name: name
+  location: location
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    managedEnvironmentId: environmentId
+    configuration: {
+      ingress: {
+        external: true
+        targetPort: 8080
+        transport: 'http'
+        allowInsecure: false
+      }
+      secrets: [
+        {
+          // The Logic App trigger URL carries a signature: kept in Key Vault.
+          name: 'email-api-send-endpoint'
+          keyVaultUrl: '${keyVaultUri}secrets/email-api-send-endpoint'
+          identity: identityId
+        }
+      ]
+    }
+    template: {
+      containers: [
+        {
+          name: 'fido-connector'
+          image: image
+          resources: {
+            cpu: json('0.5')
+            memory: '1Gi'
+          }
+          env: [
+            { name: 'AZURE_TABLES_ENDPOINT', value: tablesEndpoint }
+            { name: 'AZURE_TABLES_SHIPMENTS_TABLE_NAME', value: 'fprshipments' }
+            { name: 'AZURE_KEY_VAULT_ENDPOINT', value: keyVaultUri }
+            { name: 'AZURE_TENANT_ID', value: tenantId }
+            { name: 'AZURE_CLIENT_ID', value: identityClientId }
+            { name: 'ENTRA_CREDENTIAL', value: 'managed_identity' }
+            { name: 'ENTRA_FIDO_API_CLIENT_ID', value: entraClientId }
+            { name: 'ENTRA_FIDO_API_VERSION', value: 'beta' }
+            { name: 'ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES', value: '20160' }
+            { name: 'CRON_PROCESS_SHIPMENT_SCHEDULE', value: processSchedule }
+            { name: 'CRON_DATA_CLEANUP_SCHEDULE', value: cleanupSchedule }
+            { name: 'CRON_DATA_CLEANUP_COMPLETED_DAYS', value: cleanupCompletedDays }
+            { name: 'EMAIL_API_SEND_ENDPOINT', secretRef: 'email-api-send-endpoint' }
+            { name: 'YE_API_BASE_URL', value: yeApiBaseUrl }
+            { name: 'YE_JWKS_SIGN_ENDPOINT', value: yeJwksSignEndpoint }
+            { name: 'YE_JWKS_TRANSPORT_ENDPOINT', value: yeJwksTransportEndpoint }
+            { name: 'FIDO_CONNECTOR_ALLOWED_AUDIENCES', value: allowedAudiences }
+            { name: 'FIDO_CONNECTOR_STORE', value: 'azure' }
+            { name: 'FIDO_CONNECTOR_SECRETS', value: 'keyvault' }
+            { name: 'LOGGING_LEVEL_COM_YUBICO', value: 'INFO' }
+          ]
+          probes: [
+            {
+              type: 'Liveness'
+              httpGet: {
+                path: '/healthz'
+                port: 8080
+              }
+              periodSeconds: 10
+            }
+            {
+              type: 'Readiness'
+              httpGet: {
+                path: '/readyz'
+                port: 8080
+              }
+              periodSeconds: 10
+              failureThreshold: 3
+            }
+          ]
+        }
+      ]
+      scale: {
+        minReplicas: minReplicas
+        maxReplicas: maxReplicas
+        rules: [
+          {
+            name: 'http'
+            http: {
+              metadata: {
+                concurrentRequests: '50'
+              }
+            }
+          }
+        ]
+      }
+    }
+  }
+}
+
+output url string = 'https://${app.properties.configuration.ingress.fqdn}'
