@@ -31,7 +31,9 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(other) => {
-            eprintln!("unknown command `{other}`; usage: fido-connector [serve|sandbox|check-config]");
+            eprintln!(
+                "unknown command `{other}`; usage: fido-connector [serve|sandbox|check-config]"
+            );
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmarks: prints each figure beside its bound (see docs/performance.md). Not a test.
+#   BENCH_RECORDS (100000)  records for the read path
+#   BENCH_SHIPMENTS (1000)  shipments for the create and processing figures
+#   BENCH_LATENCY_MS (50)   added to every upstream call while processing
+#   BENCH_SECONDS (5), BENCH_CONNECTIONS (32)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bash scripts/azurite.sh install
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pid=$(bash scripts/azurite.sh start "$port" "$work")
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+export AZURITE_TABLE_ENDPOINT="http://127.0.0.1:${port}/devstoreaccount1"
+cargo bench --quiet --bench service

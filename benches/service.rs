@@ -1,0 +1,460 @@
+//! Benchmarks of the service against its bounds, measured in the same run so that ratios
+//! hold on a noisy machine. Not a test: it prints. Run with `bash bench/run.sh`.
+//!
+//! 1. read path: GET /v1/fpr/shipments/{id} over 100,000 records vs a minimal axum handler
+//! 2. processing: one run over N ready shipments with 50 ms added to every upstream call,
+//!    vs N × calls × L ÷ concurrency
+//! 3. create path: shipments per second and CPU per create with instant upstreams
+//! 4. footprint: RSS idle and under load, start-up to /readyz, binary size
+//! 5. the same read and processing figures on Azure Tables (Azurite)
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as AxPath, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use fido_connector::domain::{ShipmentRecord, Step};
+use fido_connector::sandbox::faults::FaultConfig;
+use fido_connector::sandbox::run::{prepare, Sandbox, DEMO_USERS};
+use fido_connector::store::ShipmentStore;
+use serde_json::{json, Value};
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn record(i: usize) -> ShipmentRecord {
+    let t = Utc::now();
+    ShipmentRecord {
+        request_id: format!("bench-{i:08}"),
+        ye_shipment_id: Some(format!("ship{i:08}")),
+        step: if i.is_multiple_of(2) {
+            Step::Complete
+        } else {
+            Step::Ongoing
+        },
+        error: None,
+        attempts: 0,
+        next_attempt_at: None,
+        ye_state_id: Some(0),
+        user_id: "alice@contoso.example".into(),
+        entra_user_id: DEMO_USERS[0].1.into(),
+        emails_to: vec!["alice@contoso.example".into()],
+        yubikey_name: Some("Primary".into()),
+        response_kid: format!("fpr-{i}"),
+        challenge_expires_at: None,
+        serial_number: None,
+        entra_method_id: None,
+        register_started_at: None,
+        idempotency_body_hash: None,
+        created_at: t,
+        updated_at: t,
+        completed_at: Some(t),
+        lease_owner: None,
+        lease_until: None,
+    }
+}
+
+async fn seed(store: Arc<dyn ShipmentStore>, n: usize) -> Duration {
+    let t = Instant::now();
+    let per = n / 8;
+    let tasks: Vec<_> = (0..8)
+        .map(|k| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                for i in k * per..(k + 1) * per {
+                    s.insert(&record(i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    t.elapsed()
+}
+
+struct Load {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+/// `conns` keep-alive connections issue GETs of random ids for `secs`.
+async fn load(base: &str, key: Option<&str>, n: usize, conns: usize, secs: u64) -> Load {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            let base = base.to_string();
+            let key = key.map(str::to_string);
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut lat = Vec::new();
+                let mut errors = 0;
+                let mut i = c * 7919;
+                while Instant::now() < deadline {
+                    i = (i * 31 + 17) % n;
+                    let mut rb = http.get(format!("{base}/v1/fpr/shipments/ship{i:08}"));
+                    if let Some(k) = &key {
+                        rb = rb.header("authorization", format!("Bearer {k}"));
+                    }
+                    let t = Instant::now();
+                    match rb.send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = r.bytes().await;
+                            lat.push(t.elapsed());
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Load {
+        rps: all.len() as f64 / secs as f64,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
+    }
+}
+
+/// The baseline: a minimal axum handler returning the same JSON from memory.
+async fn baseline(n: usize) -> String {
+    let map: HashMap<String, Value> = (0..n)
+        .map(|i| {
+            let id = format!("ship{i:08}");
+            let st = if i.is_multiple_of(2) {
+                "complete"
+            } else {
+                "ongoing"
+            };
+            (id.clone(), json!({"shipment_id": id, "shipment_state": st}))
+        })
+        .collect();
+    async fn h(
+        State(m): State<Arc<HashMap<String, Value>>>,
+        AxPath(id): AxPath<String>,
+    ) -> Json<Value> {
+        Json(m.get(&id).cloned().unwrap_or(Value::Null))
+    }
+    let app = Router::new()
+        .route("/v1/fpr/shipments/{id}", get(h))
+        .with_state(Arc::new(map));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    format!("http://{addr}")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_secs() -> f64 {
+    // utime + stime of this process, in clock ticks (100 Hz on Linux).
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+struct Proc(Child, String);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the release binary with the sandbox's configuration; returns it and the time
+/// until /readyz answered 200.
+async fn start_connector(env: &HashMap<String, String>, log: &Path) -> (Proc, Duration) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = std::env::var("FIDO_CONNECTOR_BIN")
+        .unwrap_or_else(|_| "target/release/fido-connector".into());
+    let out = std::fs::File::create(log).unwrap();
+    let t = Instant::now();
+    let child = Command::new(bin)
+        .arg("serve")
+        .env_clear()
+        .envs(env)
+        .env("FIDO_CONNECTOR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LOGGING_LEVEL_COM_YUBICO", "WARN")
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("build the release binary first: cargo build --release");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (Proc(child, base), t.elapsed())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn read_path(label: &str, sb: &Sandbox, store: Arc<dyn ShipmentStore>, dir: &Path, n: usize) {
+    let seeded = seed(store, n).await;
+    println!(
+        "[{label}] seeded {n} records in {:.1} s",
+        seeded.as_secs_f64()
+    );
+    let (proc_, startup) = start_connector(&sb.env, &dir.join(format!("{label}.log"))).await;
+    let idle = rss_kib(proc_.0.id());
+    let secs = env_usize("BENCH_SECONDS", 5) as u64;
+    let conns = env_usize("BENCH_CONNECTIONS", 32);
+    let ours = load(&proc_.1, Some(&sb.api_key), n, conns, secs).await;
+    let loaded = rss_kib(proc_.0.id());
+    let base = baseline(n).await;
+    let theirs = load(&base, None, n, conns, secs).await;
+    println!(
+        "[{label}] read path ({conns} connections, {secs} s): {:.0} req/s, p50 {}, p99 {}, errors {} \
+         | baseline (minimal axum, in memory): {:.0} req/s, p50 {}, p99 {} | ratio {:.2}",
+        ours.rps, ms(ours.p50), ms(ours.p99), ours.errors, theirs.rps, ms(theirs.p50), ms(theirs.p99),
+        ours.rps / theirs.rps.max(1.0)
+    );
+    println!(
+        "[{label}] footprint: start-up to ready {}, RSS idle {} MiB, under read load {} MiB",
+        ms(startup),
+        idle / 1024,
+        loaded / 1024
+    );
+}
+
+async fn processing(
+    label: &str,
+    sb: &Sandbox,
+    dir: &Path,
+    n: usize,
+    concurrency: usize,
+    latency_ms: u64,
+) {
+    let mut env = sb.env.clone();
+    env.insert(
+        "FIDO_CONNECTOR_PROCESS_CONCURRENCY".into(),
+        concurrency.to_string(),
+    );
+    let (proc_, _) = start_connector(&env, &dir.join(format!("{label}-p{concurrency}.log"))).await;
+    let http = reqwest::Client::new();
+    let key = sb.api_key.clone();
+    // Create N shipments with instant upstreams (the create-path figure).
+    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
+        s.clear();
+    }
+    let body: Value = serde_json::from_str(include_str!("../examples/shipment.json")).unwrap();
+    let cpu0 = cpu_secs();
+    let child_cpu0 = proc_cpu(proc_.0.id());
+    let t = Instant::now();
+    let per = n / 16;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, base, key, body) =
+                (http.clone(), proc_.1.clone(), key.clone(), body.clone());
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    let r = http
+                        .post(format!("{base}/v1/fpr/shipments"))
+                        .header("authorization", format!("Bearer {key}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let created = per * 16;
+    let took = t.elapsed();
+    let svc_cpu = proc_cpu(proc_.0.id()) - child_cpu0;
+    println!(
+        "[{label}] create path: {created} shipments in {:.2} s = {:.0}/s; connector CPU {:.2} ms per create \
+         (simulators + load generator in the bench process: {:.2} ms per create)",
+        took.as_secs_f64(),
+        created as f64 / took.as_secs_f64(),
+        svc_cpu * 1000.0 / created as f64,
+        (cpu_secs() - cpu0) * 1000.0 / created as f64
+    );
+    sb.ye.advance_all();
+    let slow = FaultConfig {
+        latency_ms,
+        ..Default::default()
+    };
+    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
+        s.set(slow.clone());
+    }
+    let t = Instant::now();
+    let r = http
+        .get(format!("{}/v1/operations/process-shipments", proc_.1))
+        .header("authorization", format!("Bearer {key}"))
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let took = t.elapsed();
+    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
+        s.clear();
+    }
+    // Per shipment: YE GET, Entra register, YE GET, mail POST.
+    let calls = 4.0;
+    let bound = created as f64 * calls * (latency_ms as f64 / 1000.0) / concurrency as f64;
+    println!(
+        "[{label}] processing {created} ready shipments, {latency_ms} ms per upstream call, concurrency {concurrency}: \
+         {:.2} s vs bound {:.2} s (ratio {:.2}); registered {}, mailed {}",
+        took.as_secs_f64(),
+        bound,
+        took.as_secs_f64() / bound,
+        sb.entra.registration_count(),
+        sb.mail.delivered().len()
+    );
+}
+
+fn proc_cpu(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+async fn world(azurite: Option<&str>) -> (Sandbox, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sb = prepare(dir.path(), "127.0.0.1:0", None).await.unwrap();
+    sb.env.insert(
+        "CRON_PROCESS_SHIPMENT_SCHEDULE".into(),
+        "0 0 0 1 1 *".into(),
+    );
+    if let Some(ep) = azurite {
+        sb.env.insert("FIDO_CONNECTOR_STORE".into(), "azure".into());
+        sb.env.insert("AZURE_TABLES_ENDPOINT".into(), ep.into());
+        sb.env.insert(
+            "AZURE_TABLES_SHIPMENTS_TABLE_NAME".into(),
+            format!("b{}", uuid::Uuid::new_v4().simple()),
+        );
+        sb.env.insert(
+            "AZURE_STORAGE_ACCOUNT_NAME".into(),
+            "devstoreaccount1".into(),
+        );
+        sb.env.insert(
+            "AZURE_STORAGE_ACCOUNT_KEY".into(),
+            "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
+        );
+    }
+    sb.config =
+        fido_connector::config::Config::load(&fido_connector::config::Env::from_map(&sb.env))
+            .unwrap();
+    (sb, dir)
+}
+
+#[tokio::main]
+async fn main() {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!("fido-connector benchmarks on {cores} cores");
+    if let Ok(md) = std::fs::metadata(
+        std::env::var("FIDO_CONNECTOR_BIN")
+            .unwrap_or_else(|_| "target/release/fido-connector".into()),
+    ) {
+        println!("release binary: {:.1} MiB", md.len() as f64 / 1048576.0);
+    }
+    let records = env_usize("BENCH_RECORDS", 100_000);
+    let n = env_usize("BENCH_SHIPMENTS", 1000);
+    let latency = env_usize("BENCH_LATENCY_MS", 50) as u64;
+
+    // Embedded store.
+    let (sb, dir) = world(None).await;
+    let store: Arc<dyn ShipmentStore> = Arc::new(
+        fido_connector::store::sqlite::SqliteStore::open(&dir.path().join("shipments.sqlite3"))
+            .unwrap(),
+    );
+    read_path("embedded", &sb, store, dir.path(), records).await;
+    for c in [16, 64] {
+        let (sb, dir) = world(None).await;
+        processing("embedded", &sb, dir.path(), n, c, latency).await;
+    }
+
+    // Azure Tables on Azurite.
+    if let Ok(ep) = std::env::var("AZURITE_TABLE_ENDPOINT") {
+        let (sb, dir) = world(Some(&ep)).await;
+        let store = fido_connector::store::azure::AzureTableStore::connect(
+            &ep.parse().unwrap(),
+            &sb.env["AZURE_TABLES_SHIPMENTS_TABLE_NAME"],
+            fido_connector::store::azure::AzureTablesAuth::SharedKey {
+                account: "devstoreaccount1".into(),
+                key: sb.env["AZURE_STORAGE_ACCOUNT_KEY"].clone().into(),
+            },
+        )
+        .await
+        .unwrap();
+        read_path(
+            "azurite",
+            &sb,
+            store,
+            dir.path(),
+            env_usize("BENCH_AZURE_RECORDS", 10_000),
+        )
+        .await;
+        let (sb, dir) = world(Some(&ep)).await;
+        processing("azurite", &sb, dir.path(), n, 64, latency).await;
+    } else {
+        println!("[azurite] skipped: AZURITE_TABLE_ENDPOINT not set (bench/run.sh sets it)");
+    }
+}
