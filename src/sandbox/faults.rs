@@ -33,6 +33,8 @@ pub struct FaultConfig {
     pub hang_ms: u64,
     /// Simulators that issue or check tokens treat every token as expired while set.
     pub expire_tokens: bool,
+    /// The next this-many requests fail with `error_status` (deterministic faults).
+    pub fail_next: u32,
 }
 
 /// Live fault settings of one simulator.
@@ -78,7 +80,14 @@ fn roll(rate: f64) -> bool {
 }
 
 async fn inject(State(f): State<Faults>, req: Request, next: Next) -> Response {
-    let cfg = f.get();
+    let (cfg, forced) = {
+        let mut g = f.0.lock().unwrap_or_else(|p| p.into_inner());
+        let forced = g.fail_next > 0;
+        if forced {
+            g.fail_next -= 1;
+        }
+        (g.clone(), forced)
+    };
     if cfg.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(cfg.latency_ms)).await;
     }
@@ -97,7 +106,7 @@ async fn inject(State(f): State<Faults>, req: Request, next: Next) -> Response {
         }
         return r;
     }
-    if roll(cfg.error_rate) {
+    if forced || roll(cfg.error_rate) {
         let status = cfg
             .error_status
             .and_then(|s| StatusCode::from_u16(s).ok())

@@ -156,3 +156,131 @@ async fn the_entra_simulator_refuses_tampered_and_duplicate_registrations() {
     );
     w.stop().await;
 }
+
+#[tokio::test]
+async fn managed_and_workload_identity_tokens_work_and_are_cached() {
+    use fido_connector::sandbox::entra::{EntraSim, EntraSimConfig};
+    use fido_connector::upstream::entra::{
+        GraphClient, GraphClientConfig, ManagedIdentityTokens, TokenSource, WorkloadIdentityTokens,
+    };
+    use secrecy::SecretString;
+
+    let mut cfg = EntraSimConfig::new("tenant-1", "client-1", "unused-secret");
+    cfg.identity_header = Some("identity-header".into());
+    cfg.federated_assertion = Some("federated-assertion".into());
+    let sim = EntraSim::start(cfg).await.unwrap();
+    sim.add_user(
+        "carol@contoso.example",
+        "9a8b7c6d-0000-4000-8000-000000000001",
+    );
+    let http = reqwest::Client::new();
+    let graph = |tokens: Arc<dyn TokenSource>, ver: &str| {
+        GraphClient::new(
+            GraphClientConfig {
+                graph_endpoint: sim.graph_url().parse().unwrap(),
+                api_version: ver.into(),
+                challenge_timeout_minutes: 60,
+            },
+            tokens,
+            http.clone(),
+        )
+    };
+    let user = UserId::Upn("carol@contoso.example".into());
+
+    let mi = Arc::new(ManagedIdentityTokens::new(
+        sim.msi_url().parse().unwrap(),
+        SecretString::from("identity-header".to_string()),
+        None,
+        http.clone(),
+    ));
+    let g = graph(mi, "beta");
+    g.get_user(&user).await.unwrap();
+    g.get_user(&user).await.unwrap();
+    assert_eq!(sim.token_requests(), 1, "cached");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "federated-assertion").unwrap();
+    let wi = Arc::new(
+        WorkloadIdentityTokens::new(
+            sim.login_url().parse().unwrap(),
+            "tenant-1".into(),
+            "client-1".into(),
+            file.clone(),
+            http.clone(),
+        )
+        .unwrap(),
+    );
+    let g = graph(wi, "v1.0");
+    let found = g.get_user(&user).await.unwrap();
+    // v1.0 creation options carry no timeout parameter and a 5-minute challenge.
+    let opts = g.creation_options(&found.id).await.unwrap();
+    assert!(opts.challenge_timeout < chrono::Utc::now() + chrono::Duration::minutes(6));
+
+    // A wrong identity header or assertion is refused.
+    let bad = Arc::new(ManagedIdentityTokens::new(
+        sim.msi_url().parse().unwrap(),
+        SecretString::from("wrong".to_string()),
+        None,
+        http.clone(),
+    ));
+    assert!(matches!(
+        graph(bad, "beta").get_user(&user).await,
+        Err(UpstreamError::Unauthorized { .. })
+    ));
+    std::fs::write(&file, "forged").unwrap();
+    let forged = Arc::new(
+        WorkloadIdentityTokens::new(
+            sim.login_url().parse().unwrap(),
+            "tenant-1".into(),
+            "client-1".into(),
+            file,
+            http.clone(),
+        )
+        .unwrap(),
+    );
+    assert!(matches!(
+        graph(forged, "beta").get_user(&user).await,
+        Err(UpstreamError::Unauthorized { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_ye_client_retries_reads_through_5xx_and_times_out_on_hangs() {
+    use fido_connector::sandbox::faults::FaultConfig;
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS".into(), "1".into());
+    })
+    .await;
+    let id = w.create_ok(crate::support::alice()).await;
+    let ye = &w.deps().ye;
+    // Two failures in a row are absorbed by the client's in-call retries (3 tries) ...
+    w.sb.ye.faults.set(FaultConfig {
+        fail_next: 2,
+        ..Default::default()
+    });
+    ye.get_shipment(&id).await.unwrap();
+    // ... three are reported as transient.
+    w.sb.ye.faults.set(FaultConfig {
+        fail_next: 3,
+        ..Default::default()
+    });
+    assert!(matches!(
+        ye.get_shipment(&id).await,
+        Err(UpstreamError::Transient { .. })
+    ));
+    // A hang beyond the timeout is a transient error, not a stuck call.
+    w.sb.ye.faults.set(FaultConfig {
+        hang_rate: 1.0,
+        hang_ms: 5000,
+        ..Default::default()
+    });
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        ye.get_shipment(&id).await,
+        Err(UpstreamError::Transient { .. })
+    ));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    w.sb.ye.faults.clear();
+    w.stop().await;
+}
