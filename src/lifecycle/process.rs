@@ -43,35 +43,42 @@ enum Outcome {
     Waiting,
 }
 
-/// One pass over every open record.
+/// One pass over every open record. Pages are fetched as the work drains, so the
+/// concurrency limit applies across page boundaries (no wave barrier per page).
 pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, ApiError> {
-    let mut summary = RunSummary::default();
-    let mut continuation = None;
     let concurrency = deps.config.process_concurrency;
+    let mut summary = RunSummary::default();
+    let mut queue = std::collections::VecDeque::new();
+    let mut continuation: Option<String> = None;
+    let mut exhausted = false;
+    let mut inflight = futures::stream::FuturesUnordered::new();
     loop {
-        let page = deps
-            .store
-            .query(&Query::Open, continuation, PAGE)
-            .await
-            .map_err(store_err)?;
-        let outcomes: Vec<Outcome> = futures::stream::iter(page.items)
-            .map(|v| process_one(deps, v))
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        for o in outcomes {
-            summary.examined += 1;
-            match o {
-                Outcome::Completed => summary.completed += 1,
-                Outcome::Failed => summary.failed += 1,
-                Outcome::Retried => summary.retried += 1,
-                Outcome::Skipped => summary.skipped += 1,
-                Outcome::Waiting => summary.waiting += 1,
+        while inflight.len() < concurrency {
+            if queue.is_empty() && !exhausted {
+                let page = deps
+                    .store
+                    .query(&Query::Open, continuation.take(), PAGE)
+                    .await
+                    .map_err(store_err)?;
+                queue.extend(page.items);
+                continuation = page.next;
+                exhausted = continuation.is_none();
+            }
+            match queue.pop_front() {
+                Some(v) => inflight.push(process_one(deps, v)),
+                None => break,
             }
         }
-        continuation = page.next;
-        if continuation.is_none() {
+        let Some(o) = inflight.next().await else {
             break;
+        };
+        summary.examined += 1;
+        match o {
+            Outcome::Completed => summary.completed += 1,
+            Outcome::Failed => summary.failed += 1,
+            Outcome::Retried => summary.retried += 1,
+            Outcome::Skipped => summary.skipped += 1,
+            Outcome::Waiting => summary.waiting += 1,
         }
     }
     tracing::info!(?summary, "processing run finished");

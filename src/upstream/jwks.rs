@@ -26,6 +26,8 @@ struct Set {
     keys: Vec<Jwk>,
     fetched: Option<Instant>,
     fetches: u64,
+    /// Whether the last fetch failed: then a missing kid means "unavailable", not "unknown".
+    failed: bool,
 }
 
 pub struct JwksCache {
@@ -53,6 +55,7 @@ impl JwksCache {
                 keys: Vec::new(),
                 fetched: None,
                 fetches: 0,
+                failed: false,
             })
         };
         Self {
@@ -74,6 +77,15 @@ impl JwksCache {
     async fn refresh(&self, set: &mut Set) -> Result<(), UpstreamError> {
         set.fetches += 1;
         set.fetched = Some(Instant::now());
+        set.failed = true;
+        let r = self.fetch(set).await;
+        if r.is_ok() {
+            set.failed = false;
+        }
+        r
+    }
+
+    async fn fetch(&self, set: &mut Set) -> Result<(), UpstreamError> {
         let resp = self
             .http
             .get(set.url.clone())
@@ -113,8 +125,15 @@ impl JwksCache {
         Ok(())
     }
 
+    /// The cooldown guards the endpoint against floods of unknown kids; after a failed
+    /// fetch the set is retried sooner (once a second) so an outage heals quickly.
     fn may_refresh(&self, set: &Set) -> bool {
-        set.fetched.is_none_or(|t| t.elapsed() >= self.cooldown)
+        let wait = if set.failed {
+            self.cooldown.min(Duration::from_secs(1))
+        } else {
+            self.cooldown
+        };
+        set.fetched.is_none_or(|t| t.elapsed() >= wait)
     }
 }
 
@@ -167,6 +186,13 @@ impl YubicoKeys for JwksCache {
             if let Some(k) = set.keys.iter().find(|k| k.key_id() == Some(kid)) {
                 return Ok(k.clone());
             }
+        }
+        if set.failed {
+            return Err(UpstreamError::Transient {
+                service: SERVICE,
+                message: "the sign key set could not be fetched".into(),
+                retry_after: None,
+            });
         }
         Err(UpstreamError::NotFound {
             service: SERVICE,
