@@ -183,16 +183,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn cpu_secs() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
+    proc_cpu(std::process::id())
 }
 
 struct Proc(Child, String);

@@ -59,6 +59,27 @@ fn new_etag() -> String {
 }
 
 impl SqliteStore {
+    /// One record by a unique column (`column` is one of ours, never input).
+    async fn get_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        let value = value.to_string();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT data, etag FROM shipments WHERE {column} = ?1"),
+                params![value],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(other)?
+            .map(|(d, e)| decode(&d, e))
+            .transpose()
+        })
+        .await
+    }
+
     /// Opens (creating if needed) the database file and its schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -148,38 +169,14 @@ impl ShipmentStore for SqliteStore {
     }
 
     async fn get(&self, request_id: &str) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
-        let id = request_id.to_string();
-        self.with(move |c| {
-            c.query_row(
-                "SELECT data, etag FROM shipments WHERE request_id = ?1",
-                params![id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()
-            .map_err(other)?
-            .map(|(d, e)| decode(&d, e))
-            .transpose()
-        })
-        .await
+        self.get_where("request_id", request_id).await
     }
 
     async fn get_by_shipment_id(
         &self,
         ye_shipment_id: &str,
     ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
-        let id = ye_shipment_id.to_string();
-        self.with(move |c| {
-            c.query_row(
-                "SELECT data, etag FROM shipments WHERE ye_shipment_id = ?1",
-                params![id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()
-            .map_err(other)?
-            .map(|(d, e)| decode(&d, e))
-            .transpose()
-        })
-        .await
+        self.get_where("ye_shipment_id", ye_shipment_id).await
     }
 
     async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
