@@ -152,10 +152,8 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
     if !rec.step.is_open() || rec.next_attempt_at.is_some_and(|t| t > now) {
         return Outcome::Skipped;
     }
-    if rec
-        .lease_until
-        .is_some_and(|t| t > now && rec.lease_owner.as_deref() != Some(&deps.instance_id))
-    {
+    // Any unexpired claim, even this replica's own (another run of ours), means hands off.
+    if rec.lease_until.is_some_and(|t| t > now) {
         return Outcome::Skipped;
     }
     // Claim.

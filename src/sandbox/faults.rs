@@ -95,7 +95,7 @@ async fn inject(State(f): State<Faults>, req: Request, next: Next) -> Response {
         tokio::time::sleep(Duration::from_millis(cfg.hang_ms)).await;
         return (StatusCode::GATEWAY_TIMEOUT, Body::empty()).into_response();
     }
-    if roll(cfg.throttle_rate) {
+    if roll(cfg.throttle_rate) || (forced && cfg.error_status == Some(429)) {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             Json(serde_json::json!({"error": {"code": "TooManyRequests", "message": "Too many requests (simulated)"}})),
@@ -106,7 +106,7 @@ async fn inject(State(f): State<Faults>, req: Request, next: Next) -> Response {
         }
         return r;
     }
-    if forced || roll(cfg.error_rate) {
+    if (forced && cfg.error_status != Some(429)) || roll(cfg.error_rate) {
         let status = cfg
             .error_status
             .and_then(|s| StatusCode::from_u16(s).ok())

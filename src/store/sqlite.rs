@@ -1,9 +1,10 @@
 //! Embedded backend: one SQLite file (WAL mode), the default outside Azure.
 //!
-//! One connection behind a mutex, used from `spawn_blocking` so the async runtime never
-//! waits on disk. Every conditional write is a single statement (`UPDATE … WHERE etag = ?`)
-//! and checks the number of rows it changed, so two writers (tasks, or processes sharing
-//! the file) can never both win. ETags are fresh random values per write.
+//! One writer connection behind a mutex plus a few read-only connections (WAL lets readers
+//! run beside the writer), all used from `spawn_blocking` so the async runtime never waits
+//! on disk. Every conditional write is a single statement (`UPDATE … WHERE etag = ?`) and
+//! checks the number of rows it changed, so two writers (tasks, or processes sharing the
+//! file) can never both win. ETags are fresh random values per write.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -34,9 +35,14 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
+/// Read-only connections opened beside the writer for file databases.
+const READERS: usize = 4;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -66,12 +72,14 @@ impl SqliteStore {
         value: &str,
     ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
         let value = value.to_string();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT data, etag FROM shipments WHERE {column} = ?1"),
-                params![value],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT data, etag FROM shipments WHERE {column} = ?1"
+            ))
+            .map_err(other)?
+            .query_row(params![value], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .optional()
             .map_err(other)?
             .map(|(d, e)| decode(&d, e))
@@ -92,7 +100,21 @@ impl SqliteStore {
             .map_err(other)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(other)?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+            r.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(other)?;
+            readers.push(Mutex::new(r));
+        }
+        store.readers = Arc::new(readers);
+        Ok(store)
     }
 
     /// A private in-memory database (tests).
@@ -106,7 +128,31 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(other)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Vec::new()),
+            next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
+    }
+
+    /// Runs a read on a reader connection (the writer when there are none: in memory).
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.with(f).await;
+        }
+        let readers = self.readers.clone();
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = readers[i].lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -263,7 +309,7 @@ impl ShipmentStore for SqliteStore {
         let q = q.clone();
         let limit = limit.clamp(1, 1000);
         let after = continuation.unwrap_or_default();
-        self.with(move |c| {
+        self.read(move |c| {
             let rows: Vec<(String, String, String)> = match &q {
                 Query::Open => {
                     let mut st = c

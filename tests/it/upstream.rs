@@ -101,17 +101,22 @@ async fn expired_graph_tokens_are_replaced_and_429_is_honoured() {
     w.sb.entra.faults.clear();
     idp.get_user(&user).await.unwrap();
     assert!(w.sb.entra.token_requests() > before);
-    // Throttled half the time with Retry-After: 0 → reads still succeed.
+    // Three 429s with Retry-After: 1 in a row: the read waits as told, then succeeds.
     w.sb.entra
         .faults
         .set(fido_connector::sandbox::faults::FaultConfig {
-            throttle_rate: 0.5,
-            retry_after_secs: 0,
+            fail_next: 3,
+            error_status: Some(429),
+            retry_after_secs: 1,
             ..Default::default()
         });
-    for _ in 0..5 {
-        idp.get_user(&user).await.unwrap();
-    }
+    let t = std::time::Instant::now();
+    idp.get_user(&user).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "Retry-After honoured: {:?}",
+        t.elapsed()
+    );
     w.stop().await;
 }
 
