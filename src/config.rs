@@ -415,12 +415,14 @@ impl Config {
             }
         };
 
-        let entra_login_endpoint = env
-            .url("ENTRA_LOGIN_ENDPOINT")?
-            .unwrap_or_else(|| Url::parse("https://login.microsoftonline.com").expect("const"));
-        let graph_endpoint = env
-            .url("GRAPH_API_ENDPOINT")?
-            .unwrap_or_else(|| Url::parse("https://graph.microsoft.com").expect("const"));
+        let entra_login_endpoint = env.url("ENTRA_LOGIN_ENDPOINT")?.map_or_else(
+            || parse_url("ENTRA_LOGIN_ENDPOINT", "https://login.microsoftonline.com"),
+            Ok,
+        )?;
+        let graph_endpoint = env.url("GRAPH_API_ENDPOINT")?.map_or_else(
+            || parse_url("GRAPH_API_ENDPOINT", "https://graph.microsoft.com"),
+            Ok,
+        )?;
         let entra_credential = match env.get("ENTRA_CREDENTIAL").as_deref() {
             Some("client_secret") => EntraCredentialKind::ClientSecret,
             Some("managed_identity") => EntraCredentialKind::ManagedIdentity,

@@ -124,7 +124,7 @@ pub async fn get_shipment(
         .store
         .get_by_shipment_id(&shipment_id)
         .await
-        .map_err(store_error)?
+        .map_err(crate::lifecycle::store_err)?
         .ok_or_else(|| ApiError::not_found(format!("Shipment not found: {shipment_id}")))?;
     let (state_, error) = public_view(&rec.value);
     let mut body = json!({"shipment_id": shipment_id, "shipment_state": state_.as_str()});
@@ -244,19 +244,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         Err(ApiError::validation(
             "`Idempotency-Key` must be 1..255 visible ASCII characters",
         ))
-    }
-}
-
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    ApiError::Upstream {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: format!(
-            "shipment store unavailable ({})",
-            match e {
-                crate::store::StoreError::Unavailable(_) => "unreachable",
-                _ => "error",
-            }
-        ),
     }
 }
 
