@@ -101,6 +101,8 @@ pub struct Authenticator {
 
 /// Clock skew tolerated on `exp` and `nbf`: one constant, documented in docs/auth.md.
 pub const LEEWAY_SECS: i64 = 60;
+/// Larger bearer tokens are refused unread.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// At most one JWKS refresh per this interval for unknown `kid`s.
 pub const JWKS_COOLDOWN: Duration = Duration::from_secs(30);
 
@@ -132,6 +134,13 @@ impl TokenValidator {
         cooldown: Duration,
     ) -> Result<Self, String> {
         let tenant = config.auth_tenant_id.clone();
+        // Tokens name one tenant; the multi-tenant aliases would accept any tenant's issuer.
+        if ["common", "organizations", "consumers"].contains(&tenant.to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "FIDO_CONNECTOR_AUTH_TENANT_ID: `{tenant}` is a multi-tenant alias; name the tenant"
+            ));
+        }
         let login = config
             .auth_login_endpoint
             .as_str()
@@ -191,6 +200,14 @@ impl TokenValidator {
             .into_iter()
             .flatten()
             .filter(|k| k["kty"] == "RSA" && k["use"].as_str().is_none_or(|u| u == "sig"))
+            // RSA moduli below 2048 bits are not trusted.
+            .filter(|k| {
+                k["n"].as_str().is_some_and(|n| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(n)
+                        .is_ok_and(|b| b.len() >= 256)
+                })
+            })
             .take(100)
             .filter_map(|k| k.as_object().cloned())
             .filter_map(|m| Jwk::from_map(m).ok())
@@ -217,6 +234,9 @@ impl TokenValidator {
 
     /// Validates a bearer token and returns the caller it names.
     pub async fn validate(&self, token: &str) -> Result<Caller, &'static str> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err("token too large");
+        }
         // Only the header is read before the signature is checked.
         let header = token.split('.').next().ok_or("malformed token")?;
         let header: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
