@@ -169,6 +169,11 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
             [Expect::Unauthenticated; 4],
         ),
         (
+            "oversized token".into(),
+            bearer("e".repeat(20_000)),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
             "HS256 keyed with the public key".into(),
             bearer(hs256),
             [Expect::Unauthenticated; 4],
