@@ -33,34 +33,24 @@ fn env_usize(k: &str, d: usize) -> usize {
 
 fn record(i: usize) -> ShipmentRecord {
     let t = Utc::now();
-    ShipmentRecord {
-        request_id: format!("bench-{i:08}"),
-        ye_shipment_id: Some(format!("ship{i:08}")),
-        step: if i.is_multiple_of(2) {
-            Step::Complete
-        } else {
-            Step::Ongoing
-        },
-        error: None,
-        attempts: 0,
-        next_attempt_at: None,
-        ye_state_id: Some(0),
-        user_id: "alice@contoso.example".into(),
-        entra_user_id: DEMO_USERS[0].1.into(),
-        emails_to: vec!["alice@contoso.example".into()],
-        yubikey_name: Some("Primary".into()),
-        response_kid: format!("fpr-{i}"),
-        challenge_expires_at: None,
-        serial_number: None,
-        entra_method_id: None,
-        register_started_at: None,
-        idempotency_body_hash: None,
-        created_at: t,
-        updated_at: t,
-        completed_at: Some(t),
-        lease_owner: None,
-        lease_until: None,
-    }
+    let mut r = ShipmentRecord::accepted(
+        format!("bench-{i:08}"),
+        "alice@contoso.example",
+        DEMO_USERS[0].1,
+        format!("fpr-{i}"),
+        t,
+    );
+    r.ye_shipment_id = Some(format!("ship{i:08}"));
+    r.step = if i.is_multiple_of(2) {
+        Step::Complete
+    } else {
+        Step::Ongoing
+    };
+    r.ye_state_id = Some(0);
+    r.emails_to = vec!["alice@contoso.example".into()];
+    r.yubikey_name = Some("Primary".into());
+    r.completed_at = Some(t);
+    r
 }
 
 async fn seed(store: Arc<dyn ShipmentStore>, n: usize) -> Duration {

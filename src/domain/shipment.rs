@@ -127,6 +127,40 @@ pub struct ShipmentRecord {
 }
 
 impl ShipmentRecord {
+    /// A fresh record in step `Accepted`: what create writes before calling YubiEnterprise.
+    pub fn accepted(
+        request_id: impl Into<String>,
+        user_id: impl Into<String>,
+        entra_user_id: impl Into<String>,
+        response_kid: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            request_id: request_id.into(),
+            ye_shipment_id: None,
+            step: Step::Accepted,
+            error: None,
+            attempts: 0,
+            next_attempt_at: None,
+            ye_state_id: None,
+            user_id: user_id.into(),
+            entra_user_id: entra_user_id.into(),
+            emails_to: Vec::new(),
+            yubikey_name: None,
+            response_kid: response_kid.into(),
+            challenge_expires_at: None,
+            serial_number: None,
+            entra_method_id: None,
+            register_started_at: None,
+            idempotency_body_hash: None,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            lease_owner: None,
+            lease_until: None,
+        }
+    }
+
     pub fn secret_name(&self) -> String {
         response_secret_name(&self.response_kid)
     }
@@ -194,31 +228,10 @@ mod tests {
     use super::*;
 
     fn rec(step: Step) -> ShipmentRecord {
-        let t = Utc::now();
-        ShipmentRecord {
-            request_id: "r".into(),
-            ye_shipment_id: Some("s".into()),
-            step,
-            error: None,
-            attempts: 0,
-            next_attempt_at: None,
-            ye_state_id: None,
-            user_id: "u@example.com".into(),
-            entra_user_id: "oid".into(),
-            emails_to: vec![],
-            yubikey_name: None,
-            response_kid: "fpr-1".into(),
-            challenge_expires_at: None,
-            serial_number: None,
-            entra_method_id: None,
-            register_started_at: None,
-            idempotency_body_hash: None,
-            created_at: t,
-            updated_at: t,
-            completed_at: None,
-            lease_owner: None,
-            lease_until: None,
-        }
+        let mut r = ShipmentRecord::accepted("r", "u@example.com", "oid", "fpr-1", Utc::now());
+        r.ye_shipment_id = Some("s".into());
+        r.step = step;
+        r
     }
 
     #[test]

@@ -94,30 +94,17 @@ pub async fn create_shipment(
         .map_err(secret_err)?;
 
     let now = deps.clock.now();
-    let mut rec = ShipmentRecord {
-        request_id: request_id.clone(),
-        ye_shipment_id: None,
-        step: Step::Accepted,
-        error: None,
-        attempts: 0,
-        next_attempt_at: None,
-        ye_state_id: None,
-        user_id: req.user_id.as_str().to_string(),
-        entra_user_id: user.id.clone(),
-        emails_to: req.mail_recipients(),
-        yubikey_name: req.yubikey_name.clone(),
-        response_kid: response_key.kid.clone(),
-        challenge_expires_at: Some(options.challenge_timeout),
-        serial_number: None,
-        entra_method_id: None,
-        register_started_at: None,
-        idempotency_body_hash: idempotency.as_ref().map(|i| i.body_sha256.clone()),
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        lease_owner: None,
-        lease_until: None,
-    };
+    let mut rec = ShipmentRecord::accepted(
+        request_id.clone(),
+        req.user_id.as_str(),
+        user.id.clone(),
+        response_key.kid.clone(),
+        now,
+    );
+    rec.emails_to = req.mail_recipients();
+    rec.yubikey_name = req.yubikey_name.clone();
+    rec.challenge_expires_at = Some(options.challenge_timeout);
+    rec.idempotency_body_hash = idempotency.as_ref().map(|i| i.body_sha256.clone());
     let etag = match deps.store.insert(&rec).await {
         Ok(e) => e,
         Err(StoreError::AlreadyExists) => {

@@ -381,30 +381,13 @@ async fn a_request_interrupted_during_creation_is_flagged_for_an_operator() {
     let w = World::start(Backend::Embedded).await;
     // What a crash between the record and the YubiEnterprise answer leaves behind.
     let t = chrono::Utc::now() - chrono::Duration::minutes(11);
-    let rec = fido_connector::domain::ShipmentRecord {
-        request_id: "interrupted-1".into(),
-        ye_shipment_id: None,
-        step: fido_connector::domain::Step::Accepted,
-        error: None,
-        attempts: 0,
-        next_attempt_at: None,
-        ye_state_id: None,
-        user_id: alice().into(),
-        entra_user_id: DEMO_USERS[0].1.into(),
-        emails_to: vec![],
-        yubikey_name: None,
-        response_kid: "fpr-x".into(),
-        challenge_expires_at: None,
-        serial_number: None,
-        entra_method_id: None,
-        register_started_at: None,
-        idempotency_body_hash: None,
-        created_at: t,
-        updated_at: t,
-        completed_at: None,
-        lease_owner: None,
-        lease_until: None,
-    };
+    let rec = fido_connector::domain::ShipmentRecord::accepted(
+        "interrupted-1",
+        alice(),
+        DEMO_USERS[0].1,
+        "fpr-x",
+        t,
+    );
     w.deps().store.insert(&rec).await.unwrap();
     let mut fresh = rec.clone();
     fresh.request_id = "just-started".into();

@@ -8,31 +8,15 @@ use fido_connector::domain::{ShipmentRecord, Step};
 use fido_connector::store::{Query, ShipmentStore, StoreError};
 
 fn record(id: &str) -> ShipmentRecord {
-    let t = Utc::now();
-    ShipmentRecord {
-        request_id: id.into(),
-        ye_shipment_id: None,
-        step: Step::Accepted,
-        error: None,
-        attempts: 0,
-        next_attempt_at: None,
-        ye_state_id: None,
-        user_id: "alice@contoso.example".into(),
-        entra_user_id: "oid".into(),
-        emails_to: vec!["a@example.org".into()],
-        yubikey_name: None,
-        response_kid: format!("fpr-{id}"),
-        challenge_expires_at: None,
-        serial_number: None,
-        entra_method_id: None,
-        register_started_at: None,
-        idempotency_body_hash: None,
-        created_at: t,
-        updated_at: t,
-        completed_at: None,
-        lease_owner: None,
-        lease_until: None,
-    }
+    let mut r = ShipmentRecord::accepted(
+        id,
+        "alice@contoso.example",
+        "oid",
+        format!("fpr-{id}"),
+        Utc::now(),
+    );
+    r.emails_to = vec!["a@example.org".into()];
+    r
 }
 
 async fn sqlite() -> Arc<dyn ShipmentStore> {
