@@ -18,7 +18,7 @@ param keyVaultUri string
 param tenantId string = subscription().tenantId
 @description('Application (client) id of the app registration with the Graph permission.')
 param entraClientId string
-@description('Accepted audiences of caller tokens, comma separated (e.g. api://fido-connector-api.contoso.com).')
+@description('Accepted audiences of caller tokens, comma separated: the API app id (the aud of v2 tokens) and its URI, e.g. 00000000-0000-0000-0000-000000000000,api://fido-connector-api.contoso.com (infra/app-registration.bicep outputs).')
 param allowedAudiences string
 
 param yeApiBaseUrl string = 'https://api.console.yubico.com/v1'
@@ -29,6 +29,20 @@ param cleanupSchedule string = '0 30 * * * *'
 param cleanupCompletedDays string = '0'
 param minReplicas int = 1
 param maxReplicas int = 3
+
+@description('IP ranges (CIDR) allowed to reach the ingress; empty for no IP restriction. Every other address gets 403.')
+param allowedIngressCidrs array = []
+
+@description('Ingress reachable from inside the Container Apps environment (and, for an environment in a VNet, from the VNet) only, not from the Internet.')
+param internalIngress bool = false
+
+// One Allow rule per range: once there is an Allow rule, every other address is denied.
+var ingressIpRules = [for (cidr, i) in allowedIngressCidrs: {
+  name: 'allow-${i}'
+  description: 'Allowed caller range ${cidr}'
+  ipAddressRange: cidr
+  action: 'Allow'
+}]
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
   name: name
@@ -43,14 +57,16 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
     managedEnvironmentId: environmentId
     configuration: {
       ingress: {
-        external: true
+        external: !internalIngress
         targetPort: 8080
         transport: 'http'
         allowInsecure: false
+        ipSecurityRestrictions: ingressIpRules
       }
       secrets: [
         {
-          // The Logic App trigger URL carries a signature: kept in Key Vault.
+          // The Logic App trigger URL (with its SAS signature, unless the trigger's SAS is
+          // turned off in favour of its Entra ID policy): kept in Key Vault.
           name: 'email-api-send-endpoint'
           keyVaultUrl: '${keyVaultUri}secrets/email-api-send-endpoint'
           identity: identityId

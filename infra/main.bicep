@@ -1,8 +1,11 @@
 // Azure resources fido-connector needs, in the customer's subscription:
 // storage account + the shipments table, Key Vault (RBAC), the PIN mail Logic App,
 // a user-assigned managed identity with its role assignments, and the Container Apps
-// environment with its Log Analytics workspace. The app itself is deployed by
-// deploy/main.bicep.
+// environment with its Log Analytics workspace. Optionally (enablePrivateEndpoints) a
+// VNet with a subnet for the Container Apps environment and one for private endpoints,
+// private endpoints for the table service and the vault, and their private DNS zones.
+// The app itself is deployed by deploy/main.bicep; the app registration of the
+// connector's API by app-registration.bicep (or app-registration.sh).
 
 targetScope = 'resourceGroup'
 
@@ -16,7 +19,7 @@ param location string = resourceGroup().location
 @description('Name of the shipments table (AZURE_TABLES_SHIPMENTS_TABLE_NAME).')
 param tableName string = 'fprshipments'
 
-@description('Public network access to the storage account and the vault. Disabled by default: use private endpoints (or open it to the IP ranges below).')
+@description('Public network access to the storage account and the vault while private endpoints are off. Disabled by default: turn on enablePrivateEndpoints (or open it to the IP ranges below). Always Disabled with private endpoints.')
 @allowed([
   'Enabled'
   'Disabled'
@@ -26,8 +29,20 @@ param publicNetworkAccess string = 'Disabled'
 @description('IP ranges (CIDR) allowed through the firewalls when public network access is enabled.')
 param allowedIpRanges array = []
 
-@description('Create private endpoints for storage (table) and Key Vault in this subnet (resource id); empty for none.')
-param privateEndpointSubnetId string = ''
+@description('Create a VNet (one subnet for the Container Apps environment, one for private endpoints), private endpoints for the table service and the vault, and their private DNS zones; public network access is then Disabled. An environment joins a VNet only when it is created: turning this on later means a new environment.')
+param enablePrivateEndpoints bool = false
+
+@description('Address space of the VNet (enablePrivateEndpoints).')
+param vnetAddressPrefix string = '10.40.0.0/16'
+
+@description('Subnet of the Container Apps environment (a consumption-only environment needs /23 or larger, not delegated).')
+param appsSubnetPrefix string = '10.40.0.0/23'
+
+@description('Subnet of the private endpoints.')
+param privateEndpointSubnetPrefix string = '10.40.2.0/27'
+
+@description('With enablePrivateEndpoints: the environment gets an internal load balancer only, so the app is reachable from the VNet (and peered networks) only; you then need a private DNS zone for the environment default domain.')
+param internalEnvironment bool = false
 
 @description('Office 365 connection (resource id) the mail Logic App sends with; create and authorise it in the portal first.')
 param office365ConnectionId string
@@ -35,12 +50,31 @@ param office365ConnectionId string
 @description('Sender shown in PIN mails.')
 param mailFrom string = ''
 
+@description('Audience of the managed-identity token the connector presents to the mail trigger (claim aud of the trigger authorization policy).')
+param mailTriggerAudience string = 'https://management.azure.com/'
+
+@description('Turn off the SAS signature (sig) of the mail trigger, so that only the authorization policy (the connector managed identity) lets a call in. Needs a connector that sends a bearer token to the trigger and a trigger URL without sp, sv and sig (infra/README.md). Off by default so that a connector calling the signed URL keeps working.')
+param disableMailTriggerSas bool = false
+
+@description('IP ranges (CIDR) allowed to call the mail trigger, e.g. the outbound addresses of the Container Apps environment; empty for no IP restriction.')
+param mailTriggerAllowedCallerIps array = []
+
 @description('Storage account name (3-24 lowercase letters and digits, globally unique).')
 @minLength(3)
 @maxLength(24)
 param storageName string
 var vaultName = '${prefix}-fpr-kv'
 var identityName = '${prefix}-fpr-identity'
+var vnetName = '${prefix}-fpr-vnet'
+var appsSubnetName = 'apps'
+var privateEndpointSubnetName = 'private-endpoints'
+var appsSubnetId = resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, appsSubnetName)
+var privateEndpointSubnetId = resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, privateEndpointSubnetName)
+// With private endpoints nothing reaches the account or the vault from outside the VNet.
+var effectivePublicNetworkAccess = enablePrivateEndpoints ? 'Disabled' : publicNetworkAccess
+// Private DNS zones of the Azure public cloud.
+var tableDnsZoneName = 'privatelink.table.core.windows.net'
+var vaultDnsZoneName = 'privatelink.vaultcore.azure.net'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: identityName
@@ -60,7 +94,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: effectivePublicNetworkAccess
     networkAcls: {
       defaultAction: 'Deny'
       bypass: 'AzureServices'
@@ -109,7 +143,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: effectivePublicNetworkAccess
     networkAcls: {
       defaultAction: 'Deny'
       bypass: 'AzureServices'
@@ -124,9 +158,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
+// Scoped to the shipments table, not the account: the identity reads and writes that
+// table's entities and nothing else in the account.
 resource tableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: storage
-  name: guid(storage.id, identity.id, storageTableDataContributor)
+  scope: table
+  name: guid(table.id, identity.id, storageTableDataContributor)
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
@@ -144,9 +180,129 @@ resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource storagePe 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(privateEndpointSubnetId)) {
+// ---- Private networking (enablePrivateEndpoints) ----
+
+// The private endpoint subnet takes HTTPS from the apps subnet and nothing else from
+// the VNet.
+resource peNsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = if (enablePrivateEndpoints) {
+  name: '${prefix}-fpr-pe-nsg'
+  location: location
+  properties: {
+    securityRules: [
+      {
+        name: 'allow-https-from-apps'
+        properties: {
+          priority: 100
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: appsSubnetPrefix
+          sourcePortRange: '*'
+          destinationAddressPrefix: privateEndpointSubnetPrefix
+          destinationPortRange: '443'
+        }
+      }
+      {
+        name: 'deny-other-vnet-inbound'
+        properties: {
+          priority: 4000
+          direction: 'Inbound'
+          access: 'Deny'
+          protocol: '*'
+          sourceAddressPrefix: 'VirtualNetwork'
+          sourcePortRange: '*'
+          destinationAddressPrefix: '*'
+          destinationPortRange: '*'
+        }
+      }
+    ]
+  }
+}
+
+// The Container Apps subnet: the default rules are what the environment needs (load
+// balancer in, VNet and Internet out).
+resource appsNsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = if (enablePrivateEndpoints) {
+  name: '${prefix}-fpr-apps-nsg'
+  location: location
+  properties: {
+    securityRules: []
+  }
+}
+
+resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = if (enablePrivateEndpoints) {
+  name: vnetName
+  location: location
+  properties: {
+    addressSpace: {
+      addressPrefixes: [
+        vnetAddressPrefix
+      ]
+    }
+    subnets: [
+      {
+        name: appsSubnetName
+        properties: {
+          addressPrefix: appsSubnetPrefix
+          networkSecurityGroup: {
+            id: appsNsg.id
+          }
+        }
+      }
+      {
+        name: privateEndpointSubnetName
+        properties: {
+          addressPrefix: privateEndpointSubnetPrefix
+          // So that the NSG applies to the private endpoints.
+          privateEndpointNetworkPolicies: 'Enabled'
+          networkSecurityGroup: {
+            id: peNsg.id
+          }
+        }
+      }
+    ]
+  }
+}
+
+resource tableDnsZone 'Microsoft.Network/privateDnsZones@2020-06-01' = if (enablePrivateEndpoints) {
+  name: tableDnsZoneName
+  location: 'global'
+}
+
+resource vaultDnsZone 'Microsoft.Network/privateDnsZones@2020-06-01' = if (enablePrivateEndpoints) {
+  name: vaultDnsZoneName
+  location: 'global'
+}
+
+resource tableDnsLink 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06-01' = if (enablePrivateEndpoints) {
+  parent: tableDnsZone
+  name: '${vnetName}-link'
+  location: 'global'
+  properties: {
+    registrationEnabled: false
+    virtualNetwork: {
+      id: vnet.id
+    }
+  }
+}
+
+resource vaultDnsLink 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06-01' = if (enablePrivateEndpoints) {
+  parent: vaultDnsZone
+  name: '${vnetName}-link'
+  location: 'global'
+  properties: {
+    registrationEnabled: false
+    virtualNetwork: {
+      id: vnet.id
+    }
+  }
+}
+
+resource storagePe 'Microsoft.Network/privateEndpoints@2023-11-01' = if (enablePrivateEndpoints) {
   name: '${storageName}-table-pe'
   location: location
+  dependsOn: [
+    vnet
+  ]
   properties: {
     subnet: {
       id: privateEndpointSubnetId
@@ -165,9 +321,29 @@ resource storagePe 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(
   }
 }
 
-resource vaultPe 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(privateEndpointSubnetId)) {
+// Registers the endpoint's address in the zone: <account>.table.core.windows.net then
+// resolves to it inside the VNet.
+resource storagePeDns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2023-11-01' = if (enablePrivateEndpoints) {
+  parent: storagePe
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'table'
+        properties: {
+          privateDnsZoneId: tableDnsZone.id
+        }
+      }
+    ]
+  }
+}
+
+resource vaultPe 'Microsoft.Network/privateEndpoints@2023-11-01' = if (enablePrivateEndpoints) {
   name: '${vaultName}-pe'
   location: location
+  dependsOn: [
+    vnet
+  ]
   properties: {
     subnet: {
       id: privateEndpointSubnetId
@@ -180,6 +356,21 @@ resource vaultPe 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(pr
           groupIds: [
             'vault'
           ]
+        }
+      }
+    ]
+  }
+}
+
+resource vaultPeDns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2023-11-01' = if (enablePrivateEndpoints) {
+  parent: vaultPe
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'vault'
+        properties: {
+          privateDnsZoneId: vaultDnsZone.id
         }
       }
     ]
@@ -200,7 +391,16 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
 resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
   name: '${prefix}-fpr-env'
   location: location
+  dependsOn: [
+    vnet
+  ]
   properties: {
+    // In the VNet, the app resolves the table service and the vault to their private
+    // endpoints (the DNS zones are linked to the VNet).
+    vnetConfiguration: enablePrivateEndpoints ? {
+      infrastructureSubnetId: appsSubnetId
+      internal: internalEnvironment
+    } : null
     appLogsConfiguration: {
       destination: 'log-analytics'
       logAnalyticsConfiguration: {
@@ -210,6 +410,61 @@ resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
     }
   }
 }
+
+// ---- PIN mail relay ----
+
+// HTML-escapes a workflow value (& < > " ') for the mail body; Logic Apps has no
+// htmlEncode. VALUE is replaced by the value's expression; null becomes ''.
+var htmlEscape = 'replace(replace(replace(replace(replace(string(coalesce(VALUE, \'\')), \'&\', \'&amp;\'), \'<\', \'&lt;\'), \'>\', \'&gt;\'), \'"\', \'&quot;\'), \'\'\'\', \'&#39;\')'
+var mailUserId = replace(htmlEscape, 'VALUE', 'triggerBody()?[\'user_id\']')
+var mailKeyName = replace(htmlEscape, 'VALUE', 'triggerBody()?[\'yubikey_name\']')
+var mailSerial = replace(htmlEscape, 'VALUE', 'triggerBody()?[\'serial_number\']')
+var mailPin = replace(htmlEscape, 'VALUE', 'triggerBody()?[\'pin\']')
+var mailBody = '<p>Your YubiKey @{${mailKeyName}} (serial @{${mailSerial}}) for @{${mailUserId}} is on its way. Its PIN is <b>@{${mailPin}}</b>. Keep it secret.</p>'
+
+// Who may call the trigger: a token of this tenant (v1 issuer, as managed-identity tokens
+// for Azure resource audiences are) issued to the connector's managed identity, both its
+// client id (appid) and its object id (oid).
+var mailTriggerPolicies = {
+  openAuthenticationPolicies: {
+    policies: {
+      'fido-connector': {
+        type: 'AAD'
+        claims: [
+          {
+            name: 'iss'
+            value: 'https://sts.windows.net/${subscription().tenantId}/'
+          }
+          {
+            name: 'aud'
+            value: mailTriggerAudience
+          }
+          {
+            name: 'appid'
+            value: identity.properties.clientId
+          }
+          {
+            name: 'oid'
+            value: identity.properties.principalId
+          }
+        ]
+      }
+    }
+  }
+}
+// An empty allowedCallerIpAddresses would mean "only other Logic Apps": set it only
+// when ranges are given.
+var mailTriggerIpRules = [for r in mailTriggerAllowedCallerIps: {
+  addressRange: r
+}]
+var mailTriggerIps = empty(mailTriggerAllowedCallerIps) ? {} : {
+  allowedCallerIpAddresses: mailTriggerIpRules
+}
+var mailTriggerSas = disableMailTriggerSas ? {
+  sasAuthenticationPolicy: {
+    state: 'Disabled'
+  }
+} : {}
 
 // The PIN mail relay. Its HTTP trigger takes exactly the connector's PIN mail body; the
 // connector de-duplicates by message_id only as far as the relay does (see
@@ -222,6 +477,9 @@ resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
   }
   properties: {
     state: 'Enabled'
+    accessControl: {
+      triggers: union(mailTriggerPolicies, mailTriggerIps, mailTriggerSas)
+    }
     definition: {
       '$schema': 'https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#'
       contentVersion: '1.0.0.0'
@@ -293,6 +551,7 @@ resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
             secureData: {
               properties: [
                 'inputs'
+                'outputs'
               ]
             }
           }
@@ -305,10 +564,12 @@ resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
             method: 'post'
             path: '/v2/Mail'
             body: {
+              // Addresses, not HTML: not escaped (an address may hold ' or &).
               To: '@{join(triggerBody()?[\'emails_to\'], \';\')}'
               From: mailFrom
               Subject: 'Your YubiKey PIN'
-              Body: '<p>Your YubiKey (serial @{triggerBody()?[\'serial_number\']}) is on its way. Its PIN is <b>@{triggerBody()?[\'pin\']}</b>. Keep it secret.</p>'
+              // Every value from the request is HTML-escaped.
+              Body: mailBody
               Importance: 'High'
             }
           }
@@ -344,7 +605,9 @@ resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
 
 output identityId string = identity.id
 output identityClientId string = identity.properties.clientId
+output identityPrincipalId string = identity.properties.principalId
 output tablesEndpoint string = storage.properties.primaryEndpoints.table
 output keyVaultUri string = vault.properties.vaultUri
 output environmentId string = environment.id
 output mailLogicAppName string = mail.name
+output mailTriggerAudience string = mailTriggerAudience

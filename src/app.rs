@@ -8,25 +8,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::auth::Authenticator;
-use crate::clock::Clock;
 use crate::config::{Config, SecretBackend, StoreBackend};
 use crate::secrets::SecretStore;
 use crate::store::ShipmentStore;
-use crate::upstream::{IdentityProvider, Mailer, YubiEnterprise, YubicoKeys};
 
-/// Everything the lifecycle and the handlers reach out to, as narrow traits.
-pub struct Deps {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn ShipmentStore>,
-    pub secrets: Arc<dyn SecretStore>,
-    pub ye: Arc<dyn YubiEnterprise>,
-    pub idp: Arc<dyn IdentityProvider>,
-    pub mailer: Arc<dyn Mailer>,
-    pub keys: Arc<dyn YubicoKeys>,
-    pub clock: Arc<dyn Clock>,
-    /// Identifies this replica in leases and claims.
-    pub instance_id: String,
-}
+pub use crate::lifecycle::Deps;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -34,6 +20,7 @@ pub struct AppState {
     pub deps: Arc<Deps>,
     pub auth: Arc<Authenticator>,
     pub jobs: Arc<crate::jobs::Jobs>,
+    pub readiness: Arc<crate::api::Readiness>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,10 +145,11 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
         secrets.clone(),
         http.clone(),
     ));
-    let keys = Arc::new(crate::upstream::jwks::JwksCache::new(
+    let keys = Arc::new(crate::upstream::jwks::JwksCache::with_cooldown(
         config.ye_jwks_transport_endpoint.clone(),
         config.ye_jwks_sign_endpoint.clone(),
         http.clone(),
+        config.key_refresh_cooldown,
     ));
     let tokens =
         crate::upstream::entra::token_source_from_config(&config, secrets.clone(), http.clone())
@@ -187,11 +175,7 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
         mail_endpoint,
         http.clone(),
     ));
-    let instance_id = std::env::var("CONTAINER_APP_REPLICA_NAME")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(|r| format!("{r}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let instance_id = format!("{}/{}", config.replica_name, config.boot_id);
     Ok(Deps {
         config,
         store,
@@ -231,7 +215,12 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
     let (shutdown, _) = watch::channel(false);
     Ok(App {
         addr,
-        state: AppState { deps, auth, jobs },
+        state: AppState {
+            deps,
+            auth,
+            jobs,
+            readiness: Arc::default(),
+        },
         listener,
         shutdown,
     })

@@ -163,9 +163,32 @@ pub struct Config {
     pub auth_login_endpoint: Url,
     pub api_keys: Vec<ApiKeyConfig>,
     pub process_concurrency: usize,
-    pub max_attempts: u32,
-    /// First retry delay after a transient failure (doubles per attempt, capped at 1 h).
+    /// First retry delay after a transient failure (doubles per attempt up to
+    /// `retry_max`); retries go on until the shipment's deadline, never a count.
     pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long a claim on a record or a job lease holds without renewal.
+    pub claim_ttl: Duration,
+    /// This replica's stable name (claims of its former incarnations are taken over at
+    /// once after a restart) and this process's boot id.
+    pub replica_name: String,
+    pub boot_id: String,
+    /// After registration, how long the PIN mail is retried before the shipment fails.
+    pub mail_deadline: Duration,
+    /// Minimum time between two key-set fetches caused by an unknown `kid`.
+    pub key_refresh_cooldown: Duration,
+    /// The vendor's behaviour: a delegated `create_request` scope grants every
+    /// permission. Off by default; safe only when the app requires assignment.
+    pub vendor_scope_grants_all: bool,
+    /// When non-empty, `emails_to` addresses must be in one of these domains.
+    pub allowed_mail_domains: Vec<String>,
+    /// PIN resends per shipment within `resend_window`.
+    pub resend_limit: u32,
+    pub resend_window: Duration,
+    /// Whole-request time limit for inbound requests.
+    pub request_timeout: Duration,
+    /// Inbound requests served at once; more are shed with 503 + Retry-After.
+    pub max_concurrent_requests: usize,
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     /// Extra root certificate (PEM) trusted by outbound HTTPS clients (tests, private CAs).
@@ -220,6 +243,22 @@ pub fn parse_url(var: &str, v: &str) -> Result<Url, ConfigError> {
         return Err(ConfigError::new(var, "URL has no host"));
     }
     Ok(u)
+}
+
+/// Refuses a plain-http URL to anything but this machine.
+pub fn require_https(var: &str, u: &Url) -> Result<(), ConfigError> {
+    if crate::upstream::http::allowed_outbound(u) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            var,
+            format!(
+                "`{}://{}` is not HTTPS; outbound calls must use https:// (plain http only to loopback)",
+                u.scheme(),
+                u.host_str().unwrap_or("")
+            ),
+        ))
+    }
 }
 
 /// Validates a Spring-style 6-field cron string (seconds first).
@@ -480,11 +519,11 @@ impl Config {
                 "must be between 1 and 1024",
             ));
         }
-        let max_attempts: u32 = env.num("FIDO_CONNECTOR_MAX_ATTEMPTS", 10)?;
-        if max_attempts == 0 {
+        if env.get("FIDO_CONNECTOR_MAX_ATTEMPTS").is_some() {
             return Err(ConfigError::new(
                 "FIDO_CONNECTOR_MAX_ATTEMPTS",
-                "must be at least 1",
+                "no longer used: transient failures are retried until the shipment's deadline; \
+                 remove it (see FIDO_CONNECTOR_RETRY_MAX_SECONDS and FIDO_CONNECTOR_MAIL_DEADLINE_HOURS)",
             ));
         }
         let retry_base_s: u64 = env.num("FIDO_CONNECTOR_RETRY_BASE_SECONDS", 30)?;
@@ -492,6 +531,108 @@ impl Config {
             return Err(ConfigError::new(
                 "FIDO_CONNECTOR_RETRY_BASE_SECONDS",
                 "must be at most 3600",
+            ));
+        }
+        let retry_max_s: u64 = env.num("FIDO_CONNECTOR_RETRY_MAX_SECONDS", 900)?;
+        if !(1..=86400).contains(&retry_max_s) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_RETRY_MAX_SECONDS",
+                "must be between 1 and 86400",
+            ));
+        }
+        let claim_ttl_s: u64 = env.num("FIDO_CONNECTOR_CLAIM_TTL_SECONDS", 30)?;
+        if !(2..=3600).contains(&claim_ttl_s) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_CLAIM_TTL_SECONDS",
+                "must be between 2 and 3600",
+            ));
+        }
+        let replica_name = env
+            .get("FIDO_CONNECTOR_REPLICA_NAME")
+            .or_else(|| env.get("CONTAINER_APP_REPLICA_NAME"))
+            .or_else(|| env.get("HOSTNAME"))
+            .unwrap_or_else(|| {
+                format!(
+                    "replica-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                )
+            });
+        if replica_name.contains('/') || replica_name.len() > 200 {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_REPLICA_NAME",
+                "must be at most 200 characters without `/`",
+            ));
+        }
+        let mail_deadline_h: u64 = env.num("FIDO_CONNECTOR_MAIL_DEADLINE_HOURS", 168)?;
+        if !(1..=8760).contains(&mail_deadline_h) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_MAIL_DEADLINE_HOURS",
+                "must be between 1 and 8760",
+            ));
+        }
+        let cooldown_ms: u64 = env.num("FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS", 5000)?;
+        if cooldown_ms > 600_000 {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS",
+                "must be at most 600000",
+            ));
+        }
+        let vendor_scope_grants_all =
+            match env.get("FIDO_CONNECTOR_VENDOR_SCOPE_GRANTS_ALL").as_deref() {
+                None | Some("false") | Some("0") => false,
+                Some("true") | Some("1") => true,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "FIDO_CONNECTOR_VENDOR_SCOPE_GRANTS_ALL",
+                        format!("`{other}` must be true or false"),
+                    ))
+                }
+            };
+        let allowed_mail_domains: Vec<String> = env
+            .get("FIDO_CONNECTOR_ALLOWED_MAIL_DOMAINS")
+            .map(|v| {
+                v.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(bad) = allowed_mail_domains
+            .iter()
+            .find(|d| !d.contains('.') || d.contains('@'))
+        {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_ALLOWED_MAIL_DOMAINS",
+                format!("`{bad}` is not a domain"),
+            ));
+        }
+        let resend_limit: u32 = env.num("FIDO_CONNECTOR_RESEND_LIMIT", 3)?;
+        if resend_limit == 0 {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_RESEND_LIMIT",
+                "must be at least 1",
+            ));
+        }
+        let resend_window_s: u64 = env.num("FIDO_CONNECTOR_RESEND_WINDOW_SECONDS", 3600)?;
+        if !(1..=86400 * 7).contains(&resend_window_s) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_RESEND_WINDOW_SECONDS",
+                "must be between 1 and 604800",
+            ));
+        }
+        let request_timeout_s: u64 = env.num("FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS", 60)?;
+        if !(1..=3600).contains(&request_timeout_s) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS",
+                "must be between 1 and 3600",
+            ));
+        }
+        let max_concurrent_requests: usize =
+            env.num("FIDO_CONNECTOR_MAX_CONCURRENT_REQUESTS", 512)?;
+        if !(1..=100_000).contains(&max_concurrent_requests) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_MAX_CONCURRENT_REQUESTS",
+                "must be between 1 and 100000",
             ));
         }
         let timeout_s: u64 = env.num("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", 30)?;
@@ -510,6 +651,39 @@ impl Config {
             ));
         }
         let extra_root_ca_pem = env.get("FIDO_CONNECTOR_EXTRA_ROOT_CA").map(PathBuf::from);
+
+        // Outbound calls carry tokens, PINs and signed URLs: HTTPS only, except to this
+        // machine (the sandbox and tests).
+        let outbound: [(&str, Option<&Url>); 8] = [
+            ("YE_API_BASE_URL", Some(&ye_api_base_url)),
+            ("YE_JWKS_SIGN_ENDPOINT", Some(&ye_jwks_sign_endpoint)),
+            (
+                "YE_JWKS_TRANSPORT_ENDPOINT",
+                Some(&ye_jwks_transport_endpoint),
+            ),
+            ("ENTRA_LOGIN_ENDPOINT", Some(&entra_login_endpoint)),
+            ("GRAPH_API_ENDPOINT", Some(&graph_endpoint)),
+            (
+                "FIDO_CONNECTOR_AUTH_LOGIN_ENDPOINT",
+                Some(&auth_login_endpoint),
+            ),
+            (
+                "AZURE_KEY_VAULT_ENDPOINT",
+                azure_key_vault_endpoint.as_ref(),
+            ),
+            ("AZURE_TABLES_ENDPOINT", azure_tables_endpoint.as_ref()),
+        ];
+        for (var, u) in outbound {
+            if let Some(u) = u {
+                require_https(var, u)?;
+            }
+        }
+        if let Some(m) = &email_api_send_endpoint {
+            require_https(
+                "EMAIL_API_SEND_ENDPOINT",
+                &parse_url("EMAIL_API_SEND_ENDPOINT", m.expose_secret())?,
+            )?;
+        }
 
         Ok(Config {
             azure_tables_endpoint,
@@ -539,8 +713,19 @@ impl Config {
             auth_login_endpoint,
             api_keys,
             process_concurrency,
-            max_attempts,
             retry_base: Duration::from_secs(retry_base_s),
+            retry_max: Duration::from_secs(retry_max_s),
+            claim_ttl: Duration::from_secs(claim_ttl_s),
+            replica_name,
+            boot_id: uuid::Uuid::new_v4().simple().to_string(),
+            mail_deadline: Duration::from_secs(mail_deadline_h * 3600),
+            key_refresh_cooldown: Duration::from_millis(cooldown_ms),
+            vendor_scope_grants_all,
+            allowed_mail_domains,
+            resend_limit,
+            resend_window: Duration::from_secs(resend_window_s),
+            request_timeout: Duration::from_secs(request_timeout_s),
+            max_concurrent_requests,
             upstream_timeout: Duration::from_secs(timeout_s),
             max_body_bytes,
             extra_root_ca_pem,
@@ -550,7 +735,7 @@ impl Config {
 
     /// The 16 keys of `GET /v1/status`, in the reference's order, secrets masked.
     pub fn status_entries(&self) -> Vec<(&'static str, String)> {
-        let opt = |u: &Option<Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
+        let opt = |u: &Option<Url>| u.as_ref().map(mask_credentials).unwrap_or_default();
         vec![
             ("AZURE_TABLES_ENDPOINT", opt(&self.azure_tables_endpoint)),
             (
@@ -601,17 +786,67 @@ impl Config {
                 "LOGGING_LEVEL_COM_YUBICO",
                 self.logging_level.as_java().to_string(),
             ),
-            ("YE_API_BASE_URL", self.ye_api_base_url.to_string()),
+            ("YE_API_BASE_URL", mask_credentials(&self.ye_api_base_url)),
             (
                 "YE_JWKS_SIGN_ENDPOINT",
-                self.ye_jwks_sign_endpoint.to_string(),
+                mask_credentials(&self.ye_jwks_sign_endpoint),
             ),
             (
                 "YE_JWKS_TRANSPORT_ENDPOINT",
-                self.ye_jwks_transport_endpoint.to_string(),
+                mask_credentials(&self.ye_jwks_transport_endpoint),
             ),
         ]
     }
+}
+
+/// A URL with every credential masked: user-info, and the values of query parameters
+/// that carry signatures, keys or tokens (SAS `sig`, `code`, `key`, `token`, ...).
+pub fn mask_credentials(u: &Url) -> String {
+    let mut u = u.clone();
+    if !u.username().is_empty() {
+        let _ = u.set_username("***");
+    }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let lk = k.to_ascii_lowercase();
+                let secret = [
+                    "sig",
+                    "signature",
+                    "code",
+                    "key",
+                    "apikey",
+                    "api-key",
+                    "api_key",
+                    "token",
+                    "access_token",
+                    "secret",
+                    "client_secret",
+                    "password",
+                    "pwd",
+                    "sas",
+                ]
+                .contains(&lk.as_str())
+                    || lk.contains("secret")
+                    || lk.contains("token")
+                    || lk.contains("password");
+                (
+                    k.into_owned(),
+                    if secret {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 /// Keeps scheme, host and port only: paths and query strings of trigger URLs carry
@@ -807,6 +1042,52 @@ mod tests {
         let mail = &s[7].1;
         assert_eq!(mail, "https://prod-1.westus.logic.azure.com/***");
         assert!(!format!("{c:?}").contains("SECRETSIG"));
+    }
+
+    #[test]
+    fn status_masks_credentials_in_every_url() {
+        let mut m = base();
+        m.insert(
+            "AZURE_TABLES_ENDPOINT".into(),
+            "https://user:hunter2@acct.table.core.windows.net/?sv=2022&sig=SASSIG&se=x".into(),
+        );
+        m.insert(
+            "YE_JWKS_SIGN_ENDPOINT".into(),
+            "https://console.yubico.com/sign.jwks?code=FUNCKEY".into(),
+        );
+        let c = load(&m).unwrap();
+        let all: String = c.status_entries().iter().map(|(_, v)| v.clone()).collect();
+        for secret in ["hunter2", "SASSIG", "FUNCKEY", "SECRETSIG", "user:"] {
+            assert!(!all.contains(secret), "{secret} leaked: {all}");
+        }
+        assert!(all.contains("sv=2022"));
+    }
+
+    #[test]
+    fn plain_http_upstreams_stop_the_start_except_on_loopback() {
+        for var in [
+            "YE_API_BASE_URL",
+            "YE_JWKS_SIGN_ENDPOINT",
+            "EMAIL_API_SEND_ENDPOINT",
+            "GRAPH_API_ENDPOINT",
+            "ENTRA_LOGIN_ENDPOINT",
+            "AZURE_KEY_VAULT_ENDPOINT",
+        ] {
+            let mut m = base();
+            m.insert(var.into(), "http://example.com/x".into());
+            let e = load(&m).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+            assert!(e.problem.contains("HTTPS"), "{e}");
+            m.insert(var.into(), "http://127.0.0.1:9/x".into());
+            assert!(load(&m).is_ok(), "{var} on loopback");
+        }
+    }
+
+    #[test]
+    fn the_attempt_limit_is_gone_and_says_so() {
+        let mut m = base();
+        m.insert("FIDO_CONNECTOR_MAX_ATTEMPTS".into(), "10".into());
+        assert_eq!(load(&m).unwrap_err().var, "FIDO_CONNECTOR_MAX_ATTEMPTS");
     }
 
     #[test]

@@ -5,18 +5,21 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use base64::Engine;
 use josekit::jwk::Jwk;
+use josekit::jws::alg::rsassa::RsassaJwsVerifier;
 use josekit::jws::RS256;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Mutex;
+
+use crate::upstream::http::read_json_capped;
+use crate::upstream::keyset::{Fetcher, KeyError, KeySetCache};
 use url::Url;
 
 use crate::clock::Clock;
@@ -53,8 +56,7 @@ impl Permission {
         }
     }
 
-    /// Grants named in scopes, roles or API-key configuration. `create_request` (the scope
-    /// existing clients use) grants everything.
+    /// Grants named in API-key configuration. `create_request` grants everything there.
     pub fn from_grant(grant: &str) -> Vec<Permission> {
         match grant {
             "create_request" => Permission::ALL.to_vec(),
@@ -65,6 +67,44 @@ impl Permission {
             _ => vec![],
         }
     }
+}
+
+/// What an Entra access token lets its bearer do.
+///
+/// * App-only token (no `scp`): the app's own app roles.
+/// * Delegated token (`scp`): the scopes say what the client may do on the user's behalf
+///   (`create_request` covers every action, `Shipments.Read` etc. one each); the user's
+///   app roles say what the user may do. Both must agree: the result is the intersection.
+/// * With `vendor_scope_grants_all` (the vendor connector's behaviour, off by default), a
+///   delegated `create_request` alone grants everything: safe only when the enterprise
+///   application requires assignment, so that only assigned users obtain the scope.
+pub fn effective_permissions(
+    scopes: &[&str],
+    roles: &[&str],
+    vendor_scope_grants_all: bool,
+) -> BTreeSet<Permission> {
+    let role = |r: &str| match r {
+        "Shipments.Create" => Some(Permission::ShipmentsCreate),
+        "Shipments.Read" => Some(Permission::ShipmentsRead),
+        "Pin.Resend" => Some(Permission::PinResend),
+        "Operations.Run" => Some(Permission::OperationsRun),
+        _ => None,
+    };
+    let by_roles: BTreeSet<Permission> = roles.iter().filter_map(|r| role(r)).collect();
+    if scopes.is_empty() {
+        return by_roles;
+    }
+    if vendor_scope_grants_all && scopes.contains(&"create_request") {
+        return Permission::ALL.into_iter().collect();
+    }
+    let client_may: BTreeSet<Permission> = scopes
+        .iter()
+        .flat_map(|s| match *s {
+            "create_request" => Permission::ALL.to_vec(),
+            other => role(other).into_iter().collect(),
+        })
+        .collect();
+    client_may.intersection(&by_roles).copied().collect()
 }
 
 /// An authenticated caller.
@@ -106,24 +146,72 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// At most one JWKS refresh per this interval for unknown `kid`s.
 pub const JWKS_COOLDOWN: Duration = Duration::from_secs(30);
 
+/// Fetches the tenant's signing keys (OpenID discovery, then the JWKS) and builds one
+/// verifier per key, once: RSA keys for signatures, at least 2048 bits, at most 100.
+fn key_fetcher(http: reqwest::Client, discovery: Url) -> Fetcher<RsassaJwsVerifier> {
+    Box::new(move || {
+        let (http, discovery) = (http.clone(), discovery.clone());
+        Box::pin(async move {
+            let conf: Value = read_json_capped(
+                "OpenID configuration",
+                http.get(discovery)
+                    .send()
+                    .await
+                    .map_err(|_| "OpenID configuration unreachable".to_string())?,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let jwks_uri = conf["jwks_uri"]
+                .as_str()
+                .ok_or("OpenID configuration without jwks_uri")?
+                .to_string();
+            let jwks_uri = Url::parse(&jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+            if !crate::upstream::http::allowed_outbound(&jwks_uri) {
+                return Err("jwks_uri is not https".to_string());
+            }
+            let set: Value = read_json_capped(
+                "JWKS",
+                http.get(jwks_uri)
+                    .send()
+                    .await
+                    .map_err(|_| "JWKS unreachable".to_string())?,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(set["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|k| k["kty"] == "RSA" && k["use"].as_str().is_none_or(|u| u == "sig"))
+                // RSA moduli below 2048 bits are not trusted.
+                .filter(|k| {
+                    k["n"].as_str().is_some_and(|n| {
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(n)
+                            .is_ok_and(|b| b.len() >= 256)
+                    })
+                })
+                .take(100)
+                .filter_map(|k| k.as_object().cloned())
+                .filter_map(|m| Jwk::from_map(m).ok())
+                .filter_map(|jwk| {
+                    let kid = jwk.key_id()?.to_string();
+                    RS256.verifier_from_jwk(&jwk).ok().map(|v| (kid, v))
+                })
+                .collect())
+        })
+    })
+}
+
 /// Entra ID access-token validation: RS256 only, signature first, then issuer, audience,
 /// lifetime and tenant.
 pub struct TokenValidator {
-    http: reqwest::Client,
-    discovery: Url,
     issuers: Vec<String>,
     audiences: Vec<String>,
     tenant: String,
+    vendor_scope_grants_all: bool,
     clock: Arc<dyn Clock>,
-    cooldown: Duration,
-    keys: Mutex<KeyCache>,
-}
-
-#[derive(Default)]
-struct KeyCache {
-    keys: Vec<Jwk>,
-    fetched: Option<Instant>,
-    fetches: u64,
+    keys: KeySetCache<RsassaJwsVerifier>,
 }
 
 impl TokenValidator {
@@ -151,8 +239,6 @@ impl TokenValidator {
         ))
         .map_err(|e| format!("FIDO_CONNECTOR_AUTH_LOGIN_ENDPOINT: {e}"))?;
         Ok(Self {
-            http,
-            discovery,
             // v2 tokens name the login host; v1 tokens name sts.windows.net.
             issuers: vec![
                 format!("{login}/{tenant}/v2.0"),
@@ -160,76 +246,19 @@ impl TokenValidator {
             ],
             audiences: config.allowed_audiences.clone(),
             tenant,
+            vendor_scope_grants_all: config.vendor_scope_grants_all,
             clock,
-            cooldown,
-            keys: Mutex::new(KeyCache::default()),
+            keys: KeySetCache::new(
+                key_fetcher(http, discovery),
+                cooldown,
+                crate::upstream::jwks::MAX_AGE,
+            ),
         })
     }
 
     /// How many times the signing keys were fetched (tests, metrics).
     pub async fn key_fetches(&self) -> u64 {
-        self.keys.lock().await.fetches
-    }
-
-    async fn refresh(&self, cache: &mut KeyCache) -> Result<(), String> {
-        cache.fetches += 1;
-        cache.fetched = Some(Instant::now());
-        let conf: Value = self
-            .http
-            .get(self.discovery.clone())
-            .send()
-            .await
-            .map_err(|_| "OpenID configuration unreachable".to_string())?
-            .json()
-            .await
-            .map_err(|_| "OpenID configuration is not JSON".to_string())?;
-        let jwks_uri = conf["jwks_uri"]
-            .as_str()
-            .ok_or("OpenID configuration without jwks_uri")?;
-        let set: Value = self
-            .http
-            .get(jwks_uri)
-            .send()
-            .await
-            .map_err(|_| "JWKS unreachable".to_string())?
-            .json()
-            .await
-            .map_err(|_| "JWKS is not JSON".to_string())?;
-        cache.keys = set["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|k| k["kty"] == "RSA" && k["use"].as_str().is_none_or(|u| u == "sig"))
-            // RSA moduli below 2048 bits are not trusted.
-            .filter(|k| {
-                k["n"].as_str().is_some_and(|n| {
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(n)
-                        .is_ok_and(|b| b.len() >= 256)
-                })
-            })
-            .take(100)
-            .filter_map(|k| k.as_object().cloned())
-            .filter_map(|m| Jwk::from_map(m).ok())
-            .collect();
-        Ok(())
-    }
-
-    async fn key(&self, kid: &str) -> Result<Jwk, &'static str> {
-        let mut cache = self.keys.lock().await;
-        let find = |c: &KeyCache| c.keys.iter().find(|k| k.key_id() == Some(kid)).cloned();
-        if let Some(k) = find(&cache) {
-            return Ok(k);
-        }
-        if cache.fetched.is_none_or(|t| t.elapsed() >= self.cooldown) {
-            if let Err(e) = self.refresh(&mut cache).await {
-                tracing::warn!(error = %e, "cannot refresh caller-token signing keys");
-            }
-            if let Some(k) = find(&cache) {
-                return Ok(k);
-            }
-        }
-        Err("unknown signing key")
+        self.keys.fetches()
     }
 
     /// Validates a bearer token and returns the caller it names.
@@ -251,12 +280,12 @@ impl TokenValidator {
             return Err("malformed token");
         }
         let kid = header["kid"].as_str().ok_or("token without kid")?;
-        let jwk = self.key(kid).await?;
-        let verifier = RS256
-            .verifier_from_jwk(&jwk)
-            .map_err(|_| "unusable signing key")?;
-        let (payload, _) =
-            josekit::jwt::decode_with_verifier(token, &verifier).map_err(|_| "bad signature")?;
+        let verifier = self.keys.get(kid).await.map_err(|e| match e {
+            KeyError::Unavailable(_) => "signing keys unavailable",
+            _ => "unknown signing key",
+        })?;
+        let (payload, _) = josekit::jwt::decode_with_verifier(token, verifier.as_ref())
+            .map_err(|_| "bad signature")?;
         let claims = payload.claims_set();
 
         let iss = claims
@@ -290,22 +319,30 @@ impl TokenValidator {
                 return Err("token not yet valid");
             }
         }
-        if let Some(tid) = claims.get("tid").and_then(Value::as_str) {
-            if tid != self.tenant {
-                return Err("wrong tenant");
-            }
+        match claims.get("tid").and_then(Value::as_str) {
+            Some(tid) if tid == self.tenant => {}
+            Some(_) => return Err("wrong tenant"),
+            None => return Err("token without tenant"),
         }
-        let mut permissions = BTreeSet::new();
-        if let Some(scp) = claims.get("scp").and_then(Value::as_str) {
-            scp.split(' ')
-                .for_each(|g| permissions.extend(Permission::from_grant(g)));
+        // Only access tokens for this API: an ID token carries a nonce and neither scopes
+        // nor roles.
+        if claims.get("nonce").is_some() {
+            return Err("ID tokens are not accepted; present an access token");
         }
-        if let Some(roles) = claims.get("roles").and_then(Value::as_array) {
-            roles
-                .iter()
-                .filter_map(Value::as_str)
-                .for_each(|g| permissions.extend(Permission::from_grant(g)));
+        let scopes: Vec<&str> = claims
+            .get("scp")
+            .and_then(Value::as_str)
+            .map(|s| s.split(' ').filter(|g| !g.is_empty()).collect())
+            .unwrap_or_default();
+        let roles: Vec<&str> = claims
+            .get("roles")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if scopes.is_empty() && roles.is_empty() {
+            return Err("not an access token for this API (no scopes or roles)");
         }
+        let permissions = effective_permissions(&scopes, &roles, self.vendor_scope_grants_all);
         // oid (the user or app object) is stable across apps; fall back to sub, azp, appid.
         let subject = ["oid", "sub", "azp", "appid"]
             .iter()

@@ -19,6 +19,7 @@ pub mod error_type {
     pub const AUTHORIZATION: &str = "authorization";
     pub const NOT_FOUND: &str = "not_found";
     pub const CONFLICT: &str = "conflict";
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const IDEMPOTENCY: &str = "idempotency";
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
@@ -53,6 +54,20 @@ pub enum ApiError {
     /// 409.
     #[error("{message}")]
     Conflict { message: String },
+    /// 409 with `Retry-After`: the request is locked (in progress, or its outcome at
+    /// YubiEnterprise is unknown until an operator resolves it). Names the request id.
+    #[error("{message}")]
+    Locked {
+        message: String,
+        request_id: String,
+        retry_after: u64,
+    },
+    /// 429 with `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
+    /// 503 with `Retry-After`: shed load or an unavailable dependency.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: u64 },
     /// 422: an Idempotency-Key reused with another body.
     #[error("{message}")]
     IdempotencyMismatch { message: String },
@@ -104,7 +119,9 @@ impl ApiError {
             Self::Unauthenticated { .. } | Self::YeUnauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::Locked { .. } => StatusCode::CONFLICT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::IdempotencyMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -132,6 +149,14 @@ impl ApiError {
             Self::Forbidden { message } => api(t::AUTHORIZATION, message),
             Self::NotFound { message } => api(t::NOT_FOUND, message),
             Self::Conflict { message } => api(t::CONFLICT, message),
+            Self::Locked {
+                message,
+                request_id,
+                ..
+            } => json!({"error_code": "api_error", "error_message": message,
+                        "error_data": {"error_type": t::CONFLICT, "request_id": request_id}}),
+            Self::TooManyRequests { message, .. } => api(t::RATE_LIMITED, message),
+            Self::Unavailable { message, .. } => api(t::UNAVAILABLE, message),
             Self::IdempotencyMismatch { message } => api(t::IDEMPOTENCY, message),
             Self::PayloadTooLarge { limit } => api(
                 t::PAYLOAD_TOO_LARGE,
@@ -173,6 +198,13 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
+        if let Self::Locked { retry_after, .. }
+        | Self::TooManyRequests { retry_after, .. }
+        | Self::Unavailable { retry_after, .. } = &self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         if let Self::Unauthenticated { bearer_error, .. } = &self {
             let v = format!("Bearer error=\"{bearer_error}\"");
             if let Ok(v) = HeaderValue::from_str(&v) {
@@ -180,6 +212,75 @@ impl IntoResponse for ApiError {
             }
         }
         resp
+    }
+}
+
+fn secs(d: std::time::Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+/// The one mapping from lifecycle outcomes to HTTP.
+impl From<crate::lifecycle::LifecycleError> for ApiError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError as L;
+        match e {
+            L::NotFound(_) => ApiError::not_found(e.to_string()),
+            L::WrongState(message) => ApiError::Conflict { message },
+            L::InProgress {
+                ref request_id,
+                retry_after,
+            }
+            | L::OutcomeUnknown {
+                ref request_id,
+                retry_after,
+            } => ApiError::Locked {
+                message: e.to_string(),
+                request_id: request_id.clone(),
+                retry_after: secs(retry_after),
+            },
+            L::IdempotencyMismatch => ApiError::IdempotencyMismatch {
+                message: e.to_string(),
+            },
+            L::UserNotFound(_) | L::IdpRejected { .. } => ApiError::Idp {
+                status: StatusCode::BAD_REQUEST,
+                message: e.to_string(),
+            },
+            L::YeRejected {
+                status,
+                code,
+                message,
+            } => ApiError::Ye {
+                status: StatusCode::from_u16(status)
+                    .ok()
+                    .filter(|s| s.is_client_error())
+                    .unwrap_or(StatusCode::BAD_REQUEST),
+                message: if code == "validation_error" {
+                    "Validation error when creating YED shipment".into()
+                } else {
+                    "Error when creating YED shipment".into()
+                },
+                code,
+                detail: message,
+            },
+            L::YeUnauthorized => ApiError::YeUnauthorized,
+            L::Unavailable { retry_after, .. } => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: retry_after.map(secs).unwrap_or(5),
+            },
+            L::BadUpstream { .. } => ApiError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                message: e.to_string(),
+            },
+            L::RateLimited {
+                message,
+                retry_after,
+            } => ApiError::TooManyRequests {
+                message,
+                retry_after: secs(retry_after),
+            },
+            L::Invalid(message) => ApiError::Validation { message },
+            L::Internal(cause) => ApiError::Internal { cause },
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! | GET | /v1/fpr/shipments/{shipment_id} | Shipments.Read |
 //! | GET | /v1/operations/resend-pin/{shipment_id} | Pin.Resend |
 //! | GET | /v1/operations/process-shipments | Operations.Run |
+//! | POST | /v1/operations/retry/{id} | Operations.Run |
 //! | GET | /v1/openapi.json, /healthz, /readyz | none |
 //!
 //! Handlers authenticate first (the [`auth::Caller`] extractor runs before the body is
@@ -23,12 +24,13 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
-use crate::domain::{public_view, ShipmentRequest};
+use crate::domain::{public_view, PublicError, Resolution, ShipmentRequest};
 use crate::lifecycle::Idempotency;
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod openapi;
 
 use auth::{Caller, Permission};
@@ -36,17 +38,20 @@ pub use error::ApiError;
 use extract::JsonBody;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let config = state.deps.config.clone();
+    let routes = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/fpr/shipments", post(create_shipment))
         .route("/v1/fpr/shipments/{shipment_id}", get(get_shipment))
         .route("/v1/operations/resend-pin/{shipment_id}", get(resend_pin))
         .route("/v1/operations/process-shipments", get(process_shipments))
+        .route("/v1/operations/retry/{id}", post(retry_shipment))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    limits::apply(routes, &config)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -90,6 +95,10 @@ pub async fn create_shipment(
     });
     let req = ShipmentRequest::parse(&body.value)
         .map_err(|e| ApiError::Validation { message: e.message })?;
+    check_mail_domains(
+        &state.deps.config.allowed_mail_domains,
+        &req.mail_recipients(),
+    )?;
     auth::audit(&caller, "shipment.create", None);
     let id =
         crate::lifecycle::create_shipment(&state.deps, req, idempotency, &caller.subject).await?;
@@ -124,13 +133,19 @@ pub async fn get_shipment(
         .store
         .get_by_shipment_id(&shipment_id)
         .await
-        .map_err(crate::lifecycle::store_err)?
+        .map_err(crate::lifecycle::LifecycleError::from)?
         .ok_or_else(|| ApiError::not_found(format!("Shipment not found: {shipment_id}")))?;
     let (state_, error) = public_view(&rec.value);
     let mut body = json!({"shipment_id": shipment_id, "shipment_state": state_.as_str()});
-    if let Some((kind, message)) = error {
-        body["error_kind"] = Value::String(kind);
-        body["error_message"] = Value::String(message);
+    match error {
+        Some(PublicError::Terminal { kind, message }) => {
+            body["error_kind"] = Value::String(kind);
+            body["error_message"] = Value::String(message);
+        }
+        Some(PublicError::Retrying { message }) => {
+            body["error_message"] = Value::String(message);
+        }
+        None => {}
     }
     Ok(Json(body))
 }
@@ -176,6 +191,93 @@ pub async fn process_shipments(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Body of `POST /v1/operations/retry/{id}` (optional for failed shipments).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// For a create whose outcome is unknown: `created` (with `ye_shipment_id`) or
+    /// `not_created`.
+    pub resolution: Option<String>,
+    /// The YubiEnterprise shipment id the operator found (with `created`).
+    pub ye_shipment_id: Option<String>,
+}
+
+/// `POST /v1/operations/retry/{id}`: puts a failed shipment back into processing, or
+/// resolves a create whose outcome at YubiEnterprise is unknown.
+#[utoipa::path(post, path = "/v1/operations/retry/{id}", tag = "operations",
+    params(("id" = String, Path, description = "YubiEnterprise shipment id, or the request id of an unresolved create")),
+    request_body(content = Option<RetryRequest>, description = "Only for an unresolved create"),
+    responses(
+        (status = 204, description = "Back in processing (or resolved)"),
+        (status = 400, description = "Malformed id or body", body = openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Operations.Run", body = openapi::ErrorBody),
+        (status = 404, description = "Unknown shipment", body = openapi::ErrorBody),
+        (status = 409, description = "Not failed and not unresolved", body = openapi::ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn retry_shipment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::OperationsRun)?;
+    check_shipment_id(&id)?;
+    let resolution = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let r: RetryRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::validation(format!("retry body: {e}")))?;
+        match (r.resolution.as_deref(), r.ye_shipment_id) {
+            (None, None) => None,
+            (Some("created"), Some(ye)) => {
+                check_shipment_id(&ye).map_err(|_| {
+                    ApiError::validation(
+                        "`ye_shipment_id` must be 1..128 letters, digits, '-' or '_'",
+                    )
+                })?;
+                Some(Resolution::Created { ye_shipment_id: ye })
+            }
+            (Some("created"), None) => {
+                return Err(ApiError::validation(
+                    "`ye_shipment_id` is required with resolution `created`",
+                ))
+            }
+            (Some("not_created"), None) => Some(Resolution::NotCreated),
+            (Some("not_created"), Some(_)) => {
+                return Err(ApiError::validation(
+                    "`ye_shipment_id` must not be given with resolution `not_created`",
+                ))
+            }
+            _ => {
+                return Err(ApiError::validation(
+                    "`resolution` must be `created` or `not_created`",
+                ))
+            }
+        }
+    };
+    auth::audit(&caller, "shipment.retry", Some(&id));
+    crate::lifecycle::retry_shipment(&state.deps, &id, resolution, &caller.subject).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `emails_to` restricted to configured domains (when any are configured).
+fn check_mail_domains(allowed: &[String], recipients: &[String]) -> Result<(), ApiError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    for r in recipients {
+        let domain = r.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        if !domain.is_some_and(|d| allowed.contains(&d)) {
+            return Err(ApiError::validation(format!(
+                "`emails_to`: {r} is not in an allowed mail domain ({})",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `GET /healthz`: the process is alive. No I/O.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> Json<Value> {
@@ -186,15 +288,7 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is not reachable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let t = Duration::from_secs(3);
-    let store = matches!(
-        tokio::time::timeout(t, state.deps.store.ping()).await,
-        Ok(Ok(()))
-    );
-    let secrets = matches!(
-        tokio::time::timeout(t, state.deps.secrets.ping()).await,
-        Ok(Ok(()))
-    );
+    let (store, secrets) = state.readiness.check(&state.deps).await;
     let body = json!({
         "status": if store && secrets { "ready" } else { "unavailable" },
         "store": if store { "ok" } else { "unreachable" },
@@ -206,6 +300,42 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// `/readyz` answers from a result at most [`Readiness::TTL`] old, with one check in flight
+/// at a time: a flood of probes costs a handful of store and vault calls, not one each.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bool, bool)>>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl Readiness {
+    pub const TTL: Duration = Duration::from_secs(2);
+
+    /// How many real checks were made (tests, metrics).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn check(&self, deps: &crate::lifecycle::Deps) -> (bool, bool) {
+        let mut last = self.last.lock().await;
+        if let Some((at, store, secrets)) = *last {
+            if at.elapsed() < Self::TTL {
+                return (store, secrets);
+            }
+        }
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = Duration::from_secs(3);
+        let (store, secrets) = tokio::join!(
+            tokio::time::timeout(t, deps.store.ping()),
+            tokio::time::timeout(t, deps.secrets.ping())
+        );
+        let r = (matches!(store, Ok(Ok(()))), matches!(secrets, Ok(Ok(()))));
+        *last = Some((std::time::Instant::now(), r.0, r.1));
+        r
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -248,5 +378,5 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::lifecycle::hex(bytes)
 }

@@ -218,9 +218,11 @@ pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, Cr
         return Err(CryptoError::Verify("unsupported header parameters".into()));
     }
     let kid = header_str(&h, "kid").ok_or_else(|| CryptoError::Verify("no kid".into()))?;
+    // A kid not (yet) in the published set is a key-set matter, retried later: Yubico may
+    // have rotated since the set was fetched.
     let jwk = keys.sign_key(kid).await.map_err(|e| match e {
         crate::upstream::UpstreamError::NotFound { .. } => {
-            CryptoError::Verify(format!("unknown signing key {kid}"))
+            CryptoError::KeySet(format!("signing key {kid} is not published (yet)"))
         }
         other => CryptoError::KeySet(other.to_string()),
     })?;
@@ -562,8 +564,10 @@ mod tests {
         )
         .unwrap();
         let e = open_pin_response(&sealed, &rk, &keys, 1).await.unwrap_err();
+        // Refused, and classified as a key-set matter (retried until the deadline: the kid
+        // may be a rotation not yet seen), never accepted.
         assert!(
-            matches!(e, CryptoError::Verify(ref m) if m.contains("unknown")),
+            matches!(e, CryptoError::KeySet(ref m) if m.contains("not published")),
             "{e:?}"
         );
 

@@ -7,4 +7,7 @@ pub mod shipment;
 
 pub use pin::Pin;
 pub use request::{ShipmentRequest, UserId, ValidationError};
-pub use shipment::{public_view, PublicState, RecordError, ShipmentRecord, Step};
+pub use shipment::{
+    public_view, PublicError, PublicState, RecordError, Resolution, ShipmentRecord, Step,
+    TransitionError,
+};

@@ -1,23 +1,31 @@
-//! The stored shipment record and its state machine.
+//! The stored shipment record and its state machine. Every change of step is one of the
+//! transition methods below; each names the steps it leaves from and refuses the others,
+//! so no code path can move a record sideways.
 //!
 //! ```text
-//!   Accepted ──YE created──► Ongoing ──credential registered──► Registered ──PIN mailed──► Complete
-//!      │                        │                                  │
-//!      └──────────── terminal error (error set, step = Failed) ◄────┘
+//!              created at YE            credential registered          PIN mailed
+//!   Accepted ───────────────► Ongoing ──────────────────────► Registered ──────────► Complete
+//!     │  │                      │                               │
+//!     │  └─ answer proves YE    └──── permanent error / ────────┴──► Failed ──(operator retry)──┐
+//!     │     did nothing ──► Failed     deadline passed                  ▲                       │
+//!     │     (released)                                                  │        back to the step its data allow
+//!     └─ outcome unknown ──► Unknown ──(operator: created / not created)┘
 //! ```
 //!
-//! * `Accepted`: written before the YubiEnterprise call, so a crash after YE accepted the
-//!   shipment never leaves a shipment we do not know about. A record that stays here past
-//!   the creation deadline is marked failed by the processing job for an operator to check.
-//! * `Ongoing`: YE has the shipment (`ye_shipment_id` set); we poll it.
-//! * `Registered`: Entra has the credential (`entra_method_id` set); the PIN mail is next.
-//! * `Complete`: the PIN mail was accepted by the relay.
-//! * `Failed`: a terminal error; `error` says why. Publicly still `ongoing` with an error.
+//! * `Accepted`: written (with the creating request's claim) before YubiEnterprise is
+//!   asked, so a crash after YE accepted never leaves a shipment we do not know about.
+//! * `Unknown`: the create got no answer that says whether YE acted (or the creating
+//!   process died). Never retried blindly: an operator resolves it.
+//! * `Ongoing`: YE has the shipment; we poll it.
+//! * `Registered`: Entra has the credential; the PIN mail is next.
+//! * `Complete`: the relay accepted the PIN mail.
+//! * `Failed`: a permanent error, or transient errors until the step's deadline.
 //!
-//! Transient errors keep the step, count `attempts` and set `next_attempt_at`; once
-//! `attempts` reaches the configured maximum the record becomes `Failed`.
+//! Transient failures keep the step and set `next_attempt_at`; they never end a shipment
+//! before `deadline` (the Entra challenge expiry, less a margin, until registration; the
+//! mail window after it).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -28,6 +36,8 @@ pub enum Step {
     Registered,
     Complete,
     Failed,
+    /// The create's outcome at YubiEnterprise is unknown: an operator must resolve it.
+    Unknown,
 }
 
 impl Step {
@@ -38,6 +48,7 @@ impl Step {
             Step::Registered => "registered",
             Step::Complete => "complete",
             Step::Failed => "failed",
+            Step::Unknown => "unknown",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -47,12 +58,17 @@ impl Step {
             "registered" => Step::Registered,
             "complete" => Step::Complete,
             "failed" => Step::Failed,
+            "unknown" => Step::Unknown,
             _ => return None,
         })
     }
     /// Steps the processing job still has work for.
     pub fn is_open(&self) -> bool {
         matches!(self, Step::Accepted | Step::Ongoing | Step::Registered)
+    }
+    /// Steps that end a shipment (cleaned up after the retention period).
+    pub fn is_ended(&self) -> bool {
+        matches!(self, Step::Complete | Step::Failed)
     }
 }
 
@@ -83,20 +99,40 @@ impl RecordError {
     }
 }
 
+/// A transition asked of a record in a step it does not leave from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a shipment in step `{from}` cannot {action}")]
+pub struct TransitionError {
+    pub from: &'static str,
+    pub action: &'static str,
+}
+
+/// How an operator resolves a create whose outcome was unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// YubiEnterprise has the shipment under this id.
+    Created { ye_shipment_id: String },
+    /// YubiEnterprise has no such shipment: the request may be sent again.
+    NotCreated,
+}
+
 /// One shipment request and everything the connector knows about it. Holds no secret: the
 /// PIN is never stored, and the response key lives in the secret store under
 /// `fpr-response-<response_kid>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShipmentRecord {
-    /// Our key: a random UUID, or derived from the caller's Idempotency-Key.
+    /// Our key: a random UUID, or derived from the caller and its Idempotency-Key.
     pub request_id: String,
     /// YubiEnterprise's shipment id, once YE accepted the shipment.
     pub ye_shipment_id: Option<String>,
     pub step: Step,
     pub error: Option<RecordError>,
-    /// Transient failures so far at the current step.
+    /// Transient failures so far at the current step (sets the back-off, never the end).
     pub attempts: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Transient failures of the current step are retried until then.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
     /// Last YE `shipment_state_id` seen.
     pub ye_state_id: Option<i64>,
     /// As the caller gave it (UPN or object id); used in the PIN mail.
@@ -116,15 +152,29 @@ pub struct ShipmentRecord {
     /// registering a second time.
     #[serde(default)]
     pub register_started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub registered_at: Option<DateTime<Utc>>,
     /// SHA-256 (hex) of the canonical request body when an Idempotency-Key was given.
     pub idempotency_body_hash: Option<String>,
+    /// When the PIN was resent lately (bounded; for the per-shipment resend limit).
+    #[serde(default)]
+    pub resends: Vec<DateTime<Utc>>,
+    /// Who asked for the shipment (token subject or `apikey:<name>`).
+    #[serde(default)]
+    pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
-    /// Processing claim: a replica owns the record until `lease_until`.
+    #[serde(default)]
+    pub failed_at: Option<DateTime<Utc>>,
+    /// Processing claim: a replica (`<replica>/<boot id>`) owns the record until
+    /// `lease_until`.
     pub lease_owner: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
 }
+
+/// Registration must happen at least this long before Entra's challenge expires.
+pub const CHALLENGE_MARGIN_SECS: i64 = 60;
 
 impl ShipmentRecord {
     /// A fresh record in step `Accepted`: what create writes before calling YubiEnterprise.
@@ -142,6 +192,7 @@ impl ShipmentRecord {
             error: None,
             attempts: 0,
             next_attempt_at: None,
+            deadline: None,
             ye_state_id: None,
             user_id: user_id.into(),
             entra_user_id: entra_user_id.into(),
@@ -152,10 +203,14 @@ impl ShipmentRecord {
             serial_number: None,
             entra_method_id: None,
             register_started_at: None,
+            registered_at: None,
             idempotency_body_hash: None,
+            resends: Vec::new(),
+            created_by: None,
             created_at: now,
             updated_at: now,
             completed_at: None,
+            failed_at: None,
             lease_owner: None,
             lease_until: None,
         }
@@ -163,6 +218,221 @@ impl ShipmentRecord {
 
     pub fn secret_name(&self) -> String {
         response_secret_name(&self.response_kid)
+    }
+
+    /// When the shipment ended (complete or failed), for the retention clean-up.
+    pub fn ended_at(&self) -> Option<DateTime<Utc>> {
+        match self.step {
+            Step::Complete => self.completed_at,
+            Step::Failed => self.failed_at.or(Some(self.updated_at)),
+            _ => None,
+        }
+    }
+
+    /// Whether Entra holds the credential (the PIN may then be mailed or resent).
+    pub fn is_registered(&self) -> bool {
+        self.entra_method_id.is_some()
+    }
+
+    fn expect(&self, from: &[Step], action: &'static str) -> Result<(), TransitionError> {
+        if from.contains(&self.step) {
+            Ok(())
+        } else {
+            Err(TransitionError {
+                from: self.step.as_str(),
+                action,
+            })
+        }
+    }
+
+    fn clear_retry(&mut self) {
+        self.error = None;
+        self.attempts = 0;
+        self.next_attempt_at = None;
+    }
+
+    fn pre_registration_deadline(&self) -> Option<DateTime<Utc>> {
+        self.challenge_expires_at
+            .map(|t| t - Duration::seconds(CHALLENGE_MARGIN_SECS))
+    }
+
+    /// Accepted → Ongoing: YubiEnterprise created the shipment.
+    pub fn created_at_ye(
+        &mut self,
+        ye_shipment_id: String,
+        ye_state_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[Step::Accepted], "record a created shipment")?;
+        self.ye_shipment_id = Some(ye_shipment_id);
+        self.ye_state_id = Some(ye_state_id);
+        self.step = Step::Ongoing;
+        self.deadline = self.pre_registration_deadline();
+        self.clear_retry();
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Accepted → Failed without a YE shipment: YubiEnterprise's answer proves it created
+    /// nothing, so a retry of the same request may proceed.
+    pub fn released(&mut self, why: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.expect(&[Step::Accepted], "be released")?;
+        self.step = Step::Failed;
+        self.error = Some(RecordError::terminal(why));
+        self.failed_at = Some(now);
+        self.updated_at = now;
+        self.lease_owner = None;
+        self.lease_until = None;
+        Ok(())
+    }
+
+    /// Whether this record is a create that provably made nothing at YubiEnterprise.
+    pub fn is_released(&self) -> bool {
+        self.step == Step::Failed && self.ye_shipment_id.is_none()
+    }
+
+    /// Accepted → Unknown: the create's outcome is unknown; an operator must resolve it.
+    pub fn outcome_unknown(
+        &mut self,
+        why: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[Step::Accepted], "be flagged as unknown")?;
+        self.step = Step::Unknown;
+        self.error = Some(RecordError::terminal(format!(
+            "the outcome of creating the shipment at YubiEnterprise is unknown ({why}); \
+             an operator must check the YubiEnterprise console and resolve request {} \
+             with POST /v1/operations/retry/{}",
+            self.request_id, self.request_id
+        )));
+        self.updated_at = now;
+        self.lease_owner = None;
+        self.lease_until = None;
+        Ok(())
+    }
+
+    /// Ongoing → Registered: Entra holds the credential; the PIN mail is retried until
+    /// `mail_deadline`.
+    pub fn registered(
+        &mut self,
+        serial: u64,
+        method_id: String,
+        now: DateTime<Utc>,
+        mail_deadline: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[Step::Ongoing], "record a registration")?;
+        self.step = Step::Registered;
+        self.serial_number = Some(serial);
+        self.entra_method_id = Some(method_id);
+        self.registered_at = Some(now);
+        self.deadline = Some(mail_deadline);
+        self.clear_retry();
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Registered → Complete: the relay accepted the PIN mail.
+    pub fn completed(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.expect(&[Step::Registered], "complete")?;
+        self.step = Step::Complete;
+        self.completed_at = Some(now);
+        self.deadline = None;
+        self.clear_retry();
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Open → Failed: a permanent error, or the deadline passed.
+    pub fn failed(&mut self, message: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.expect(&[Step::Accepted, Step::Ongoing, Step::Registered], "fail")?;
+        self.step = Step::Failed;
+        self.error = Some(RecordError::terminal(message));
+        self.next_attempt_at = None;
+        self.failed_at = Some(now);
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Open → same step, to be tried again at `next` (a transient failure).
+    pub fn retry_later(
+        &mut self,
+        message: String,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[Step::Ongoing, Step::Registered], "be retried")?;
+        self.attempts = self.attempts.saturating_add(1);
+        self.error = Some(RecordError::transient(message));
+        self.next_attempt_at = Some(next);
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Ongoing, still with Yubico: any earlier transient error is over.
+    pub fn waiting(&mut self, ye_state_id: i64, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.expect(&[Step::Ongoing], "wait for Yubico")?;
+        self.ye_state_id = Some(ye_state_id);
+        if self.error.is_some() || self.attempts > 0 {
+            self.clear_retry();
+            self.updated_at = now;
+        }
+        Ok(())
+    }
+
+    /// The step's deadline: stored, or derived from the challenge for older records.
+    pub fn step_deadline(&self) -> Option<DateTime<Utc>> {
+        self.deadline.or_else(|| match self.step {
+            Step::Ongoing | Step::Accepted => self.pre_registration_deadline(),
+            _ => None,
+        })
+    }
+
+    /// Failed → back into processing from the last persisted step (operator action).
+    /// A registered shipment goes back to mailing its PIN with a new mail window.
+    pub fn resume(
+        &mut self,
+        now: DateTime<Utc>,
+        mail_deadline: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[Step::Failed], "be retried by an operator")?;
+        if self.is_registered() {
+            self.step = Step::Registered;
+            self.deadline = Some(mail_deadline);
+        } else if self.ye_shipment_id.is_some() {
+            self.step = Step::Ongoing;
+            self.deadline = self.pre_registration_deadline();
+        } else {
+            return Err(TransitionError {
+                from: "failed before YubiEnterprise created it",
+                action: "be retried (send the create request again)",
+            });
+        }
+        self.failed_at = None;
+        self.clear_retry();
+        self.updated_at = now;
+        self.lease_owner = None;
+        self.lease_until = None;
+        Ok(())
+    }
+
+    /// Unknown → Ongoing (the operator found the shipment) or → Failed, released (it was
+    /// never created; the same request may be sent again).
+    pub fn resolve(&mut self, r: Resolution, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.expect(&[Step::Unknown], "be resolved")?;
+        match r {
+            Resolution::Created { ye_shipment_id } => {
+                self.step = Step::Accepted;
+                self.created_at_ye(ye_shipment_id, 0, now)?;
+            }
+            Resolution::NotCreated => {
+                self.step = Step::Accepted;
+                self.released(
+                    "an operator confirmed that YubiEnterprise did not create the shipment".into(),
+                    now,
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -187,19 +457,40 @@ impl PublicState {
     }
 }
 
-/// The one mapping from internal to public state: `(shipment_state, Some((error_kind,
-/// error_message)))`. Transient errors still being retried are not shown.
-pub fn public_view(rec: &ShipmentRecord) -> (PublicState, Option<(String, String)>) {
+/// What the API shows besides the state: `(error_kind, error_message)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicError {
+    /// A permanent error: `error_kind` "GENERAL" and the cause.
+    Terminal { kind: String, message: String },
+    /// A transient failure being retried: only `error_message`, saying what it waits for.
+    Retrying { message: String },
+}
+
+/// The one mapping from internal to public state.
+pub fn public_view(rec: &ShipmentRecord) -> (PublicState, Option<PublicError>) {
     let state = if rec.step == Step::Complete {
         PublicState::Complete
     } else {
         PublicState::Ongoing
     };
-    let err = rec
-        .error
-        .as_ref()
-        .filter(|e| e.terminal)
-        .map(|e| (e.kind.clone(), e.message.clone()));
+    let err = rec.error.as_ref().map(|e| {
+        if e.terminal {
+            PublicError::Terminal {
+                kind: e.kind.clone(),
+                message: e.message.clone(),
+            }
+        } else {
+            PublicError::Retrying {
+                message: format!(
+                    "retrying: {}{}",
+                    e.message,
+                    rec.next_attempt_at
+                        .map(|t| format!(" (next attempt at {})", t.to_rfc3339()))
+                        .unwrap_or_default()
+                ),
+            }
+        }
+    });
     (state, err)
 }
 
@@ -235,19 +526,58 @@ mod tests {
     }
 
     #[test]
-    fn only_complete_is_public_complete_and_transient_errors_are_hidden() {
+    fn only_complete_is_public_complete_and_transient_errors_say_what_they_wait_for() {
         assert_eq!(public_view(&rec(Step::Registered)).0, PublicState::Ongoing);
         assert_eq!(public_view(&rec(Step::Complete)).0, PublicState::Complete);
         let mut r = rec(Step::Ongoing);
-        r.error = Some(RecordError::transient("YE 503"));
-        assert_eq!(public_view(&r).1, None);
-        r.step = Step::Failed;
-        r.error = Some(RecordError::terminal(
-            "YubiEnterprise state 7: address undeliverable",
-        ));
+        let now = Utc::now();
+        r.retry_later("YubiEnterprise: HTTP 503".into(), now, now)
+            .unwrap();
+        assert!(
+            matches!(public_view(&r).1, Some(PublicError::Retrying { message }) if message.contains("503"))
+        );
+        r.failed("YubiEnterprise state 7: address undeliverable".into(), now)
+            .unwrap();
         let (s, e) = public_view(&r);
         assert_eq!(s, PublicState::Ongoing);
-        assert_eq!(e.unwrap().0, "GENERAL");
+        assert!(matches!(e, Some(PublicError::Terminal { kind, .. }) if kind == "GENERAL"));
+    }
+
+    #[test]
+    fn transitions_leave_only_from_their_steps() {
+        let now = Utc::now();
+        let mut r = ShipmentRecord::accepted("r", "u", "oid", "k", now);
+        assert!(r.registered(1, "m".into(), now, now).is_err());
+        assert!(r.completed(now).is_err());
+        r.created_at_ye("s".into(), 0, now).unwrap();
+        assert!(r.created_at_ye("t".into(), 0, now).is_err());
+        r.registered(1, "m".into(), now, now).unwrap();
+        r.failed("mail relay down until the deadline".into(), now)
+            .unwrap();
+        r.resume(now, now).unwrap();
+        assert_eq!(
+            r.step,
+            Step::Registered,
+            "a registered shipment resumes at the mail"
+        );
+        r.completed(now).unwrap();
+        assert!(r.failed("x".into(), now).is_err());
+
+        let mut u = ShipmentRecord::accepted("r2", "u", "oid", "k", now);
+        u.outcome_unknown("timed out".into(), now).unwrap();
+        assert!(u.resume(now, now).is_err());
+        u.resolve(Resolution::NotCreated, now).unwrap();
+        assert!(u.is_released());
+        let mut u = ShipmentRecord::accepted("r3", "u", "oid", "k", now);
+        u.outcome_unknown("timed out".into(), now).unwrap();
+        u.resolve(
+            Resolution::Created {
+                ye_shipment_id: "found".into(),
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(u.step, Step::Ongoing);
     }
 
     #[test]
@@ -258,6 +588,7 @@ mod tests {
             Step::Registered,
             Step::Complete,
             Step::Failed,
+            Step::Unknown,
         ] {
             assert_eq!(Step::parse(s.as_str()), Some(s));
         }

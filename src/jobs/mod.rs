@@ -2,6 +2,10 @@
 //! seconds), a per-replica guard so a job never overlaps itself, leases in the store so
 //! one tick runs once across replicas, and the on-demand trigger that starts a processing
 //! run or joins the one already running and returns when it finishes.
+//!
+//! Job leases are short (the claim TTL) and renewed every third of it while the job runs,
+//! so a replica that dies holding one loses it within one TTL; a restarted replica takes
+//! its former incarnation's lease back at once.
 
 use std::sync::Arc;
 
@@ -9,15 +13,12 @@ use chrono::Duration;
 use tokio::sync::{watch, Mutex};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::api::ApiError;
-use crate::app::Deps;
 use crate::config::Config;
+use crate::lifecycle::{Deps, LifecycleError};
 
 /// Lease names in the store.
 pub const PROCESS_LEASE: &str = "job-process";
 pub const CLEANUP_LEASE: &str = "job-cleanup";
-/// A replica that dies holding a lease loses it after this long.
-pub const LEASE_TTL_MINUTES: i64 = 10;
 
 type RunResult = Option<Result<(), String>>;
 
@@ -89,13 +90,14 @@ impl Jobs {
 
     /// `GET /v1/operations/process-shipments`: starts a processing run, or joins the one
     /// already running in this replica, and returns when it finishes.
-    pub async fn run_processing_now(&self, deps: Arc<Deps>) -> Result<(), ApiError> {
-        run_or_join(&self.inner, deps)
-            .await
-            .map_err(|e| ApiError::Upstream {
-                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                message: format!("processing run failed: {e}"),
-            })
+    pub async fn run_processing_now(&self, deps: Arc<Deps>) -> Result<(), LifecycleError> {
+        run_or_join(&self.inner, deps).await.map_err(|e| {
+            tracing::warn!(error = %e, "on-demand processing run failed");
+            LifecycleError::Unavailable {
+                service: "processing run",
+                retry_after: Some(std::time::Duration::from_secs(5)),
+            }
+        })
     }
 }
 
@@ -127,52 +129,68 @@ async fn run_or_join(inner: &Inner, deps: Arc<Deps>) -> Result<(), String> {
     r.unwrap_or(Ok(()))
 }
 
-async fn scheduled_process(inner: &Inner, deps: Arc<Deps>) {
+/// Takes the named job lease and keeps renewing it while `work` runs.
+async fn with_lease<F: std::future::Future<Output = ()>>(deps: &Deps, name: &str, work: F) {
+    let ttl = Duration::from_std(deps.config.claim_ttl).unwrap_or(Duration::seconds(30));
     let now = deps.clock.now();
-    let until = now + Duration::minutes(LEASE_TTL_MINUTES);
     match deps
         .store
-        .try_acquire_lease(PROCESS_LEASE, &deps.instance_id, now, until)
+        .try_acquire_lease(name, deps.owner(), now, now + ttl)
         .await
     {
         Ok(true) => {}
         Ok(false) => {
-            tracing::debug!("another replica runs this processing tick");
+            tracing::debug!(lease = name, "another replica runs this tick");
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot take the processing lease; skipping tick");
+            tracing::warn!(lease = name, error = %e, "cannot take the job lease; skipping tick");
             return;
         }
     }
-    if let Err(e) = run_or_join(inner, deps.clone()).await {
-        tracing::warn!(error = %e, "scheduled processing failed");
+    let renew = async {
+        let mut every = tokio::time::interval(deps.config.claim_ttl / 3);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let now = deps.clock.now();
+            if !matches!(
+                deps.store
+                    .try_acquire_lease(name, deps.owner(), now, now + ttl)
+                    .await,
+                Ok(true)
+            ) {
+                tracing::warn!(
+                    lease = name,
+                    "job lease lost; records stay protected by their own claims"
+                );
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = renew => {}
     }
-    let _ = deps
-        .store
-        .release_lease(PROCESS_LEASE, &deps.instance_id)
-        .await;
+    let _ = deps.store.release_lease(name, deps.owner()).await;
+}
+
+async fn scheduled_process(inner: &Inner, deps: Arc<Deps>) {
+    with_lease(&deps, PROCESS_LEASE, async {
+        if let Err(e) = run_or_join(inner, deps.clone()).await {
+            tracing::warn!(error = %e, "scheduled processing failed");
+        }
+    })
+    .await;
 }
 
 async fn scheduled_cleanup(inner: &Inner, deps: Arc<Deps>) {
     let Ok(_guard) = inner.cleanup_running.try_lock() else {
         return;
     };
-    let now = deps.clock.now();
-    let until = now + Duration::minutes(LEASE_TTL_MINUTES);
-    if !matches!(
-        deps.store
-            .try_acquire_lease(CLEANUP_LEASE, &deps.instance_id, now, until)
-            .await,
-        Ok(true)
-    ) {
-        return;
-    }
-    if let Err(e) = crate::lifecycle::cleanup(&deps).await {
-        tracing::warn!(error = %e, "cleanup failed");
-    }
-    let _ = deps
-        .store
-        .release_lease(CLEANUP_LEASE, &deps.instance_id)
-        .await;
+    with_lease(&deps, CLEANUP_LEASE, async {
+        if let Err(e) = crate::lifecycle::cleanup(&deps).await {
+            tracing::warn!(error = %e, "cleanup failed");
+        }
+    })
+    .await;
 }

@@ -1,21 +1,32 @@
 //! `POST /v1/fpr/shipments` after validation.
 //!
-//! Order matters: the record is written (step `Accepted`) before YubiEnterprise is asked
-//! to create the shipment, so a crash after YE accepted it never leaves a shipment we do
-//! not know about; the processing job flags a record stuck in `Accepted` for an operator.
+//! Order matters: the record is written (step `Accepted`, claimed by this request) before
+//! YubiEnterprise is asked to create the shipment, so a crash after YE accepted it never
+//! leaves a shipment we do not know about. The answer decides what happens to the record:
+//!
+//! * created → `Ongoing` with YE's id;
+//! * an answer that proves YE did nothing (429/503 after the in-request retries, a 4xx, a
+//!   refused connection) → released (`Failed` without a YE id): a retry with the same
+//!   Idempotency-Key proceeds;
+//! * no answer that says (timeout after sending, 500/502/504, a lost connection) →
+//!   `Unknown`: the key stays locked (409 with Retry-After) until an operator resolves it.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
-use super::{secret_err, store_err, upstream_err};
-use crate::api::ApiError;
-use crate::app::Deps;
+use super::{claim_free, hex, Deps, LifecycleError};
 use crate::crypto::{self, ResponseKey};
 use crate::domain::shipment::response_secret_name;
-use crate::domain::{Pin, RecordError, ShipmentRecord, ShipmentRequest, Step};
+use crate::domain::{Pin, ShipmentRecord, ShipmentRequest, Step};
 use crate::faults::crash_point;
-use crate::store::StoreError;
+use crate::store::{ETag, StoreError, Versioned};
 use crate::upstream::UpstreamError;
+
+/// How long a client is asked to wait before retrying a request whose outcome is unknown.
+pub const UNKNOWN_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The YubiEnterprise call stops this long before the request's claim runs out.
+const CLAIM_MARGIN: Duration = Duration::from_secs(2);
 
 /// A caller-supplied `Idempotency-Key` and the hash of the body it came with.
 #[derive(Debug, Clone)]
@@ -25,14 +36,83 @@ pub struct Idempotency {
     pub body_sha256: String,
 }
 
-fn request_id_for(idem: Option<&Idempotency>) -> String {
+/// Idempotency keys are scoped to the caller: two callers using the same key never meet.
+fn request_id_for(idem: Option<&Idempotency>, caller: &str) -> String {
     match idem {
         // Never the raw key: it is caller data, and keys must be safe in every store.
-        Some(i) => format!(
-            "idem-{}",
-            crate::api::hex(&Sha256::digest(i.key.as_bytes()))
-        ),
+        Some(i) => {
+            let mut h = Sha256::new();
+            h.update(caller.as_bytes());
+            h.update(b"\n");
+            h.update(i.key.as_bytes());
+            format!("idem-{}", hex(&h.finalize()))
+        }
         None => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+enum Replay {
+    /// The request was done before: its YubiEnterprise shipment id.
+    Done(String),
+    /// It provably created nothing: this request takes the record over.
+    Retake(ETag),
+}
+
+async fn replay(
+    deps: &Deps,
+    existing: Versioned<ShipmentRecord>,
+    idem: &Idempotency,
+) -> Result<Replay, LifecycleError> {
+    let Versioned {
+        value: mut rec,
+        etag,
+    } = existing;
+    if rec.idempotency_body_hash.as_deref() != Some(idem.body_sha256.as_str()) {
+        return Err(LifecycleError::IdempotencyMismatch);
+    }
+    if let Some(id) = &rec.ye_shipment_id {
+        return Ok(Replay::Done(id.clone()));
+    }
+    let now = deps.clock.now();
+    match rec.step {
+        _ if rec.is_released() => Ok(Replay::Retake(etag)),
+        Step::Accepted
+            if !claim_free(
+                rec.lease_owner.as_deref(),
+                rec.lease_until,
+                now,
+                deps.owner(),
+            ) =>
+        {
+            let left = rec
+                .lease_until
+                .map(|t| (t - now).to_std().unwrap_or_default())
+                .unwrap_or_default();
+            Err(LifecycleError::InProgress {
+                request_id: rec.request_id,
+                retry_after: left.max(Duration::from_secs(1)),
+            })
+        }
+        Step::Accepted => {
+            // The process creating it died mid-call: nobody knows what YE did.
+            rec.outcome_unknown(
+                "the creating process stopped while calling YubiEnterprise".into(),
+                now,
+            )?;
+            match deps.store.replace(&rec, &etag).await {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+            tracing::warn!(request_id = %rec.request_id, "create interrupted; flagged for an operator");
+            Err(LifecycleError::OutcomeUnknown {
+                request_id: rec.request_id,
+                retry_after: UNKNOWN_RETRY_AFTER,
+            })
+        }
+        _ => Err(LifecycleError::OutcomeUnknown {
+            request_id: rec.request_id,
+            retry_after: UNKNOWN_RETRY_AFTER,
+        }),
     }
 }
 
@@ -42,42 +122,46 @@ pub async fn create_shipment(
     req: ShipmentRequest,
     idempotency: Option<Idempotency>,
     caller: &str,
-) -> Result<String, ApiError> {
-    let request_id = request_id_for(idempotency.as_ref());
+) -> Result<String, LifecycleError> {
+    let request_id = request_id_for(idempotency.as_ref(), caller);
 
     // A retry with the same key: answer from the record, without any upstream call.
+    let mut retake: Option<ETag> = None;
     if let Some(idem) = &idempotency {
-        if let Some(existing) = deps.store.get(&request_id).await.map_err(store_err)? {
-            return replay(&existing.value, idem);
+        if let Some(existing) = deps.store.get(&request_id).await? {
+            match replay(deps, existing, idem).await? {
+                Replay::Done(id) => return Ok(id),
+                Replay::Retake(etag) => retake = Some(etag),
+            }
         }
     }
 
     // Upstream reads first: nothing is stored if the user does not exist.
     let user = deps.idp.get_user(&req.user_id).await.map_err(|e| match e {
-        UpstreamError::NotFound { .. } => ApiError::Idp {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("Could not find user: {}", req.user_id.as_str()),
-        },
-        other => upstream_err(other),
+        UpstreamError::NotFound { .. } => {
+            LifecycleError::UserNotFound(req.user_id.as_str().to_string())
+        }
+        other => other.into(),
     })?;
     let options = deps
         .idp
         .creation_options(&user.id)
         .await
         .map_err(|e| match e {
-            UpstreamError::Rejected { code, .. } => ApiError::Idp {
-                status: StatusCode::BAD_REQUEST,
-                message: format!("Entra refused creation options for the user: {code}"),
+            UpstreamError::Rejected { code, .. } => LifecycleError::IdpRejected {
+                what: "creation options",
+                code,
             },
-            other => upstream_err(other),
+            other => other.into(),
         })?;
-    let transport = deps.keys.transport_key().await.map_err(upstream_err)?;
+    let transport = deps.keys.transport_key().await?;
 
-    let response_key = ResponseKey::generate().map_err(ApiError::internal)?;
+    let response_key =
+        ResponseKey::generate().map_err(|e| LifecycleError::Internal(e.to_string()))?;
     let pin = Pin::generate(req.pin_length);
     let expires = options.challenge_timeout.to_rfc3339();
-    let pin_jwe =
-        crypto::encrypt_pin_request(&pin, &response_key, &transport).map_err(ApiError::internal)?;
+    let pin_jwe = crypto::encrypt_pin_request(&pin, &response_key, &transport)
+        .map_err(|e| LifecycleError::Internal(e.to_string()))?;
     drop(pin); // zeroized: the connector keeps no copy of the PIN
     let cred_jwe = crypto::encrypt_credential_request(
         &response_key,
@@ -85,13 +169,12 @@ pub async fn create_shipment(
         &options.public_key,
         &transport,
     )
-    .map_err(ApiError::internal)?;
+    .map_err(|e| LifecycleError::Internal(e.to_string()))?;
 
     let secret_name = response_secret_name(&response_key.kid);
     deps.secrets
         .set(&secret_name, response_key.private_jwk_json())
-        .await
-        .map_err(secret_err)?;
+        .await?;
 
     let now = deps.clock.now();
     let mut rec = ShipmentRecord::accepted(
@@ -105,104 +188,110 @@ pub async fn create_shipment(
     rec.yubikey_name = req.yubikey_name.clone();
     rec.challenge_expires_at = Some(options.challenge_timeout);
     rec.idempotency_body_hash = idempotency.as_ref().map(|i| i.body_sha256.clone());
-    let etag = match deps.store.insert(&rec).await {
+    rec.created_by = Some(caller.to_string());
+    // The request's own claim: nobody flags it while the YubiEnterprise call runs.
+    let claim_until = now + deps.claim_ttl();
+    rec.lease_owner = Some(deps.owner().to_string());
+    rec.lease_until = Some(claim_until);
+    let written = match &retake {
+        Some(etag) => deps.store.replace(&rec, etag).await,
+        None => deps.store.insert(&rec).await,
+    };
+    let etag = match written {
         Ok(e) => e,
-        Err(StoreError::AlreadyExists) => {
+        Err(StoreError::AlreadyExists) | Err(StoreError::Conflict) => {
             // A concurrent request with the same key won the race.
             let _ = deps.secrets.delete(&secret_name).await;
-            let existing = deps
-                .store
-                .get(&request_id)
-                .await
-                .map_err(store_err)?
-                .ok_or_else(|| ApiError::internal("record vanished after conflict"))?;
-            return replay(
-                &existing.value,
-                idempotency
-                    .as_ref()
-                    .ok_or_else(|| ApiError::internal("uuid collision"))?,
-            );
+            let existing =
+                deps.store.get(&request_id).await?.ok_or_else(|| {
+                    LifecycleError::Internal("record vanished after conflict".into())
+                })?;
+            let idem = idempotency
+                .as_ref()
+                .ok_or_else(|| LifecycleError::Internal("uuid collision".into()))?;
+            return match replay(deps, existing, idem).await? {
+                Replay::Done(id) => Ok(id),
+                Replay::Retake(_) => Err(LifecycleError::InProgress {
+                    request_id,
+                    retry_after: Duration::from_secs(1),
+                }),
+            };
         }
         Err(e) => {
             let _ = deps.secrets.delete(&secret_name).await;
-            return Err(store_err(e));
+            return Err(e.into());
         }
     };
     crash_point("create:after-record");
 
     let body = req.ye_body(&pin_jwe, &cred_jwe);
-    let created = match deps.ye.create_shipment(&body).await {
-        Ok(c) => c,
-        Err(e @ UpstreamError::Transient { .. }) => {
-            // Unknown outcome: YE may have created it. The record stays Accepted so the
-            // processing job flags it for an operator; never retried blindly.
-            tracing::warn!(request_id, error = %e, "YubiEnterprise create outcome unknown");
-            return Err(upstream_err(e));
+    // The call may not outlive the claim: past it, another process could flag the record.
+    let budget = (claim_until - deps.clock.now())
+        .to_std()
+        .unwrap_or_default()
+        .saturating_sub(CLAIM_MARGIN);
+    let answer = match tokio::time::timeout(budget, deps.ye.create_shipment(&body)).await {
+        Ok(a) => a,
+        Err(_) => Err(UpstreamError::OutcomeUnknown {
+            service: crate::upstream::ye::SERVICE,
+            message: "no answer before the request's claim ran out".into(),
+        }),
+    };
+    match answer {
+        Ok(created) => {
+            crash_point("create:after-ye");
+            rec.created_at_ye(
+                created.shipment_id.clone(),
+                created.shipment_state_id,
+                deps.clock.now(),
+            )?;
+            rec.lease_owner = None;
+            rec.lease_until = None;
+            if let Err(e) = deps.store.replace(&rec, &etag).await {
+                // YE has the shipment; our record still says Accepted. When the claim runs
+                // out it is flagged for an operator, who finds it by this log line.
+                tracing::error!(request_id, ye_shipment_id = %created.shipment_id, error = %e,
+                    "YubiEnterprise created the shipment but recording it failed");
+                return Err(e.into());
+            }
+            tracing::info!(target: "fido_connector::audit", caller, request_id,
+                ye_shipment_id = %created.shipment_id, "shipment created");
+            Ok(created.shipment_id)
+        }
+        Err(UpstreamError::OutcomeUnknown { message, .. }) => {
+            tracing::warn!(request_id, why = %message, "YubiEnterprise create outcome unknown; flagged for an operator");
+            rec.outcome_unknown(message, deps.clock.now())?;
+            if let Err(e) = deps.store.replace(&rec, &etag).await {
+                tracing::error!(request_id, error = %e, "could not flag the unknown create; it is flagged when its claim runs out");
+            }
+            Err(LifecycleError::OutcomeUnknown {
+                request_id,
+                retry_after: UNKNOWN_RETRY_AFTER,
+            })
         }
         Err(e) => {
-            // YE refused: nothing was created there. Keep the record as failed for audit.
-            rec.step = Step::Failed;
-            rec.error = Some(RecordError::terminal(format!(
-                "YubiEnterprise refused the shipment: {e}"
-            )));
-            rec.updated_at = deps.clock.now();
-            let _ = deps.store.replace(&rec, &etag).await;
+            // YE's answer proves it created nothing: release the key for a retry.
+            rec.released(
+                format!("YubiEnterprise did not create the shipment: {e}"),
+                deps.clock.now(),
+            )?;
+            if let Err(se) = deps.store.replace(&rec, &etag).await {
+                tracing::warn!(request_id, error = %se, "could not release the request record");
+            }
             let _ = deps.secrets.delete(&secret_name).await;
-            return Err(match e {
-                UpstreamError::Unauthorized { .. } => ApiError::YeUnauthorized,
+            Err(match e {
                 UpstreamError::Rejected {
                     status,
                     code,
                     message,
                     ..
-                } => ApiError::Ye {
-                    status: StatusCode::from_u16(status)
-                        .ok()
-                        .filter(|s| s.is_client_error())
-                        .unwrap_or(StatusCode::BAD_REQUEST),
-                    message: if code == "validation_error" {
-                        "Validation error when creating YED shipment".into()
-                    } else {
-                        "Error when creating YED shipment".into()
-                    },
+                } => LifecycleError::YeRejected {
+                    status,
                     code,
-                    detail: message,
+                    message,
                 },
-                other => upstream_err(other),
-            });
+                other => other.into(),
+            })
         }
-    };
-    crash_point("create:after-ye");
-
-    rec.ye_shipment_id = Some(created.shipment_id.clone());
-    rec.ye_state_id = Some(created.shipment_state_id);
-    rec.step = Step::Ongoing;
-    rec.updated_at = deps.clock.now();
-    if let Err(e) = deps.store.replace(&rec, &etag).await {
-        // YE has the shipment; our record still says Accepted. Surface it loudly: the
-        // processing job will flag it for an operator with the request id.
-        tracing::error!(request_id, ye_shipment_id = %created.shipment_id, error = %e,
-            "YubiEnterprise created the shipment but recording it failed");
-        return Err(store_err(e));
-    }
-    tracing::info!(target: "fido_connector::audit", caller, request_id, ye_shipment_id = %created.shipment_id,
-        "shipment created");
-    Ok(created.shipment_id)
-}
-
-fn replay(existing: &ShipmentRecord, idem: &Idempotency) -> Result<String, ApiError> {
-    if existing.idempotency_body_hash.as_deref() != Some(idem.body_sha256.as_str()) {
-        return Err(ApiError::IdempotencyMismatch {
-            message: "Idempotency-Key was already used with a different request body".into(),
-        });
-    }
-    match (&existing.ye_shipment_id, existing.step) {
-        (Some(id), _) => Ok(id.clone()),
-        (None, Step::Failed) => Err(ApiError::Conflict {
-            message: "the request with this Idempotency-Key failed; use a new key to retry".into(),
-        }),
-        (None, _) => Err(ApiError::Conflict {
-            message: "the request with this Idempotency-Key is still in progress".into(),
-        }),
     }
 }

@@ -1,56 +1,77 @@
-//! The shipment lifecycle: create, process, resend PIN, clean up. Plain async functions
-//! over [`crate::app::Deps`]; the handlers, the cron jobs and the tests all call them.
-//! The state machine itself is described in `domain::shipment` and docs/lifecycle.md.
+//! The shipment lifecycle: create, process, resend PIN, operator retry, clean up. Plain
+//! async functions over [`Deps`]; the handlers, the cron jobs and the tests all call them.
+//! Nothing here knows HTTP: failures are [`LifecycleError`]s, which `api/error.rs` maps.
+//! The state machine itself lives in `domain::shipment`; docs/lifecycle.md tells it whole.
+//!
+//! Module order (no cycles): `api` → `lifecycle` → `store` / `secrets` / `upstream` →
+//! `domain`.
 
-use axum::http::StatusCode;
+use std::sync::Arc;
 
-use crate::api::ApiError;
-use crate::store::StoreError;
-use crate::upstream::UpstreamError;
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::secrets::SecretStore;
+use crate::store::ShipmentStore;
+use crate::upstream::{IdentityProvider, Mailer, UpstreamError, YubiEnterprise, YubicoKeys};
 
 mod cleanup;
 mod create;
+mod error;
+mod operator;
 mod process;
 mod resend;
 
 pub use cleanup::cleanup;
 pub use create::{create_shipment, Idempotency};
+pub use error::LifecycleError;
+pub use operator::retry_shipment;
 pub use process::{process_shipments, RunSummary};
 pub use resend::resend_pin;
 
-pub(crate) fn store_err(e: StoreError) -> ApiError {
-    tracing::error!(error = %e, "shipment store error");
-    ApiError::Upstream {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: "shipment store unavailable".into(),
+/// Everything the lifecycle reaches out to, as narrow traits.
+pub struct Deps {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn ShipmentStore>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub ye: Arc<dyn YubiEnterprise>,
+    pub idp: Arc<dyn IdentityProvider>,
+    pub mailer: Arc<dyn Mailer>,
+    pub keys: Arc<dyn YubicoKeys>,
+    pub clock: Arc<dyn Clock>,
+    /// Identifies this process in leases and claims: `<replica name>/<boot id>`.
+    pub instance_id: String,
+}
+
+impl Deps {
+    /// The claim owner for this process.
+    pub fn owner(&self) -> &str {
+        &self.instance_id
+    }
+
+    fn claim_ttl(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.claim_ttl).unwrap_or(chrono::Duration::seconds(30))
     }
 }
 
-pub(crate) fn secret_err(e: crate::secrets::SecretError) -> ApiError {
-    tracing::error!(error = %e, "secret store error");
-    ApiError::Upstream {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: "secret store unavailable".into(),
-    }
+/// `<replica>/<boot>` → `<replica>`.
+pub fn replica_of(owner: &str) -> &str {
+    owner.split('/').next().unwrap_or(owner)
 }
 
-/// An upstream failure as the caller of a synchronous endpoint sees it.
-pub(crate) fn upstream_err(e: UpstreamError) -> ApiError {
-    match e {
-        UpstreamError::Unauthorized { service } if service == crate::upstream::ye::SERVICE => {
-            ApiError::YeUnauthorized
-        }
-        UpstreamError::Transient { service, .. } => ApiError::Upstream {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("{service} is temporarily unavailable; retry later"),
-        },
-        other => {
-            tracing::warn!(error = %other, "upstream refused");
-            ApiError::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                message: format!("upstream error: {}", service_of(&other)),
-            }
-        }
+/// Whether `me` may take a record claimed by `owner` until `until`: the claim has expired,
+/// or it belongs to a former incarnation of the same replica (a restart takes its own work
+/// back at once). A live claim of this very process means hands off (another run of ours).
+pub fn claim_free(
+    owner: Option<&str>,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    me: &str,
+) -> bool {
+    match (owner, until) {
+        (Some(o), Some(t)) if t > now => o != me && replica_of(o) == replica_of(me),
+        _ => true,
     }
 }
 
@@ -60,6 +81,33 @@ pub(crate) fn service_of(e: &UpstreamError) -> &'static str {
         | UpstreamError::NotFound { service, .. }
         | UpstreamError::Rejected { service, .. }
         | UpstreamError::Transient { service, .. }
+        | UpstreamError::OutcomeUnknown { service, .. }
         | UpstreamError::Invalid { service, .. } => service,
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_takes_its_former_claims_at_once_but_not_its_own_live_ones() {
+        let now = Utc::now();
+        let later = Some(now + chrono::Duration::seconds(30));
+        assert!(claim_free(Some("r1/old"), later, now, "r1/new"));
+        assert!(!claim_free(Some("r1/new"), later, now, "r1/new"));
+        assert!(!claim_free(Some("r2/x"), later, now, "r1/new"));
+        assert!(claim_free(Some("r2/x"), Some(now), now, "r1/new"));
+        assert!(claim_free(None, None, now, "r1/new"));
     }
 }

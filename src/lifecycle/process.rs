@@ -1,27 +1,32 @@
 //! One processing pass over every open record, with bounded concurrency.
 //!
-//! Each record is first *claimed* with a conditional write (lease owner and expiry on the
-//! record), so replicas never work on the same record at once; every step's outcome is
-//! persisted with the ETag of the previous write before the next step starts.
+//! Each record is first *claimed* with a conditional write (owner and expiry on the
+//! record), so processes never work on the same record at once. The claim is short
+//! (`FIDO_CONNECTOR_CLAIM_TTL_SECONDS`) and renewed by every write, in particular just
+//! before each side effect; every upstream call is bounded by the claim's remaining time,
+//! so no step outlives its claim. A step that cannot renew (someone else wrote) stops
+//! before acting.
+//!
+//! Failures are classified once, here: transient ones keep the step and are retried with
+//! capped exponential back-off until the step's deadline; permanent ones fail the shipment
+//! with the cause.
+
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 
-use super::{service_of, store_err};
-use crate::api::ApiError;
-use crate::app::Deps;
+use super::{claim_free, service_of, Deps, LifecycleError};
 use crate::crypto::{self, CryptoError, ResponseKey};
 use crate::domain::shipment::{ye_state_meaning, ye_state_ready};
-use crate::domain::{RecordError, ShipmentRecord, Step};
+use crate::domain::{ShipmentRecord, Step};
 use crate::faults::crash_point;
 use crate::store::{ETag, Query, StoreError, Versioned};
 use crate::upstream::{PinMail, ProductData, UpstreamError};
 
-/// How long a claim protects a record from other replicas.
-pub const CLAIM_TTL_MINUTES: i64 = 5;
-/// A record still `Accepted` after this long was interrupted during creation.
-pub const ACCEPTED_GRACE_MINUTES: i64 = 10;
 const PAGE: usize = 200;
+/// Upstream calls stop this long before the claim runs out.
+const CLAIM_MARGIN: StdDuration = StdDuration::from_secs(1);
 
 /// What one processing run did (for logs and tests).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,6 +37,8 @@ pub struct RunSummary {
     pub retried: usize,
     pub skipped: usize,
     pub waiting: usize,
+    /// Creates whose outcome is unknown, flagged for an operator.
+    pub flagged: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +48,12 @@ enum Outcome {
     Retried,
     Skipped,
     Waiting,
+    Flagged,
 }
 
 /// One pass over every open record. Pages are fetched as the work drains, so the
 /// concurrency limit applies across page boundaries (no wave barrier per page).
-pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, ApiError> {
+pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError> {
     let concurrency = deps.config.process_concurrency;
     let mut summary = RunSummary::default();
     let mut queue = std::collections::VecDeque::new();
@@ -58,8 +66,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, ApiError> {
                 let page = deps
                     .store
                     .query(&Query::Open, continuation.take(), PAGE)
-                    .await
-                    .map_err(store_err)?;
+                    .await?;
                 queue.extend(page.items);
                 continuation = page.next;
                 exhausted = continuation.is_none();
@@ -79,6 +86,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, ApiError> {
             Outcome::Retried => summary.retried += 1,
             Outcome::Skipped => summary.skipped += 1,
             Outcome::Waiting => summary.waiting += 1,
+            Outcome::Flagged => summary.flagged += 1,
         }
     }
     tracing::info!(?summary, "processing run finished");
@@ -86,9 +94,10 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, ApiError> {
 }
 
 /// Why a step did not finish.
+#[derive(Debug)]
 enum StepError {
-    Transient(String, Option<std::time::Duration>),
-    Terminal(String),
+    Transient(String, Option<StdDuration>),
+    Permanent(String),
     /// Another writer changed the record: stop, someone else owns it now.
     Lost,
 }
@@ -102,6 +111,13 @@ impl From<StoreError> for StepError {
     }
 }
 
+impl From<crate::domain::TransitionError> for StepError {
+    fn from(e: crate::domain::TransitionError) -> Self {
+        StepError::Permanent(e.to_string())
+    }
+}
+
+/// The one classification of upstream failures during processing.
 fn upstream(context: &str, e: UpstreamError) -> StepError {
     match e {
         UpstreamError::Transient {
@@ -109,20 +125,24 @@ fn upstream(context: &str, e: UpstreamError) -> StepError {
             retry_after,
             ..
         } => StepError::Transient(format!("{context}: {message}"), retry_after),
+        // The token was re-read once already; the operator may be rotating it: keep trying.
         UpstreamError::Unauthorized { service } => StepError::Transient(
             format!("{context}: {service} refused the connector's credentials"),
             None,
         ),
+        UpstreamError::OutcomeUnknown { message, .. } => {
+            StepError::Transient(format!("{context}: {message}"), None)
+        }
         UpstreamError::NotFound { code, message, .. } => {
-            StepError::Terminal(format!("{context}: not found ({code}): {message}"))
+            StepError::Permanent(format!("{context}: not found ({code}): {message}"))
         }
         UpstreamError::Rejected {
             status,
             code,
             message,
             ..
-        } => StepError::Terminal(format!("{context}: rejected ({status} {code}): {message}")),
-        e @ UpstreamError::Invalid { .. } => StepError::Terminal(format!(
+        } => StepError::Permanent(format!("{context}: rejected ({status} {code}): {message}")),
+        e @ UpstreamError::Invalid { .. } => StepError::Permanent(format!(
             "{context}: {} sent an invalid answer",
             service_of(&e)
         )),
@@ -132,98 +152,179 @@ fn upstream(context: &str, e: UpstreamError) -> StepError {
 fn crypto_err(context: &str, e: CryptoError) -> StepError {
     match e {
         CryptoError::KeySet(m) => StepError::Transient(format!("{context}: {m}"), None),
-        other => StepError::Terminal(format!("{context}: {other}")),
+        other => StepError::Permanent(format!("{context}: {other}")),
     }
 }
 
-/// Persists `rec` over `etag`, returning the new ETag.
-async fn save(deps: &Deps, rec: &mut ShipmentRecord, etag: &mut ETag) -> Result<(), StepError> {
-    rec.updated_at = deps.clock.now();
-    *etag = deps.store.replace(rec, etag).await?;
-    Ok(())
+/// A record this process holds a claim on.
+struct Claimed<'a> {
+    deps: &'a Deps,
+    rec: ShipmentRecord,
+    etag: ETag,
+}
+
+impl<'a> Claimed<'a> {
+    /// Claims the record if no other live claim holds it.
+    async fn take(deps: &'a Deps, v: Versioned<ShipmentRecord>) -> Option<Self> {
+        let mut c = Claimed {
+            deps,
+            rec: v.value,
+            etag: v.etag,
+        };
+        c.save().await.ok()?;
+        Some(c)
+    }
+
+    /// Persists the record and renews the claim (owner, now + TTL).
+    async fn save(&mut self) -> Result<(), StepError> {
+        let now = self.deps.clock.now();
+        self.rec.lease_owner = Some(self.deps.owner().to_string());
+        self.rec.lease_until = Some(now + self.deps.claim_ttl());
+        self.rec.updated_at = now;
+        self.etag = self.deps.store.replace(&self.rec, &self.etag).await?;
+        Ok(())
+    }
+
+    /// Writes the outcome and gives the claim up.
+    async fn release(&mut self) -> Result<(), StepError> {
+        self.rec.lease_owner = None;
+        self.rec.lease_until = None;
+        self.rec.updated_at = self.deps.clock.now();
+        self.etag = self.deps.store.replace(&self.rec, &self.etag).await?;
+        Ok(())
+    }
+
+    /// Runs an upstream call within the claim's remaining time.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, StepError>>,
+    ) -> Result<T, StepError> {
+        let left = self
+            .rec
+            .lease_until
+            .map(|t| (t - self.deps.clock.now()).to_std().unwrap_or_default())
+            .unwrap_or_default()
+            .saturating_sub(CLAIM_MARGIN);
+        match tokio::time::timeout(left, f).await {
+            Ok(r) => r,
+            Err(_) => Err(StepError::Transient(
+                format!("{what}: no answer within the claim's time"),
+                None,
+            )),
+        }
+    }
 }
 
 async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
     let now = deps.clock.now();
-    let Versioned {
-        value: mut rec,
-        mut etag,
-    } = v;
+    let rec = &v.value;
     if !rec.step.is_open() || rec.next_attempt_at.is_some_and(|t| t > now) {
         return Outcome::Skipped;
     }
-    // Any unexpired claim, even this replica's own (another run of ours), means hands off.
-    if rec.lease_until.is_some_and(|t| t > now) {
+    if !claim_free(
+        rec.lease_owner.as_deref(),
+        rec.lease_until,
+        now,
+        deps.owner(),
+    ) {
         return Outcome::Skipped;
     }
-    // Claim.
-    rec.lease_owner = Some(deps.instance_id.clone());
-    rec.lease_until = Some(now + Duration::minutes(CLAIM_TTL_MINUTES));
-    if save(deps, &mut rec, &mut etag).await.is_err() {
-        return Outcome::Skipped;
+    if rec.step == Step::Accepted {
+        // Its creating request's claim is gone: that process died or its call outlived
+        // the claim. What YubiEnterprise did is unknown; an operator resolves it.
+        let Versioned {
+            value: mut rec,
+            etag,
+        } = v;
+        if rec
+            .outcome_unknown(
+                "the creating process stopped while calling YubiEnterprise".into(),
+                now,
+            )
+            .is_err()
+        {
+            return Outcome::Skipped;
+        }
+        return match deps.store.replace(&rec, &etag).await {
+            Ok(_) => {
+                tracing::warn!(request_id = %rec.request_id, user_id = %rec.user_id,
+                    "create interrupted; outcome unknown; flagged for an operator");
+                Outcome::Flagged
+            }
+            Err(_) => Outcome::Skipped,
+        };
     }
-
-    let result = advance(deps, &mut rec, &mut etag, now).await;
-    rec.lease_owner = None;
-    rec.lease_until = None;
+    let Some(mut c) = Claimed::take(deps, v).await else {
+        return Outcome::Skipped;
+    };
+    let result = advance(&mut c).await;
+    let now = deps.clock.now();
     let outcome = match result {
         Ok(o) => o,
         Err(StepError::Lost) => return Outcome::Skipped,
-        Err(StepError::Terminal(msg)) => {
-            tracing::warn!(request_id = %rec.request_id, ye_shipment_id = ?rec.ye_shipment_id,
+        Err(StepError::Permanent(msg)) => {
+            tracing::warn!(request_id = %c.rec.request_id, ye_shipment_id = ?c.rec.ye_shipment_id,
                 error = %msg, "shipment failed");
-            rec.step = Step::Failed;
-            rec.error = Some(RecordError::terminal(msg));
-            rec.next_attempt_at = None;
+            if c.rec.failed(msg, now).is_err() {
+                return Outcome::Skipped;
+            }
             Outcome::Failed
         }
-        Err(StepError::Transient(msg, retry_after)) => {
-            rec.attempts += 1;
-            if rec.attempts >= deps.config.max_attempts {
-                tracing::warn!(request_id = %rec.request_id, attempts = rec.attempts,
-                    error = %msg, "shipment failed after retries");
-                rec.step = Step::Failed;
-                rec.error = Some(RecordError::terminal(format!(
-                    "{msg} (gave up after {} attempts)",
-                    rec.attempts
-                )));
-                rec.next_attempt_at = None;
+        Err(StepError::Transient(msg, retry_after)) => match c.rec.step_deadline() {
+            Some(deadline) if now >= deadline => {
+                tracing::warn!(request_id = %c.rec.request_id, error = %msg, %deadline,
+                        "transient failure past the shipment's deadline; failing it");
+                let m = format!(
+                    "{msg} (still failing at the deadline {})",
+                    deadline.to_rfc3339()
+                );
+                if c.rec.failed(m, now).is_err() {
+                    return Outcome::Skipped;
+                }
                 Outcome::Failed
-            } else {
-                tracing::info!(request_id = %rec.request_id, attempts = rec.attempts,
-                    error = %msg, "transient failure; will retry");
-                rec.next_attempt_at = Some(next_attempt(
-                    deps.clock.now(),
+            }
+            deadline => {
+                let next = next_attempt(
+                    now,
                     deps.config.retry_base,
-                    rec.attempts,
+                    deps.config.retry_max,
+                    c.rec.attempts,
                     retry_after,
-                ));
-                rec.error = Some(RecordError::transient(msg));
+                    deadline,
+                );
+                tracing::info!(request_id = %c.rec.request_id, attempts = c.rec.attempts + 1,
+                        error = %msg, next_attempt = %next, "transient failure; will retry");
+                if c.rec.retry_later(msg, next, now).is_err() {
+                    return Outcome::Skipped;
+                }
                 Outcome::Retried
             }
-        }
+        },
     };
-    // Release the claim (and persist the outcome of an error).
-    match save(deps, &mut rec, &mut etag).await {
+    match c.release().await {
         Ok(()) => outcome,
         Err(_) => Outcome::Skipped,
     }
 }
 
-/// Exponential back-off between runs: base × 2^(attempts-1), at most an hour, at least
-/// what the upstream asked for.
+/// Capped exponential back-off: base × 2^attempts, at most `max`, at least what the
+/// upstream asked for, never past the deadline.
 fn next_attempt(
     now: DateTime<Utc>,
-    base: std::time::Duration,
+    base: StdDuration,
+    max: StdDuration,
     attempts: u32,
-    retry_after: Option<std::time::Duration>,
+    retry_after: Option<StdDuration>,
+    deadline: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
-    let base = base.as_secs() as i64;
-    let exp = base
-        .saturating_mul(1i64 << attempts.saturating_sub(1).min(10))
-        .min(3600);
-    let floor = retry_after.map(|d| d.as_secs() as i64).unwrap_or(0);
-    now + Duration::seconds(exp.max(floor))
+    let exp = base.saturating_mul(1u32 << attempts.min(20)).min(max);
+    let wait = exp.max(retry_after.unwrap_or_default());
+    let next = now + Duration::from_std(wait).unwrap_or(Duration::hours(1));
+    match deadline {
+        Some(d) if next > d => d.max(now),
+        _ => next,
+    }
 }
 
 fn display_name(rec: &ShipmentRecord, serial: u64) -> String {
@@ -239,73 +340,73 @@ async fn response_key(deps: &Deps, rec: &ShipmentRecord) -> Result<ResponseKey, 
         .get(&rec.secret_name())
         .await
         .map_err(|e| StepError::Transient(format!("secret store: {e}"), None))?
-        .ok_or_else(|| StepError::Terminal("the shipment's response key is missing".into()))?;
+        .ok_or_else(|| StepError::Permanent("the shipment's response key is missing".into()))?;
     ResponseKey::from_private_jwk(json).map_err(|e| crypto_err("response key", e))
 }
 
-async fn product_data(deps: &Deps, ye_id: &str) -> Result<(i64, Option<ProductData>), StepError> {
-    let ship = deps
-        .ye
-        .get_shipment(ye_id)
-        .await
-        .map_err(|e| upstream("YubiEnterprise", e))?;
+async fn product_data(
+    c: &Claimed<'_>,
+    ye_id: &str,
+) -> Result<(i64, Option<ProductData>), StepError> {
+    let ship = c
+        .bounded("YubiEnterprise", async {
+            c.deps
+                .ye
+                .get_shipment(ye_id)
+                .await
+                .map_err(|e| upstream("YubiEnterprise", e))
+        })
+        .await?;
     Ok((ship.shipment_state_id, ship.product_data))
 }
 
-async fn advance(
-    deps: &Deps,
-    rec: &mut ShipmentRecord,
-    etag: &mut ETag,
-    now: DateTime<Utc>,
-) -> Result<Outcome, StepError> {
+async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
+    let deps = c.deps;
     loop {
-        match rec.step {
-            Step::Accepted => {
-                if now - rec.created_at < Duration::minutes(ACCEPTED_GRACE_MINUTES) {
-                    return Ok(Outcome::Waiting);
-                }
-                return Err(StepError::Terminal(format!(
-                    "creation was interrupted (request {} for {} at {}); the outcome at \
-                     YubiEnterprise is unknown: check the YubiEnterprise console for this \
-                     shipment before ordering again",
-                    rec.request_id,
-                    rec.user_id,
-                    rec.created_at.to_rfc3339()
-                )));
-            }
+        match c.rec.step {
             Step::Ongoing => {
-                let ye_id = rec
-                    .ye_shipment_id
-                    .clone()
-                    .ok_or_else(|| StepError::Terminal("ongoing without a shipment id".into()))?;
-                let (state, pd) = product_data(deps, &ye_id).await?;
-                rec.ye_state_id = Some(state);
+                let ye_id =
+                    c.rec.ye_shipment_id.clone().ok_or_else(|| {
+                        StepError::Permanent("ongoing without a shipment id".into())
+                    })?;
+                let (state, pd) = product_data(c, &ye_id).await?;
+                c.rec.ye_state_id = Some(state);
                 if let Some(meaning) = ye_state_meaning(state) {
-                    return Err(StepError::Terminal(format!(
+                    return Err(StepError::Permanent(format!(
                         "YubiEnterprise shipment state {state}: {meaning}"
                     )));
                 }
+                let now = deps.clock.now();
+                let expired = c.rec.challenge_expires_at.is_some_and(|t| t <= now);
                 if !ye_state_ready(state) {
-                    // Still with Yubico. Any earlier transient error is over.
-                    rec.error = None;
-                    rec.attempts = 0;
-                    rec.next_attempt_at = None;
+                    if expired {
+                        return Err(StepError::Permanent(
+                            "the Entra challenge expired before Yubico programmed the key".into(),
+                        ));
+                    }
+                    c.rec.waiting(state, now)?;
                     return Ok(Outcome::Waiting);
                 }
                 let pd = pd.ok_or_else(|| {
-                    StepError::Terminal(
-                        "YubiEnterprise reports the key shipped but sent no product data".into(),
+                    StepError::Permanent(
+                        "YubiEnterprise reports the key programmed but sent no product data".into(),
                     )
                 })?;
-                if rec.challenge_expires_at.is_some_and(|t| t <= now) {
-                    return Err(StepError::Terminal(
-                        "the Entra challenge expired before Yubico programmed the key".into(),
+                if expired {
+                    return Err(StepError::Permanent(
+                        "the Entra challenge expired before the credential could be registered"
+                            .into(),
                     ));
                 }
+                // Verify every response of the shipment before any side effect: a key
+                // whose PIN cannot be sent is never registered.
                 let jwe = pd.fido_credential_responses.first().ok_or_else(|| {
-                    StepError::Terminal("YubiEnterprise sent no credential response".into())
+                    StepError::Permanent("YubiEnterprise sent no credential response".into())
                 })?;
-                let key = response_key(deps, rec).await?;
+                let pin_jwe = pd.fido_pin_response.as_deref().ok_or_else(|| {
+                    StepError::Permanent("YubiEnterprise sent no PIN response".into())
+                })?;
+                let key = response_key(deps, &c.rec).await?;
                 let cred = crypto::open_credential_response(
                     jwe,
                     &key,
@@ -314,17 +415,32 @@ async fn advance(
                 )
                 .await
                 .map_err(|e| crypto_err("credential response", e))?;
-                let name = display_name(rec, pd.serial_number);
+                let pin =
+                    crypto::open_pin_response(pin_jwe, &key, deps.keys.as_ref(), pd.serial_number)
+                        .await
+                        .map_err(|e| crypto_err("PIN response", e))?;
+                if pin.serial_number != cred.serial_number {
+                    return Err(StepError::Permanent(format!(
+                        "the PIN response is for serial {} but the credential for {}",
+                        pin.serial_number, cred.serial_number
+                    )));
+                }
+                drop(pin); // verified; the PIN itself is read again when mailed
+                let name = display_name(&c.rec, pd.serial_number);
                 let suffix = format!(": {}", pd.serial_number);
 
                 // A registration may have happened before a crash: look before registering.
                 let mut method_id = None;
-                if rec.register_started_at.is_some() {
-                    let methods = deps
-                        .idp
-                        .list_methods(&rec.entra_user_id)
-                        .await
-                        .map_err(|e| upstream("Entra (list methods)", e))?;
+                if c.rec.register_started_at.is_some() {
+                    let uid = c.rec.entra_user_id.clone();
+                    let methods = c
+                        .bounded("Entra", async {
+                            deps.idp
+                                .list_methods(&uid)
+                                .await
+                                .map_err(|e| upstream("Entra (list methods)", e))
+                        })
+                        .await?;
                     method_id = methods
                         .into_iter()
                         .find(|m| {
@@ -337,71 +453,97 @@ async fn advance(
                 let method_id = match method_id {
                     Some(id) => id,
                     None => {
-                        rec.register_started_at = Some(deps.clock.now());
-                        save(deps, rec, etag).await?;
-                        let m = deps
-                            .idp
-                            .register(&rec.entra_user_id, &name, &cred.credential)
-                            .await
-                            .map_err(|e| match e {
-                                UpstreamError::Rejected { code, message, .. } => {
-                                    StepError::Terminal(format!(
-                                        "Entra rejected the credential: {code}: {message}"
-                                    ))
-                                }
-                                other => upstream("Entra (register)", other),
-                            })?;
+                        // Renews the claim; if someone else wrote meanwhile, stop here.
+                        c.rec.register_started_at = Some(deps.clock.now());
+                        c.save().await?;
+                        let uid = c.rec.entra_user_id.clone();
+                        let m = c
+                            .bounded("Entra (register)", async {
+                                deps.idp
+                                    .register(&uid, &name, &cred.credential)
+                                    .await
+                                    .map_err(|e| match e {
+                                        UpstreamError::Rejected { code, message, .. } => {
+                                            StepError::Permanent(format!(
+                                                "Entra rejected the credential: {code}: {message}"
+                                            ))
+                                        }
+                                        other => upstream("Entra (register)", other),
+                                    })
+                            })
+                            .await?;
                         crash_point("process:after-register");
                         m.id
                     }
                 };
-                rec.step = Step::Registered;
-                rec.serial_number = Some(pd.serial_number);
-                rec.entra_method_id = Some(method_id);
-                rec.error = None;
-                rec.attempts = 0;
-                rec.next_attempt_at = None;
-                save(deps, rec, etag).await?;
+                let now = deps.clock.now();
+                let mail_deadline = now
+                    + Duration::from_std(deps.config.mail_deadline).unwrap_or(Duration::days(7));
+                c.rec
+                    .registered(pd.serial_number, method_id, now, mail_deadline)?;
+                c.save().await?;
             }
             Step::Registered => {
-                let ye_id = rec.ye_shipment_id.clone().ok_or_else(|| {
-                    StepError::Terminal("registered without a shipment id".into())
+                let ye_id = c.rec.ye_shipment_id.clone().ok_or_else(|| {
+                    StepError::Permanent("registered without a shipment id".into())
                 })?;
-                let serial = rec
+                let serial = c
+                    .rec
                     .serial_number
-                    .ok_or_else(|| StepError::Terminal("registered without a serial".into()))?;
-                let (_, pd) = product_data(deps, &ye_id).await?;
+                    .ok_or_else(|| StepError::Permanent("registered without a serial".into()))?;
+                let (_, pd) = product_data(c, &ye_id).await?;
                 let jwe = pd.and_then(|p| p.fido_pin_response).ok_or_else(|| {
-                    StepError::Terminal("YubiEnterprise sent no PIN response".into())
+                    StepError::Permanent("YubiEnterprise sent no PIN response".into())
                 })?;
-                let key = response_key(deps, rec).await?;
+                let key = response_key(deps, &c.rec).await?;
                 let pin = crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial)
                     .await
                     .map_err(|e| crypto_err("PIN response", e))?;
                 let mail = PinMail {
                     shipment_id: ye_id.clone(),
-                    user_id: rec.user_id.clone(),
-                    emails_to: rec.emails_to.clone(),
+                    user_id: c.rec.user_id.clone(),
+                    emails_to: c.rec.emails_to.clone(),
                     serial_number: serial,
-                    yubikey_name: rec.yubikey_name.clone(),
+                    yubikey_name: c.rec.yubikey_name.clone(),
                     pin: pin.pin,
                     message_id: PinMail::initial_message_id(&ye_id),
                 };
-                deps.mailer
-                    .send_pin(&mail)
-                    .await
-                    .map_err(|e| upstream("PIN mail", e))?;
-                drop(mail);
+                // Renew before the side effect; stop if the record changed hands.
+                c.save().await?;
+                c.bounded("PIN mail", async {
+                    deps.mailer
+                        .send_pin(&mail)
+                        .await
+                        .map_err(|e| upstream("PIN mail", e))
+                })
+                .await?;
+                drop(mail); // zeroizes the PIN
                 crash_point("process:after-mail");
-                rec.step = Step::Complete;
-                rec.completed_at = Some(deps.clock.now());
-                rec.error = None;
-                rec.attempts = 0;
-                rec.next_attempt_at = None;
-                tracing::info!(request_id = %rec.request_id, ye_shipment_id = %ye_id, "shipment complete");
+                c.rec.completed(deps.clock.now())?;
+                tracing::info!(request_id = %c.rec.request_id, ye_shipment_id = %ye_id, "shipment complete");
                 return Ok(Outcome::Completed);
             }
-            Step::Complete | Step::Failed => return Ok(Outcome::Skipped),
+            Step::Accepted | Step::Complete | Step::Failed | Step::Unknown => {
+                return Ok(Outcome::Skipped)
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_up_to_its_cap_and_never_passes_the_deadline() {
+        let now = Utc::now();
+        let s = StdDuration::from_secs;
+        let n = |a, ra, d| next_attempt(now, s(10), s(300), a, ra, d);
+        assert_eq!(n(0, None, None), now + Duration::seconds(10));
+        assert_eq!(n(3, None, None), now + Duration::seconds(80));
+        assert_eq!(n(30, None, None), now + Duration::seconds(300));
+        assert_eq!(n(0, Some(s(120)), None), now + Duration::seconds(120));
+        let d = now + Duration::seconds(50);
+        assert_eq!(n(5, None, Some(d)), d);
     }
 }

@@ -1,61 +1,82 @@
 //! `GET /v1/operations/resend-pin/{id}`: the connector keeps no copy of the PIN, so it
 //! reads `fido_pin_response` from YubiEnterprise again and decrypts it with the stored
 //! response key. Each resend is a new mail (new `message_id`).
+//!
+//! Allowed once Entra holds the credential: complete shipments, and registered ones whose
+//! PIN mail is still being retried or failed at its deadline. Limited per shipment
+//! (`FIDO_CONNECTOR_RESEND_LIMIT` per `FIDO_CONNECTOR_RESEND_WINDOW_SECONDS`), counted in
+//! the record itself so the limit holds across replicas.
 
-use axum::http::StatusCode;
+use chrono::Duration;
 
-use super::{secret_err, store_err, upstream_err};
-use crate::api::ApiError;
-use crate::app::Deps;
+use super::{Deps, LifecycleError};
 use crate::crypto::{self, ResponseKey};
-use crate::domain::Step;
+use crate::store::StoreError;
 use crate::upstream::PinMail;
 
-pub async fn resend_pin(deps: &Deps, shipment_id: &str, caller: &str) -> Result<(), ApiError> {
-    let rec = deps
-        .store
-        .get_by_shipment_id(shipment_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| ApiError::not_found(format!("Shipment not found: {shipment_id}")))?
-        .value;
-    if rec.step != Step::Complete {
-        return Err(ApiError::Conflict {
-            message: format!("Shipment {shipment_id} is not complete; the PIN can be resent only for complete shipments"),
-        });
-    }
+pub async fn resend_pin(
+    deps: &Deps,
+    shipment_id: &str,
+    caller: &str,
+) -> Result<(), LifecycleError> {
+    // Count the resend first (a conditional write), then send.
+    let rec = loop {
+        let v = deps
+            .store
+            .get_by_shipment_id(shipment_id)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(shipment_id.to_string()))?;
+        let mut rec = v.value;
+        if !rec.is_registered() {
+            return Err(LifecycleError::WrongState(format!(
+                "Shipment {shipment_id} is not complete; the PIN can be resent once the key is registered"
+            )));
+        }
+        let now = deps.clock.now();
+        let window = Duration::from_std(deps.config.resend_window).unwrap_or(Duration::hours(1));
+        rec.resends.retain(|t| *t > now - window);
+        if rec.resends.len() >= deps.config.resend_limit as usize {
+            let oldest = rec.resends.iter().min().copied().unwrap_or(now);
+            let retry_after = (oldest + window - now).to_std().unwrap_or_default();
+            return Err(LifecycleError::RateLimited {
+                message: format!(
+                    "the PIN of shipment {shipment_id} was resent {} times within {} s; try again later",
+                    rec.resends.len(),
+                    window.num_seconds()
+                ),
+                retry_after: retry_after.max(std::time::Duration::from_secs(1)),
+            });
+        }
+        rec.resends.push(now);
+        match deps.store.replace(&rec, &v.etag).await {
+            Ok(_) => break rec,
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
     let serial = rec
         .serial_number
-        .ok_or_else(|| ApiError::internal("complete record without serial"))?;
-    let ship = deps
-        .ye
-        .get_shipment(shipment_id)
-        .await
-        .map_err(upstream_err)?;
-    let jwe = ship
-        .product_data
-        .and_then(|p| p.fido_pin_response)
-        .ok_or_else(|| ApiError::Upstream {
-            status: StatusCode::BAD_GATEWAY,
-            message: "YubiEnterprise no longer returns the PIN response".into(),
-        })?;
-    let key_json = deps
-        .secrets
-        .get(&rec.secret_name())
-        .await
-        .map_err(secret_err)?
-        .ok_or_else(|| ApiError::Conflict {
-            message: "the shipment's response key has been removed; the PIN cannot be recovered"
-                .into(),
-        })?;
-    let key = ResponseKey::from_private_jwk(key_json).map_err(ApiError::internal)?;
+        .ok_or_else(|| LifecycleError::Internal("registered record without serial".into()))?;
+    let ship = deps.ye.get_shipment(shipment_id).await?;
+    let jwe =
+        ship.product_data
+            .and_then(|p| p.fido_pin_response)
+            .ok_or(LifecycleError::BadUpstream {
+                service: crate::upstream::ye::SERVICE,
+            })?;
+    let key_json = deps.secrets.get(&rec.secret_name()).await?.ok_or_else(|| {
+        LifecycleError::WrongState(
+            "the shipment's response key has been removed; the PIN cannot be recovered".into(),
+        )
+    })?;
+    let key = ResponseKey::from_private_jwk(key_json)
+        .map_err(|e| LifecycleError::Internal(e.to_string()))?;
     let pin = crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial)
         .await
         .map_err(|e| {
             tracing::warn!(shipment_id, error = %e, "PIN response rejected");
-            ApiError::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                message: "the PIN response from YubiEnterprise could not be verified".into(),
+            LifecycleError::BadUpstream {
+                service: crate::upstream::ye::SERVICE,
             }
         })?;
     let mail = PinMail {
@@ -67,7 +88,7 @@ pub async fn resend_pin(deps: &Deps, shipment_id: &str, caller: &str) -> Result<
         pin: pin.pin,
         message_id: PinMail::resend_message_id(shipment_id),
     };
-    deps.mailer.send_pin(&mail).await.map_err(upstream_err)?;
+    deps.mailer.send_pin(&mail).await?;
     tracing::info!(target: "fido_connector::audit", caller, shipment_id, message_id = %mail.message_id, "PIN resent");
     Ok(())
 }

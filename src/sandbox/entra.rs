@@ -94,6 +94,9 @@ pub struct CallerClaims {
     pub lifetime_secs: Option<i64>,
     #[serde(default)]
     pub not_before_offset_secs: Option<i64>,
+    /// Set to mint an ID-token-like token (tests that ID tokens are refused).
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 fn default_sub() -> String {
@@ -111,6 +114,7 @@ impl CallerClaims {
             iss: None,
             lifetime_secs: None,
             not_before_offset_secs: None,
+            nonce: None,
         }
     }
 }
@@ -319,6 +323,9 @@ fn mint(st: &St, c: &CallerClaims) -> Result<String, String> {
     }
     if !c.roles.is_empty() {
         set(&mut p, "roles", json!(c.roles))?;
+    }
+    if let Some(n) = &c.nonce {
+        set(&mut p, "nonce", json!(n))?;
     }
     let mut h = JwsHeader::new();
     h.set_token_type("JWT");

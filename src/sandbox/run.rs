@@ -88,6 +88,14 @@ pub async fn prepare(
         env.insert(k.to_string(), v);
     };
     set("FIDO_CONNECTOR_SANDBOX", "true".into());
+    // Each sandbox is its own replica (tests start several in one process).
+    set(
+        "FIDO_CONNECTOR_REPLICA_NAME",
+        format!(
+            "sandbox-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+    );
     set("FIDO_CONNECTOR_LISTEN", listen.to_string());
     set("FIDO_CONNECTOR_DATA_DIR", data_dir.display().to_string());
     set("FIDO_CONNECTOR_STORE", "embedded".into());

@@ -71,6 +71,8 @@ struct Inner {
     created: usize,
     /// The next create is refused with this (code, message), as YE's own validation would.
     reject_next: Option<(String, String)>,
+    /// Programs PIN responses naming another serial than the key (a half-bad answer).
+    mismatched_pin_serial: bool,
 }
 
 #[derive(Clone)]
@@ -102,6 +104,7 @@ impl YeSim {
             generation: 1,
             created: 0,
             reject_next: None,
+            mismatched_pin_serial: false,
         }));
         let faults = Faults::default();
         let api = Router::new()
@@ -157,6 +160,11 @@ impl YeSim {
     pub fn set_progression(&self, p: Progression) {
         self.lock().progression = p;
     }
+    /// From now on, PIN responses name a serial other than the key's (the credential
+    /// response stays right): a half-bad answer from the factory.
+    pub fn mismatch_pin_serials(&self, on: bool) {
+        self.lock().mismatched_pin_serial = on;
+    }
     /// Refuses the next create with YE's error `code` and `message`.
     pub fn reject_next(&self, code: &str, message: &str) {
         self.lock().reject_next = Some((code.into(), message.into()));
@@ -184,6 +192,16 @@ impl YeSim {
     /// already sealed still verify.
     pub fn rotate_keys(&self) -> Result<(), String> {
         rotate(&mut self.lock())
+    }
+    /// A new sign key only (transport keys unchanged): responses sealed from now on carry
+    /// a kid the connector has not seen.
+    pub fn rotate_sign_key(&self) -> Result<(), String> {
+        let mut g = self.lock();
+        g.generation += 1;
+        let (_, s) = keys(g.generation)?;
+        g.sign.insert(0, s);
+        g.sign.truncate(2);
+        Ok(())
     }
     /// Shipments created so far (each POST that YE accepted).
     pub fn created_count(&self) -> usize {
@@ -343,13 +361,14 @@ async fn read(
 /// The factory. Returns whether the shipment was programmed now.
 fn fulfil(g: &mut Inner, id: &str) -> bool {
     let (transport, sign) = (g.transport.clone(), g.sign.first().cloned());
+    let pin_serial_offset = u64::from(g.mismatched_pin_serial);
     let Some(s) = g.shipments.get_mut(id) else {
         return false;
     };
     if s.state_id != 0 {
         return false;
     }
-    match program(&s.body, &transport, sign.as_ref()) {
+    match program(&s.body, &transport, sign.as_ref(), pin_serial_offset) {
         Ok(pd) => {
             s.product_data = Some(pd);
             s.state_id = 103;
@@ -362,7 +381,12 @@ fn fulfil(g: &mut Inner, id: &str) -> bool {
     true
 }
 
-fn program(body: &Value, transport: &[Jwk], sign: Option<&Jwk>) -> Result<Value, String> {
+fn program(
+    body: &Value,
+    transport: &[Jwk],
+    sign: Option<&Jwk>,
+    pin_serial_offset: u64,
+) -> Result<Value, String> {
     let sign = sign.ok_or("no sign key")?;
     let pc = &body["shipment_items"][0]["product_customizations"][0];
     let open = |jwe: &str| -> Result<Value, String> {
@@ -404,7 +428,7 @@ fn program(body: &Value, transport: &[Jwk], sign: Option<&Jwk>) -> Result<Value,
     let cred = super::authenticator::make_credential(&cred_req["public_key"])?;
     let serial: u64 = rand::rng().random_range(10_000_000..100_000_000);
     let pin_resp = yubico_side::seal_response(
-        &json!({"serial_number": serial, "pin": pin}),
+        &json!({"serial_number": serial + pin_serial_offset, "pin": pin}),
         sign,
         &pin_key,
     )

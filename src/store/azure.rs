@@ -108,7 +108,7 @@ fn entity(rec: &ShipmentRecord) -> Result<Value, StoreError> {
         "RowKey": rec.request_id,
         "Step": rec.step.as_str(),
         "Open": rec.step.is_open(),
-        "CompletedAt": rec.completed_at.as_ref().map(ts).unwrap_or_default(),
+        "CompletedAt": rec.ended_at().as_ref().map(ts).unwrap_or_default(),
         "YeShipmentId": rec.ye_shipment_id.clone().unwrap_or_default(),
         "Data": serde_json::to_string(rec).map_err(|e| StoreError::Other(e.to_string()))?,
     }))
@@ -306,10 +306,11 @@ impl ShipmentStore for AzureTableStore {
     ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
         let filter = match q {
             Query::Open => format!("PartitionKey eq {} and Open eq true", lit(PK_SHIPMENT)),
-            Query::CompletedBefore(t) => format!(
-                "PartitionKey eq {} and Step eq {} and CompletedAt lt {}",
+            Query::EndedBefore(t) => format!(
+                "PartitionKey eq {} and (Step eq {} or Step eq {}) and CompletedAt lt {} and CompletedAt ne ''",
                 lit(PK_SHIPMENT),
                 lit(Step::Complete.as_str()),
+                lit(Step::Failed.as_str()),
                 lit(&ts(t))
             ),
         };
@@ -371,7 +372,12 @@ impl ShipmentStore for AzureTableStore {
                 Err(e) => Err(e),
             },
             Some((cur, etag)) => {
+                let same_replica = |o: &str| {
+                    o.contains('/')
+                        && crate::lifecycle::replica_of(o) == crate::lifecycle::replica_of(owner)
+                };
                 let free = cur["Owner"].as_str() == Some(owner)
+                    || cur["Owner"].as_str().is_some_and(same_replica)
                     || cur["Until"].as_str().is_none_or(|u| u < ts(&now).as_str());
                 if !free {
                     return Ok(false);

@@ -35,8 +35,8 @@ pub struct Page<T> {
 pub enum Query {
     /// Records whose step still has work: accepted, ongoing, registered.
     Open,
-    /// Complete records with `completed_at` strictly before the time.
-    CompletedBefore(DateTime<Utc>),
+    /// Ended records (complete or failed) that ended strictly before the time.
+    EndedBefore(DateTime<Utc>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,9 @@ pub trait ShipmentStore: Send + Sync {
         limit: usize,
     ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError>;
     /// Takes the named lease for `owner` until `until` if it is free, expired (before
-    /// `now`) or already `owner`'s. Returns whether `owner` holds it now.
+    /// `now`), already `owner`'s, or held by a former incarnation of the same replica
+    /// (owners are `<replica>/<boot id>`: a restarted process takes its leases back at
+    /// once). Returns whether `owner` holds it now.
     async fn try_acquire_lease(
         &self,
         name: &str,

@@ -200,7 +200,7 @@ impl ShipmentStore for SqliteStore {
                     rec.ye_shipment_id,
                     rec.step.as_str(),
                     rec.step.is_open(),
-                    rec.completed_at.as_ref().map(ts),
+                    rec.ended_at().as_ref().map(ts),
                     etag,
                     data
                 ],
@@ -241,7 +241,7 @@ impl ShipmentStore for SqliteStore {
                         rec.ye_shipment_id,
                         rec.step.as_str(),
                         rec.step.is_open(),
-                        rec.completed_at.as_ref().map(ts),
+                        rec.ended_at().as_ref().map(ts),
                         new,
                         data,
                         old
@@ -325,17 +325,23 @@ impl ShipmentStore for SqliteStore {
                         .map_err(other)?;
                     it.collect::<Result<_, _>>().map_err(other)?
                 }
-                Query::CompletedBefore(t) => {
+                Query::EndedBefore(t) => {
                     let mut st = c
                         .prepare_cached(
                             "SELECT request_id, data, etag FROM shipments
-                             WHERE step = ?1 AND completed_at < ?2 AND request_id > ?3
-                             ORDER BY request_id LIMIT ?4",
+                             WHERE step IN (?1, ?2) AND completed_at < ?3 AND request_id > ?4
+                             ORDER BY request_id LIMIT ?5",
                         )
                         .map_err(other)?;
                     let it = st
                         .query_map(
-                            params![Step::Complete.as_str(), ts(t), after, limit as i64],
+                            params![
+                                Step::Complete.as_str(),
+                                Step::Failed.as_str(),
+                                ts(t),
+                                after,
+                                limit as i64
+                            ],
                             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                         )
                         .map_err(other)?;
@@ -365,13 +371,16 @@ impl ShipmentStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (name, owner) = (name.to_string(), owner.to_string());
         self.with(move |c| {
-            // One statement: insert, or take over if expired or already ours.
+            // One statement: insert, or take over if expired, already ours, or held by a
+            // former incarnation of this replica (same `<replica>/` prefix).
+            let replica = format!("{}/", crate::lifecycle::replica_of(&owner));
             let n = c
                 .execute(
                     "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
                      ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
-                     WHERE leases.owner = excluded.owner OR leases.until < ?4",
-                    params![name, owner, ts(&until), ts(&now)],
+                     WHERE leases.owner = excluded.owner OR leases.until < ?4
+                        OR (?5 <> '/' AND substr(leases.owner, 1, length(?5)) = ?5)",
+                    params![name, owner, ts(&until), ts(&now), replica],
                 )
                 .map_err(other)?;
             Ok(n == 1)

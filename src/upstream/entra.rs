@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::http::{backoff, retry_after, scrub, status_error, transport_error};
+use super::http::{
+    read_json_capped, read_text_capped, retry, retry_after, scrub, status_error, transport_error,
+};
 use super::{
     AttestedCredential, CreationOptions, EntraUser, Fido2Method, IdentityProvider, UpstreamError,
 };
@@ -30,6 +32,7 @@ pub const SERVICE: &str = "Entra";
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 const READ_ATTEMPTS: u32 = 4;
+const READ_RETRY_BUDGET: Duration = Duration::from_secs(20);
 
 // ------------------------------------------------------------------ tokens
 
@@ -94,7 +97,7 @@ async fn token_request(
     let resp = req.send().await.map_err(|e| transport_error(SERVICE, &e))?;
     let status = resp.status();
     let ra = retry_after(&resp);
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let v: Value = read_json_capped(SERVICE, resp).await.unwrap_or(Value::Null);
     if !status.is_success() {
         let code = v
             .get("error")
@@ -407,10 +410,7 @@ impl GraphClient {
                 continue;
             }
             let ra = retry_after(&resp);
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| transport_error(SERVICE, &e))?;
+            let text = read_text_capped(SERVICE, resp).await?;
             if status.is_success() {
                 if text.trim().is_empty() {
                     return Ok(Value::Null);
@@ -437,23 +437,10 @@ impl GraphClient {
 
     /// Idempotent reads: transient failures are retried with back-off / Retry-After.
     async fn read(&self, url: &Url) -> Result<Value, UpstreamError> {
-        let mut attempt = 0;
-        loop {
-            match self.call(reqwest::Method::GET, url, None).await {
-                Err(UpstreamError::Transient { retry_after, .. })
-                    if attempt + 1 < READ_ATTEMPTS =>
-                {
-                    let wait = retry_after
-                        .filter(|d| *d <= Duration::from_secs(30))
-                        .unwrap_or_else(|| {
-                            backoff(attempt, Duration::from_millis(250), Duration::from_secs(8))
-                        });
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
+        retry(READ_ATTEMPTS, READ_RETRY_BUDGET, || {
+            self.call(reqwest::Method::GET, url, None)
+        })
+        .await
     }
 }
 

@@ -20,12 +20,125 @@ pub fn build_client(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(60))
+        // A redirect could carry a PIN or a token to another host: never follow one.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("fido-connector/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = extra_root_ca_pem {
         let cert = reqwest::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
         b = b.add_root_certificate(cert);
     }
     b.build().map_err(|e| e.to_string())
+}
+
+/// Largest upstream answer read; anything longer is refused unread past this point.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Reads a response body up to [`MAX_RESPONSE_BYTES`].
+pub async fn read_capped(
+    service: &'static str,
+    mut resp: Response,
+) -> Result<Vec<u8>, UpstreamError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(too_large(service));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error(service, &e))?
+    {
+        if out.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large(service));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn too_large(service: &'static str) -> UpstreamError {
+    UpstreamError::Invalid {
+        service,
+        message: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+    }
+}
+
+/// Reads a body as text, capped.
+pub async fn read_text_capped(
+    service: &'static str,
+    resp: Response,
+) -> Result<String, UpstreamError> {
+    let b = read_capped(service, resp).await?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Reads a body as JSON, capped. A body that is not JSON is `Transient` (a proxy's error
+/// page in front of the real service, usually).
+pub async fn read_json_capped<T: serde::de::DeserializeOwned>(
+    service: &'static str,
+    resp: Response,
+) -> Result<T, UpstreamError> {
+    let b = read_capped(service, resp).await?;
+    serde_json::from_slice(&b).map_err(|_| UpstreamError::Transient {
+        service,
+        message: "answer is not JSON".into(),
+        retry_after: None,
+    })
+}
+
+/// The one retry helper for idempotent upstream calls: runs `call` up to `attempts` times,
+/// sleeping with jittered back-off (at least the upstream's `Retry-After`) between
+/// transient failures, never past `budget` in total. Non-transient errors return at once.
+pub async fn retry<T, F, Fut>(
+    attempts: u32,
+    budget: Duration,
+    mut call: F,
+) -> Result<T, UpstreamError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, UpstreamError>>,
+{
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(UpstreamError::Transient {
+                service,
+                message,
+                retry_after,
+            }) if attempt + 1 < attempts => {
+                let wait = backoff(attempt, Duration::from_millis(200), Duration::from_secs(2))
+                    .max(retry_after.unwrap_or_default());
+                if start.elapsed() + wait > budget {
+                    return Err(UpstreamError::Transient {
+                        service,
+                        message,
+                        retry_after,
+                    });
+                }
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a URL may be used for outbound calls: `https`, or `http` to a loopback host
+/// (the sandbox and tests).
+pub fn allowed_outbound(u: &url::Url) -> bool {
+    match u.scheme() {
+        "https" => true,
+        "http" => match u.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by Graph or YE).

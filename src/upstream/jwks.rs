@@ -1,45 +1,89 @@
 //! Yubico's published key sets, cached: transport keys (`use: enc`, to encrypt requests to
-//! Yubico) and sign keys (`use: sig`, to verify Yubico's responses). Keys rotate, so an
-//! unknown `kid` triggers one refresh, at most once per cooldown per set, so a flood of
-//! bad kids cannot hammer the endpoint. Only EC P-384 keys are kept; at most 100 per set.
+//! Yubico) and sign keys (`use: sig`, to verify Yubico's responses), each a
+//! [`KeySetCache`](super::keyset::KeySetCache) (the same cache that holds callers' token
+//! keys). Only EC P-384 keys are kept; at most 100 per set.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use josekit::jwk::Jwk;
 use rand::seq::IndexedRandom;
 use serde_json::Value;
-use tokio::sync::Mutex;
 use url::Url;
 
-use super::http::{status_error, transport_error};
+use super::http::{read_json_capped, status_error, transport_error};
+use super::keyset::{KeyError, KeySetCache};
 use super::{UpstreamError, YubicoKeys};
 
 pub const SERVICE: &str = "Yubico JWKS";
 const MAX_KEYS: usize = 100;
-/// Sets are re-read at least this often even when every kid is known.
-const MAX_AGE: Duration = Duration::from_secs(3600);
-
-struct Set {
-    url: Url,
-    use_: &'static str,
-    keys: Vec<Jwk>,
-    fetched: Option<Instant>,
-    fetches: u64,
-    /// Whether the last fetch failed: then a missing kid means "unavailable", not "unknown".
-    failed: bool,
-}
+/// Keys are trusted at most this long after they were fetched.
+pub const MAX_AGE: Duration = Duration::from_secs(3600);
+/// Minimum time between two fetches caused by an unknown kid.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
 
 pub struct JwksCache {
-    http: reqwest::Client,
-    transport: Mutex<Set>,
-    sign: Mutex<Set>,
-    cooldown: Duration,
+    transport: KeySetCache<Jwk>,
+    sign: KeySetCache<Jwk>,
+}
+
+fn fetcher(http: reqwest::Client, url: Url, use_: &'static str) -> super::keyset::Fetcher<Jwk> {
+    Box::new(move || {
+        let (http, url) = (http.clone(), url.clone());
+        Box::pin(async move {
+            let v = fetch(&http, url).await.map_err(|e| e.to_string())?;
+            Ok(usable_keys(&v, use_)
+                .into_iter()
+                .filter_map(|k| k.key_id().map(str::to_string).map(|kid| (kid, k)))
+                .collect())
+        })
+    })
+}
+
+async fn fetch(http: &reqwest::Client, url: Url) -> Result<Value, UpstreamError> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| transport_error(SERVICE, &e))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(
+            match status_error(SERVICE, status, String::new(), String::new(), None) {
+                // A missing key set is an outage of the publisher, not a missing kid.
+                UpstreamError::NotFound { .. } | UpstreamError::Unauthorized { .. } => {
+                    UpstreamError::Transient {
+                        service: SERVICE,
+                        message: format!("HTTP {}", status.as_u16()),
+                        retry_after: None,
+                    }
+                }
+                e => e,
+            },
+        );
+    }
+    read_json_capped(SERVICE, resp).await
+}
+
+fn key_error(e: KeyError) -> UpstreamError {
+    match e {
+        KeyError::Unknown { kid } => UpstreamError::NotFound {
+            service: SERVICE,
+            code: "unknown_kid".into(),
+            message: format!("no signing key {kid}"),
+        },
+        e => UpstreamError::Transient {
+            service: SERVICE,
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        },
+    }
 }
 
 impl JwksCache {
     pub fn new(transport_url: Url, sign_url: Url, http: reqwest::Client) -> Self {
-        Self::with_cooldown(transport_url, sign_url, http, Duration::from_secs(30))
+        Self::with_cooldown(transport_url, sign_url, http, DEFAULT_COOLDOWN)
     }
 
     pub fn with_cooldown(
@@ -48,92 +92,29 @@ impl JwksCache {
         http: reqwest::Client,
         cooldown: Duration,
     ) -> Self {
-        let set = |url, use_| {
-            Mutex::new(Set {
-                url,
-                use_,
-                keys: Vec::new(),
-                fetched: None,
-                fetches: 0,
-                failed: false,
-            })
-        };
+        Self::with_limits(transport_url, sign_url, http, cooldown, MAX_AGE)
+    }
+
+    pub fn with_limits(
+        transport_url: Url,
+        sign_url: Url,
+        http: reqwest::Client,
+        cooldown: Duration,
+        max_age: Duration,
+    ) -> Self {
         Self {
-            http,
-            transport: set(transport_url, "enc"),
-            sign: set(sign_url, "sig"),
-            cooldown,
+            transport: KeySetCache::new(
+                fetcher(http.clone(), transport_url, "enc"),
+                cooldown,
+                max_age,
+            ),
+            sign: KeySetCache::new(fetcher(http, sign_url, "sig"), cooldown, max_age),
         }
     }
 
     /// How many times each set was fetched (transport, sign): for tests and metrics.
     pub async fn fetch_counts(&self) -> (u64, u64) {
-        (
-            self.transport.lock().await.fetches,
-            self.sign.lock().await.fetches,
-        )
-    }
-
-    async fn refresh(&self, set: &mut Set) -> Result<(), UpstreamError> {
-        set.fetches += 1;
-        set.fetched = Some(Instant::now());
-        set.failed = true;
-        let r = self.fetch(set).await;
-        if r.is_ok() {
-            set.failed = false;
-        }
-        r
-    }
-
-    async fn fetch(&self, set: &mut Set) -> Result<(), UpstreamError> {
-        let resp = self
-            .http
-            .get(set.url.clone())
-            .send()
-            .await
-            .map_err(|e| transport_error(SERVICE, &e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(
-                match status_error(SERVICE, status, String::new(), String::new(), None) {
-                    // A missing key set is an outage of the publisher, not a missing kid.
-                    UpstreamError::NotFound { .. } | UpstreamError::Unauthorized { .. } => {
-                        UpstreamError::Transient {
-                            service: SERVICE,
-                            message: format!("HTTP {}", status.as_u16()),
-                            retry_after: None,
-                        }
-                    }
-                    e => e,
-                },
-            );
-        }
-        let v: Value = resp.json().await.map_err(|_| UpstreamError::Transient {
-            service: SERVICE,
-            message: "key set is not JSON".into(),
-            retry_after: None,
-        })?;
-        set.keys = usable_keys(&v, set.use_);
-        Ok(())
-    }
-
-    async fn ensure(&self, set: &mut Set) -> Result<(), UpstreamError> {
-        let stale = set.fetched.is_none_or(|t| t.elapsed() > MAX_AGE);
-        if stale || (set.keys.is_empty() && self.may_refresh(set)) {
-            self.refresh(set).await?;
-        }
-        Ok(())
-    }
-
-    /// The cooldown guards the endpoint against floods of unknown kids; after a failed
-    /// fetch the set is retried sooner (once a second) so an outage heals quickly.
-    fn may_refresh(&self, set: &Set) -> bool {
-        let wait = if set.failed {
-            self.cooldown.min(Duration::from_secs(1))
-        } else {
-            self.cooldown
-        };
-        set.fetched.is_none_or(|t| t.elapsed() >= wait)
+        (self.transport.fetches(), self.sign.fetches())
     }
 }
 
@@ -163,11 +144,9 @@ pub fn usable_keys(set: &Value, use_: &str) -> Vec<Jwk> {
 #[async_trait]
 impl YubicoKeys for JwksCache {
     async fn transport_key(&self) -> Result<Jwk, UpstreamError> {
-        let mut set = self.transport.lock().await;
-        self.ensure(&mut set).await?;
-        set.keys
-            .choose(&mut rand::rng())
-            .cloned()
+        let keys: Vec<Arc<Jwk>> = self.transport.all().await.map_err(key_error)?;
+        keys.choose(&mut rand::rng())
+            .map(|k| k.as_ref().clone())
             .ok_or(UpstreamError::Transient {
                 service: SERVICE,
                 message: "no usable transport key (EC P-384, use enc)".into(),
@@ -176,29 +155,11 @@ impl YubicoKeys for JwksCache {
     }
 
     async fn sign_key(&self, kid: &str) -> Result<Jwk, UpstreamError> {
-        let mut set = self.sign.lock().await;
-        self.ensure(&mut set).await?;
-        if let Some(k) = set.keys.iter().find(|k| k.key_id() == Some(kid)) {
-            return Ok(k.clone());
-        }
-        if self.may_refresh(&set) {
-            self.refresh(&mut set).await?;
-            if let Some(k) = set.keys.iter().find(|k| k.key_id() == Some(kid)) {
-                return Ok(k.clone());
-            }
-        }
-        if set.failed {
-            return Err(UpstreamError::Transient {
-                service: SERVICE,
-                message: "the sign key set could not be fetched".into(),
-                retry_after: None,
-            });
-        }
-        Err(UpstreamError::NotFound {
-            service: SERVICE,
-            code: "unknown_kid".into(),
-            message: format!("no signing key {kid}"),
-        })
+        self.sign
+            .get(kid)
+            .await
+            .map(|k| k.as_ref().clone())
+            .map_err(key_error)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::domain::{Pin, UserId};
 pub mod entra;
 pub mod http;
 pub mod jwks;
+pub mod keyset;
 pub mod mail;
 pub mod ye;
 
@@ -46,6 +47,13 @@ pub enum UpstreamError {
         service: &'static str,
         message: String,
         retry_after: Option<Duration>,
+    },
+    /// A request that creates something got no answer that says whether it did (a timeout
+    /// after sending, a connection lost mid-answer, 500/502/504): never retried blindly.
+    #[error("{service}: outcome unknown: {message}")]
+    OutcomeUnknown {
+        service: &'static str,
+        message: String,
     },
     /// The answer could not be understood or verified (bad JSON, bad signature, ...).
     #[error("{service}: invalid answer: {message}")]

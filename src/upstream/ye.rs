@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::http::{backoff, retry_after, scrub, status_error, transport_error};
+use super::http::{read_text_capped, retry, retry_after, scrub, status_error, transport_error};
 use super::{ProductData, UpstreamError, YeShipment, YubiEnterprise};
 use crate::secrets::{SecretStore, YE_API_TOKEN};
 
@@ -23,6 +23,10 @@ pub const SERVICE: &str = "YubiEnterprise";
 /// How long a token read from the secret store is trusted before it is read again.
 pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 const GET_ATTEMPTS: u32 = 3;
+const GET_RETRY_BUDGET: Duration = Duration::from_secs(10);
+const CREATE_ATTEMPTS: u32 = 4;
+/// How long a create request waits in total on YubiEnterprise's 429/503 before answering.
+const CREATE_RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 pub struct YeClient {
     base: Url,
@@ -87,17 +91,35 @@ impl YeClient {
         Ok(t)
     }
 
-    /// Sends one request, re-reading the token once on a 401.
+    /// Sends one request, re-reading the token once on a 401. With `creating`, every
+    /// failure that does not prove YubiEnterprise did nothing (a timeout after sending, a
+    /// connection lost mid-answer, 500/502/504) is [`UpstreamError::OutcomeUnknown`];
+    /// 429, 503, 4xx and a refused connection stay what they are.
     async fn send(
         &self,
+        creating: bool,
         build: impl Fn(&SecretString) -> reqwest::RequestBuilder,
     ) -> Result<Value, UpstreamError> {
+        let unknown = |message: String| UpstreamError::OutcomeUnknown {
+            service: SERVICE,
+            message,
+        };
         let mut token = self.token(false).await?;
         for attempt in 0..2 {
-            let resp = build(&token)
-                .send()
-                .await
-                .map_err(|e| transport_error(SERVICE, &e))?;
+            let resp = match build(&token).send().await {
+                Ok(r) => r,
+                Err(e) if creating && !e.is_connect() => {
+                    return Err(unknown(format!(
+                        "no answer ({})",
+                        if e.is_timeout() {
+                            "timed out"
+                        } else {
+                            "connection lost"
+                        }
+                    )))
+                }
+                Err(e) => return Err(transport_error(SERVICE, &e)),
+            };
             let status = resp.status();
             if status.as_u16() == 401 && attempt == 0 {
                 // Perhaps rotated in the portal: read the secret store again.
@@ -105,15 +127,27 @@ impl YeClient {
                 continue;
             }
             let ra = retry_after(&resp);
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| transport_error(SERVICE, &e))?;
+            let text = match read_text_capped(SERVICE, resp).await {
+                Ok(t) => t,
+                Err(e) if creating && status.is_success() => {
+                    return Err(unknown(format!("answer lost: {e}")))
+                }
+                Err(e) => return Err(e),
+            };
             if status.is_success() {
-                return serde_json::from_str(&text).map_err(|_| UpstreamError::Invalid {
-                    service: SERVICE,
-                    message: "response is not JSON".into(),
+                return serde_json::from_str(&text).map_err(|_| {
+                    if creating {
+                        unknown("the answer is not JSON".into())
+                    } else {
+                        UpstreamError::Invalid {
+                            service: SERVICE,
+                            message: "response is not JSON".into(),
+                        }
+                    }
                 });
+            }
+            if creating && matches!(status.as_u16(), 408 | 500 | 502 | 504) {
+                return Err(unknown(format!("HTTP {}", status.as_u16())));
             }
             let (code, message) = error_fields(&text);
             return Err(status_error(SERVICE, status, code, message, ra));
@@ -203,38 +237,32 @@ fn parse_shipment(v: &Value) -> Result<YeShipment, UpstreamError> {
 impl YubiEnterprise for YeClient {
     async fn create_shipment(&self, body: &Value) -> Result<YeShipment, UpstreamError> {
         let url = self.url(&["fpr", "shipments"])?;
-        let v = self
-            .send(|t| {
+        // Only answers that prove nothing was created (429, 503, a refused connection) are
+        // tried again, for a few seconds, honouring Retry-After.
+        let v = retry(CREATE_ATTEMPTS, CREATE_RETRY_BUDGET, || {
+            self.send(true, |t| {
                 self.http
                     .post(url.clone())
                     .bearer_auth(t.expose_secret())
                     .json(body)
             })
-            .await?;
-        parse_shipment(&v)
+        })
+        .await?;
+        parse_shipment(&v).map_err(|e| UpstreamError::OutcomeUnknown {
+            service: SERVICE,
+            message: e.to_string(),
+        })
     }
 
     async fn get_shipment(&self, shipment_id: &str) -> Result<YeShipment, UpstreamError> {
         let url = self.url(&["fpr", "shipments", shipment_id])?;
-        let mut attempt = 0;
-        loop {
-            let r = self
-                .send(|t| self.http.get(url.clone()).bearer_auth(t.expose_secret()))
-                .await;
-            match r {
-                Ok(v) => return parse_shipment(&v),
-                Err(UpstreamError::Transient { retry_after, .. }) if attempt + 1 < GET_ATTEMPTS => {
-                    let wait = retry_after
-                        .filter(|d| *d <= Duration::from_secs(10))
-                        .unwrap_or_else(|| {
-                            backoff(attempt, Duration::from_millis(200), Duration::from_secs(5))
-                        });
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let v = retry(GET_ATTEMPTS, GET_RETRY_BUDGET, || {
+            self.send(false, |t| {
+                self.http.get(url.clone()).bearer_auth(t.expose_secret())
+            })
+        })
+        .await?;
+        parse_shipment(&v)
     }
 }
 

@@ -36,6 +36,49 @@ fn claims(scp: Option<&str>) -> CallerClaims {
     c
 }
 
+fn with_roles(mut c: CallerClaims, roles: &[&str]) -> CallerClaims {
+    c.roles = roles.iter().map(|r| r.to_string()).collect();
+    c
+}
+
+/// The vendor's behaviour, for existing deployments that require assignment: a delegated
+/// `create_request` alone grants everything. Off by default (see the matrix).
+#[tokio::test]
+async fn the_vendor_setting_lets_create_request_grant_everything() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert(
+            "FIDO_CONNECTOR_VENDOR_SCOPE_GRANTS_ALL".into(),
+            "true".into(),
+        );
+    })
+    .await;
+    let t =
+        w.sb.entra
+            .issue_caller_token(claims(Some("create_request")));
+    let r = w
+        .http
+        .post(format!("{}/v1/fpr/shipments", w.base))
+        .header("authorization", format!("Bearer {t}"))
+        .json(&shipment_body(alice()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // A scope naming one action still grants only that action without roles.
+    let t =
+        w.sb.entra
+            .issue_caller_token(claims(Some("Shipments.Read")));
+    let r = call(
+        &w,
+        "GET",
+        "/v1/operations/process-shipments",
+        Some(("authorization", format!("Bearer {t}"))),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    w.stop().await;
+}
+
 async fn call(
     w: &World,
     method: &str,
@@ -179,14 +222,33 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
             [Expect::Unauthenticated; 4],
         ),
         (
-            "create_request scope".into(),
+            // A delegated scope says what the client may do for the user, not what the
+            // user may do: without the user's app roles it grants nothing.
+            "create_request scope without user roles".into(),
             bearer(valid.clone()),
+            [Expect::Forbidden; 4],
+        ),
+        (
+            "create_request scope with every user role".into(),
+            bearer(e.issue_caller_token(with_roles(
+                claims(Some("create_request")),
+                &ENDPOINTS.map(|(_, _, g)| g),
+            ))),
             [Expect::Passes; 4],
         ),
         (
-            "no grant at all".into(),
+            "no scope and no role (not an access token for this API)".into(),
             bearer(e.issue_caller_token(claims(None))),
-            [Expect::Forbidden; 4],
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "an ID token (nonce), even with roles".into(),
+            bearer(e.issue_caller_token({
+                let mut c = with_roles(claims(None), &ENDPOINTS.map(|(_, _, g)| g));
+                c.nonce = Some("n-0S6_WzA2Mj".into());
+                c
+            })),
+            [Expect::Unauthenticated; 4],
         ),
         (
             "admin API key".into(),
@@ -219,14 +281,32 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
             [Expect::Unauthenticated; 4],
         ),
     ];
-    // Each fine-grained grant, as a delegated scope and as an application role.
+    // Each fine-grained grant: as a delegated scope alone (nothing), as a scope with the
+    // user's matching role, as create_request with that one user role, and as an
+    // application role (app-only token).
     for (i, (_, _, grant)) in ENDPOINTS.iter().enumerate() {
         let mut expect = [Expect::Forbidden; 4];
         expect[i] = Expect::Passes;
         cases.push((
-            format!("scope {grant}"),
+            format!("scope {grant} without the user role"),
             bearer(e.issue_caller_token(claims(Some(grant)))),
+            [Expect::Forbidden; 4],
+        ));
+        cases.push((
+            format!("scope {grant} with the user role"),
+            bearer(e.issue_caller_token(with_roles(claims(Some(grant)), &[grant]))),
             expect,
+        ));
+        cases.push((
+            format!("create_request with the user role {grant}"),
+            bearer(e.issue_caller_token(with_roles(claims(Some("create_request")), &[grant]))),
+            expect,
+        ));
+        let other = ENDPOINTS[(i + 1) % 4].2;
+        cases.push((
+            format!("scope {other} with the user role {grant}: they must agree"),
+            bearer(e.issue_caller_token(with_roles(claims(Some(other)), &[grant]))),
+            [Expect::Forbidden; 4],
         ));
         let mut role = claims(None);
         role.roles = vec![grant.to_string()];

@@ -181,27 +181,63 @@ async fn a_failed_mail_is_retried_without_registering_again() {
 }
 
 #[tokio::test]
-async fn transient_failures_give_up_after_the_configured_attempts() {
-    let w = World::start_with(Backend::Embedded, |env| {
-        fast_retries(env);
-        env.insert("FIDO_CONNECTOR_MAX_ATTEMPTS".into(), "3".into());
-    })
-    .await;
+async fn transient_failures_retry_until_the_deadline_never_on_a_count() {
+    let w = World::start_with(Backend::Embedded, fast_retries).await;
     let id = w.create_ok(alice()).await;
     w.sb.ye.faults.set(FaultConfig {
         error_rate: 1.0,
         ..Default::default()
     });
-    for _ in 0..3 {
+    // Far more failures than the old attempt limit: still ongoing, saying what it waits for.
+    for _ in 0..15 {
         assert_eq!(w.process().await, 204);
     }
+    let v = w.status_of(&id).await;
+    assert_eq!(v["shipment_state"], "ongoing");
+    assert!(v.get("error_kind").is_none(), "not final: {v}");
+    assert!(
+        v["error_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("retrying: YubiEnterprise"),
+        "{v}"
+    );
+    // The same service with its clock at the deadline (the challenge expiry less the
+    // margin): the transient failure now ends the shipment, naming the deadline.
+    let rec = w
+        .deps()
+        .store
+        .get_by_shipment_id(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let clock = std::sync::Arc::new(fido_connector::clock::ManualClock::new(
+        rec.step_deadline().unwrap() + chrono::Duration::seconds(1),
+    ));
+    let d = w.deps();
+    let late = fido_connector::lifecycle::Deps {
+        config: d.config.clone(),
+        store: d.store.clone(),
+        secrets: d.secrets.clone(),
+        ye: d.ye.clone(),
+        idp: d.idp.clone(),
+        mailer: d.mailer.clone(),
+        keys: d.keys.clone(),
+        clock,
+        instance_id: d.instance_id.clone(),
+    };
+    let s = fido_connector::lifecycle::process_shipments(&late)
+        .await
+        .unwrap();
+    assert_eq!(s.failed, 1, "{s:?}");
     let v = w.status_of(&id).await;
     assert_eq!(v["error_kind"], "GENERAL");
     assert!(
         v["error_message"]
             .as_str()
             .unwrap()
-            .contains("gave up after 3 attempts"),
+            .contains("at the deadline"),
         "{v}"
     );
     w.stop().await;
@@ -253,7 +289,6 @@ async fn concurrent_runs_register_and_mail_each_shipment_once() {
 async fn a_batch_completes_through_5xx_429_and_timeouts_with_nothing_duplicated() {
     let w = World::start_with(Backend::Embedded, |env| {
         fast_retries(env);
-        env.insert("FIDO_CONNECTOR_MAX_ATTEMPTS".into(), "50".into());
         env.insert("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS".into(), "1".into());
     })
     .await;
@@ -379,19 +414,24 @@ async fn cleanup_removes_old_complete_records_and_their_keys() {
 #[tokio::test]
 async fn a_request_interrupted_during_creation_is_flagged_for_an_operator() {
     let w = World::start(Backend::Embedded).await;
-    // What a crash between the record and the YubiEnterprise answer leaves behind.
-    let t = chrono::Utc::now() - chrono::Duration::minutes(11);
-    let rec = fido_connector::domain::ShipmentRecord::accepted(
+    // What a replica that died between the record and the YubiEnterprise answer leaves
+    // behind: its claim has lapsed.
+    let now = chrono::Utc::now();
+    let mut rec = fido_connector::domain::ShipmentRecord::accepted(
         "interrupted-1",
         alice(),
         DEMO_USERS[0].1,
         "fpr-x",
-        t,
+        now - chrono::Duration::minutes(2),
     );
+    rec.lease_owner = Some("dead-replica/boot1".into());
+    rec.lease_until = Some(now - chrono::Duration::seconds(30));
     w.deps().store.insert(&rec).await.unwrap();
+    // A create still under way on another replica holds a live claim.
     let mut fresh = rec.clone();
     fresh.request_id = "just-started".into();
-    fresh.created_at = chrono::Utc::now();
+    fresh.lease_owner = Some("busy-replica/boot1".into());
+    fresh.lease_until = Some(now + chrono::Duration::seconds(30));
     w.deps().store.insert(&fresh).await.unwrap();
     assert_eq!(w.process().await, 204);
     let old = w
@@ -402,13 +442,12 @@ async fn a_request_interrupted_during_creation_is_flagged_for_an_operator() {
         .unwrap()
         .unwrap()
         .value;
-    assert_eq!(old.step, fido_connector::domain::Step::Failed);
+    assert_eq!(old.step, fido_connector::domain::Step::Unknown);
     let msg = &old.error.unwrap().message;
     assert!(
-        msg.contains("creation was interrupted") && msg.contains("interrupted-1"),
+        msg.contains("unknown") && msg.contains("interrupted-1"),
         "{msg}"
     );
-    // A request still within the grace period is left alone.
     let young = w
         .deps()
         .store

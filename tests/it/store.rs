@@ -127,11 +127,7 @@ async fn queries_page_through_each_record_once(s: Arc<dyn ShipmentStore>) {
     seen.sort();
     assert_eq!(seen, ["q1", "q3", "q5"]);
     let old = s
-        .query(
-            &Query::CompletedBefore(now - Duration::hours(36)),
-            None,
-            1000,
-        )
+        .query(&Query::EndedBefore(now - Duration::hours(36)), None, 1000)
         .await
         .unwrap();
     let mut ids: Vec<_> = old.items.into_iter().map(|v| v.value.request_id).collect();
