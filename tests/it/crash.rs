@@ -234,6 +234,89 @@ async fn crash_after_mail_does_not_mail_twice() {
     assert_secrets_absent(&run);
 }
 
+/// 30 ready shipments; the process is killed (`kill -9`) mid-run three times and restarted
+/// as the same replica each time. It takes its dead incarnations' claims back at once (the
+/// claim TTL is the default 30 s, and nothing in the store is edited): everything completes
+/// within 10 s of the last restart, each shipment registered and mailed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_three_times_mid_run_it_resumes_at_once_after_each_restart() {
+    let mut run = world().await;
+    run.sb
+        .env
+        .insert("FIDO_CONNECTOR_RETRY_BASE_SECONDS".into(), "0".into());
+    let key = run.sb.api_key.clone();
+    let mut p = spawn(&run.sb.env, None, &run.log).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let (s, v) = post(&p, &key, &format!("kill-{i}")).await.unwrap();
+        assert_eq!(s, 201, "{v}");
+        ids.push(v["data"]["shipment_id"].as_str().unwrap().to_string());
+    }
+    run.sb.ye.advance_all();
+    let slow = fido_connector::sandbox::faults::FaultConfig {
+        latency_ms: 150,
+        ..Default::default()
+    };
+    run.sb.entra.faults.set(slow.clone());
+    run.sb.mail.faults.set(slow);
+    for k in 0..3u64 {
+        let (base, key) = (p.base.clone(), key.clone());
+        tokio::spawn(async move {
+            let _ = reqwest::Client::new()
+                .get(format!("{base}/v1/operations/process-shipments"))
+                .header("authorization", format!("Bearer {key}"))
+                .send()
+                .await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(400 + 150 * k)).await;
+        p.stop(); // SIGKILL
+        p = spawn(&run.sb.env, None, &run.log).await;
+    }
+    let restarted = std::time::Instant::now();
+    loop {
+        assert_eq!(
+            get(&p, &key, "/v1/operations/process-shipments")
+                .await
+                .unwrap(),
+            204
+        );
+        let mut done = 0;
+        for id in &ids {
+            let v = reqwest::Client::new()
+                .get(format!("{}/v1/fpr/shipments/{id}", p.base))
+                .header("authorization", format!("Bearer {key}"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap();
+            if v["shipment_state"] == "complete" {
+                done += 1;
+            }
+        }
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < std::time::Duration::from_secs(10),
+            "{done}/30 complete 10 s after the last restart"
+        );
+    }
+    eprintln!(
+        "all 30 complete {:?} after the last restart",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        run.sb.entra.registration_count(),
+        30,
+        "registered once each"
+    );
+    assert_eq!(run.sb.mail.delivered().len(), 30, "mailed once each");
+    p.stop();
+    assert_secrets_absent(&run);
+}
+
 /// Greps the run's logs for every secret the run handled.
 fn assert_secrets_absent(run: &Run) {
     let logs = std::fs::read_to_string(&run.log).unwrap();

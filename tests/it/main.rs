@@ -10,6 +10,7 @@ mod lifecycle;
 mod recovery;
 mod replicas;
 mod secrets;
+mod security;
 mod store;
 mod support;
 mod upstream;

@@ -8,6 +8,124 @@ use serde_json::Value;
 use crate::support::process::spawn;
 use crate::support::{alice, shipment_body, use_azurite};
 
+/// The same environment as replica `i` (each replica has its own name).
+fn as_replica(
+    env: &std::collections::HashMap<String, String>,
+    i: usize,
+) -> std::collections::HashMap<String, String> {
+    let mut e = env.clone();
+    e.insert("FIDO_CONNECTOR_REPLICA_NAME".into(), format!("replica-{i}"));
+    e
+}
+
+async fn create_many(base: &str, key: &str, n: usize) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let r = http
+            .post(format!("{base}/v1/fpr/shipments"))
+            .header("authorization", format!("Bearer {key}"))
+            .json(&shipment_body(alice()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        ids.push(
+            r.json::<Value>().await.unwrap()["data"]["shipment_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    ids
+}
+
+async fn all_complete(base: &str, key: &str, ids: &[String]) -> bool {
+    let http = reqwest::Client::new();
+    for id in ids {
+        let Ok(r) = http
+            .get(format!("{base}/v1/fpr/shipments/{id}"))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if v["shipment_state"] != "complete" {
+            return false;
+        }
+    }
+    true
+}
+
+/// Three replicas on their cron schedule; one is killed (`kill -9`) mid-run and never
+/// restarted. The other two finish its work within one claim TTL plus one tick, each
+/// shipment registered and mailed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_run_is_absorbed_by_the_others_within_one_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sb = prepare(dir.path(), "127.0.0.1:0", None).await.unwrap();
+    // Ticks every 2 s; claims and job leases last 5 s.
+    sb.env.insert(
+        "CRON_PROCESS_SHIPMENT_SCHEDULE".into(),
+        "*/2 * * * * *".into(),
+    );
+    sb.env
+        .insert("FIDO_CONNECTOR_CLAIM_TTL_SECONDS".into(), "5".into());
+    sb.env
+        .insert("FIDO_CONNECTOR_RETRY_BASE_SECONDS".into(), "0".into());
+    use_azurite(&mut sb.env).await;
+    let log = dir.path().join("replicas-kill.log");
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        replicas.push(spawn(&as_replica(&sb.env, i), None, &log).await);
+    }
+    let key = sb.api_key.clone();
+    let ids = create_many(&replicas[0].base, &key, 30).await;
+    // Slow upstreams: a run takes seconds, so the kill lands mid-run.
+    let slow = fido_connector::sandbox::faults::FaultConfig {
+        latency_ms: 300,
+        ..Default::default()
+    };
+    sb.entra.faults.set(slow.clone());
+    sb.mail.faults.set(slow);
+    sb.ye.advance_all();
+    // Replica 2 starts an on-demand run (it claims up to its concurrency at once) ...
+    let base2 = replicas[2].base.clone();
+    let k2 = key.clone();
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .get(format!("{base2}/v1/operations/process-shipments"))
+            .header("authorization", format!("Bearer {k2}"))
+            .send()
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // ... and dies holding its claims.
+    let killed = replicas.pop().unwrap();
+    killed.stop();
+    let t0 = std::time::Instant::now();
+    let mut done = false;
+    while t0.elapsed() < std::time::Duration::from_secs(30) {
+        if all_complete(&replicas[0].base, &key, &ids).await {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let took = t0.elapsed();
+    assert!(done, "the survivors did not finish the dead replica's work");
+    // One TTL (5 s) + one tick (2 s) + the survivors' own processing at 300 ms per call.
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    eprintln!("survivors finished the dead replica's work {took:?} after the kill");
+    assert_eq!(sb.entra.registration_count(), 30, "registered once each");
+    assert_eq!(sb.mail.delivered().len(), 30, "mailed once each");
+    for p in replicas {
+        p.stop();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_process_300_shipments_each_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -21,8 +139,8 @@ async fn three_replicas_process_300_shipments_each_exactly_once() {
     use_azurite(&mut sb.env).await;
     let log = dir.path().join("replicas.log");
     let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(spawn(&sb.env, None, &log).await);
+    for i in 0..3 {
+        replicas.push(spawn(&as_replica(&sb.env, i), None, &log).await);
     }
     let http = reqwest::Client::new();
     let key = sb.api_key.clone();

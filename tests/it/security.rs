@@ -1,0 +1,167 @@
+//! Close the doors: outbound redirects, inbound bounds, per-shipment resend limits,
+//! caller-scoped idempotency, allowed mail domains, the readiness cache.
+
+use std::time::Duration;
+
+use fido_connector::api::auth::{generate_api_key, hash_api_key};
+use fido_connector::sandbox::faults::FaultConfig;
+use fido_connector::sandbox::mail::MailSink;
+
+use crate::support::{alice, shipment_body, Backend, World};
+
+/// A relay that answers 307 pointing at another sink: the connector never follows it, so
+/// the PIN goes nowhere else.
+#[tokio::test]
+async fn a_redirect_from_the_mail_relay_is_not_followed() {
+    let elsewhere = MailSink::start().await.unwrap();
+    let target = elsewhere.url();
+    let app = axum::Router::new().fallback(move || {
+        let t = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, t)],
+            )
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    let w = World::start_with(Backend::Embedded, move |env| {
+        env.insert(
+            "EMAIL_API_SEND_ENDPOINT".into(),
+            format!("http://{addr}/workflows/x?sig=REDIRECTSIG"),
+        );
+    })
+    .await;
+    let id = w.create_ok(alice()).await;
+    w.sb.ye.advance(&id);
+    assert_eq!(w.process().await, 204);
+    assert_ne!(w.status_of(&id).await["shipment_state"], "complete");
+    assert!(
+        elsewhere.delivered().is_empty(),
+        "the PIN went nowhere else"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_readiness_probes_costs_a_handful_of_checks() {
+    let w = World::start(Backend::Embedded).await;
+    let probes = (0..1000).map(|_| {
+        let (http, base) = (w.http.clone(), w.base.clone());
+        async move {
+            http.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(probes).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let checks = w.state.readiness.checks();
+    assert!(checks <= 5, "{checks} store/vault checks for 1,000 probes");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn resend_past_its_limit_gets_429_with_retry_after() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_RESEND_LIMIT".into(), "2".into());
+    })
+    .await;
+    let id = w.create_ok(alice()).await;
+    w.sb.ye.advance(&id);
+    assert_eq!(w.process().await, 204);
+    let path = format!("/v1/operations/resend-pin/{id}");
+    assert_eq!(w.get(&path).await.0, 204);
+    assert_eq!(w.get(&path).await.0, 204);
+    let r = w
+        .auth(w.http.get(format!("{}{path}", w.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error_data"]["error_type"], "rate_limited");
+    assert_eq!(w.sb.mail.delivered().len(), 3, "initial + 2 resends");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_request_gets_its_timeout_in_the_error_envelope() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS".into(), "1".into());
+    })
+    .await;
+    w.sb.entra.faults.set(FaultConfig {
+        latency_ms: 3000,
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let (s, v) = w.create(&shipment_body(alice())).await;
+    assert_eq!(s, 504, "{v}");
+    assert_eq!(v["error_code"], "api_error");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_scoped_to_the_caller() {
+    let other = generate_api_key();
+    let o = other.clone();
+    let w = World::start_with(Backend::Embedded, move |env| {
+        let admin = env["FIDO_CONNECTOR_API_KEYS"].clone();
+        env.insert(
+            "FIDO_CONNECTOR_API_KEYS".into(),
+            format!("{admin};hr:{}:Shipments.Create", hash_api_key(&o)),
+        );
+    })
+    .await;
+    let post = |key: String| {
+        w.http
+            .post(format!("{}/v1/fpr/shipments", w.base))
+            .header("authorization", format!("Bearer {key}"))
+            .header("idempotency-key", "same-key")
+            .json(&shipment_body(alice()))
+            .send()
+    };
+    let a: serde_json::Value = post(w.sb.api_key.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: serde_json::Value = post(other).await.unwrap().json().await.unwrap();
+    assert_ne!(a["data"]["shipment_id"], b["data"]["shipment_id"]);
+    assert_eq!(w.sb.ye.created_count(), 2);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn pin_mail_recipients_can_be_restricted_to_domains() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert(
+            "FIDO_CONNECTOR_ALLOWED_MAIL_DOMAINS".into(),
+            "contoso.example".into(),
+        );
+    })
+    .await;
+    let (s, v) = w.create(&shipment_body(alice())).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error_message"].as_str().unwrap().contains("emails_to"),
+        "{v}"
+    );
+    let mut body = shipment_body(alice());
+    body["enrollment_contacts"]["emails_to"] = serde_json::json!(["alice@contoso.example"]);
+    let (s, v) = w.create(&body).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(w.sb.ye.created_count(), 1);
+    w.stop().await;
+}
