@@ -55,7 +55,14 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %app.addr, "fido-connector listening");
+    if app.state.deps.config.vendor_scope_grants_all {
+        tracing::warn!(
+            "FIDO_CONNECTOR_VENDOR_SCOPE_GRANTS_ALL is on: a delegated create_request scope grants \
+             every permission; this is only safe when the enterprise application requires \
+             assignment (see docs/auth.md)"
+        );
+    }
+    tracing::info!(addr = %app.addr, replica = %app.state.deps.instance_id, "fido-connector listening");
     match app.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
