@@ -66,7 +66,13 @@ impl SecretStore for FileSecretStore {
                 let mut f = opts.open(&tmp)?;
                 f.write_all(value.expose_secret().as_bytes())?;
                 f.sync_all()?;
-                std::fs::rename(&tmp, &path)
+                std::fs::rename(&tmp, &path)?;
+                // The rename itself is durable only once the directory is synced.
+                #[cfg(unix)]
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
             })();
             if write.is_err() {
                 let _ = std::fs::remove_file(&tmp);

@@ -98,7 +98,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(other)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: in WAL mode a committed step survives power loss too (NORMAL may lose the
+        // last commits); each step is one small transaction, so the cost is one fsync.
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(other)?;
         let mut store = Self::init(conn)?;
         let mut readers = Vec::with_capacity(READERS);
