@@ -166,7 +166,9 @@ impl AzureTableStore {
             // A role scoped to the one table (least privilege) may not create tables: the
             // infrastructure created it; the first read or write says if it is missing.
             Err(e) if status_of(&e) == Some(403) => {
-                tracing::info!("not allowed to create the table; assuming the deployment created it");
+                tracing::info!(
+                    "not allowed to create the table; assuming the deployment created it"
+                );
             }
             Err(e) => return Err(unavailable(e)),
         }
