@@ -55,10 +55,7 @@ impl Deps {
     }
 }
 
-/// `<replica>/<boot>` → `<replica>`.
-pub fn replica_of(owner: &str) -> &str {
-    owner.split('/').next().unwrap_or(owner)
-}
+pub use crate::store::replica_of;
 
 /// Whether `me` may take a record claimed by `owner` until `until`: the claim has expired,
 /// or it belongs to a former incarnation of the same replica (a restart takes its own work

@@ -379,10 +379,8 @@ impl ShipmentStore for AzureTableStore {
                 Err(e) => Err(e),
             },
             Some((cur, etag)) => {
-                let same_replica = |o: &str| {
-                    o.contains('/')
-                        && crate::lifecycle::replica_of(o) == crate::lifecycle::replica_of(owner)
-                };
+                let same_replica =
+                    |o: &str| o.contains('/') && super::replica_of(o) == super::replica_of(owner);
                 let free = cur["Owner"].as_str() == Some(owner)
                     || cur["Owner"].as_str().is_some_and(same_replica)
                     || cur["Until"].as_str().is_none_or(|u| u < ts(&now).as_str());

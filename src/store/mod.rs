@@ -39,6 +39,11 @@ pub enum Query {
     EndedBefore(DateTime<Utc>),
 }
 
+/// A claim or lease owner is `<replica>/<boot id>`; this is its replica part.
+pub fn replica_of(owner: &str) -> &str {
+    owner.split('/').next().unwrap_or(owner)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("record already exists")]

@@ -375,7 +375,7 @@ impl ShipmentStore for SqliteStore {
         self.with(move |c| {
             // One statement: insert, or take over if expired, already ours, or held by a
             // former incarnation of this replica (same `<replica>/` prefix).
-            let replica = format!("{}/", crate::lifecycle::replica_of(&owner));
+            let replica = format!("{}/", super::replica_of(&owner));
             let n = c
                 .execute(
                     "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
