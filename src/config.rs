@@ -224,6 +224,24 @@ impl<'a> Env<'a> {
             Some(v) => parse_url(k, &v).map(Some),
         }
     }
+    /// A number within `range` (inclusive), `default` when unset.
+    fn num_in<T: FromStr + PartialOrd + std::fmt::Display + Copy>(
+        &self,
+        k: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError> {
+        let v = self.num(k, default)?;
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::new(
+                k,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ))
+        }
+    }
+
     fn num<T: FromStr>(&self, k: &str, default: T) -> Result<T, ConfigError> {
         match self.get(k) {
             None => Ok(default),
@@ -335,16 +353,11 @@ impl Config {
                 format!("`{entra_fido_api_version}` must be `beta` or `v1.0`"),
             ));
         }
-        let entra_fido_api_challenge_timeout_minutes: u32 = env.num(
+        let entra_fido_api_challenge_timeout_minutes: u32 = env.num_in(
             "ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES",
             DEFAULT_CHALLENGE_TIMEOUT_MINUTES,
+            5..=43200,
         )?;
-        if !(5..=43200).contains(&entra_fido_api_challenge_timeout_minutes) {
-            return Err(ConfigError::new(
-                "ENTRA_FIDO_API_CHALLENGE_TIMEOUT_MINUTES",
-                format!("{entra_fido_api_challenge_timeout_minutes} is out of range 5..43200"),
-            ));
-        }
         let logging_level = match env.get("LOGGING_LEVEL_COM_YUBICO") {
             None => LogLevel::Info,
             Some(v) => LogLevel::parse(&v).ok_or_else(|| {
@@ -512,13 +525,8 @@ impl Config {
             ));
         }
 
-        let process_concurrency: usize = env.num("FIDO_CONNECTOR_PROCESS_CONCURRENCY", 16)?;
-        if !(1..=1024).contains(&process_concurrency) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_PROCESS_CONCURRENCY",
-                "must be between 1 and 1024",
-            ));
-        }
+        let process_concurrency: usize =
+            env.num_in("FIDO_CONNECTOR_PROCESS_CONCURRENCY", 16, 1..=1024)?;
         if env.get("FIDO_CONNECTOR_MAX_ATTEMPTS").is_some() {
             return Err(ConfigError::new(
                 "FIDO_CONNECTOR_MAX_ATTEMPTS",
@@ -526,27 +534,9 @@ impl Config {
                  remove it (see FIDO_CONNECTOR_RETRY_MAX_SECONDS and FIDO_CONNECTOR_MAIL_DEADLINE_HOURS)",
             ));
         }
-        let retry_base_s: u64 = env.num("FIDO_CONNECTOR_RETRY_BASE_SECONDS", 30)?;
-        if retry_base_s > 3600 {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_RETRY_BASE_SECONDS",
-                "must be at most 3600",
-            ));
-        }
-        let retry_max_s: u64 = env.num("FIDO_CONNECTOR_RETRY_MAX_SECONDS", 900)?;
-        if !(1..=86400).contains(&retry_max_s) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_RETRY_MAX_SECONDS",
-                "must be between 1 and 86400",
-            ));
-        }
-        let claim_ttl_s: u64 = env.num("FIDO_CONNECTOR_CLAIM_TTL_SECONDS", 30)?;
-        if !(2..=3600).contains(&claim_ttl_s) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_CLAIM_TTL_SECONDS",
-                "must be between 2 and 3600",
-            ));
-        }
+        let retry_base_s: u64 = env.num_in("FIDO_CONNECTOR_RETRY_BASE_SECONDS", 30, 0..=3600)?;
+        let retry_max_s: u64 = env.num_in("FIDO_CONNECTOR_RETRY_MAX_SECONDS", 900, 1..=86400)?;
+        let claim_ttl_s: u64 = env.num_in("FIDO_CONNECTOR_CLAIM_TTL_SECONDS", 30, 2..=3600)?;
         let replica_name = env
             .get("FIDO_CONNECTOR_REPLICA_NAME")
             .or_else(|| env.get("CONTAINER_APP_REPLICA_NAME"))
@@ -563,20 +553,10 @@ impl Config {
                 "must be at most 200 characters without `/`",
             ));
         }
-        let mail_deadline_h: u64 = env.num("FIDO_CONNECTOR_MAIL_DEADLINE_HOURS", 168)?;
-        if !(1..=8760).contains(&mail_deadline_h) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_MAIL_DEADLINE_HOURS",
-                "must be between 1 and 8760",
-            ));
-        }
-        let cooldown_ms: u64 = env.num("FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS", 5000)?;
-        if cooldown_ms > 600_000 {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS",
-                "must be at most 600000",
-            ));
-        }
+        let mail_deadline_h: u64 =
+            env.num_in("FIDO_CONNECTOR_MAIL_DEADLINE_HOURS", 168, 1..=8760)?;
+        let cooldown_ms: u64 =
+            env.num_in("FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS", 5000, 0..=600_000)?;
         let vendor_scope_grants_all =
             match env.get("FIDO_CONNECTOR_VENDOR_SCOPE_GRANTS_ALL").as_deref() {
                 None | Some("false") | Some("0") => false,
@@ -606,50 +586,19 @@ impl Config {
                 format!("`{bad}` is not a domain"),
             ));
         }
-        let resend_limit: u32 = env.num("FIDO_CONNECTOR_RESEND_LIMIT", 3)?;
-        if resend_limit == 0 {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_RESEND_LIMIT",
-                "must be at least 1",
-            ));
-        }
-        let resend_window_s: u64 = env.num("FIDO_CONNECTOR_RESEND_WINDOW_SECONDS", 3600)?;
-        if !(1..=86400 * 7).contains(&resend_window_s) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_RESEND_WINDOW_SECONDS",
-                "must be between 1 and 604800",
-            ));
-        }
-        let request_timeout_s: u64 = env.num("FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS", 60)?;
-        if !(1..=3600).contains(&request_timeout_s) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS",
-                "must be between 1 and 3600",
-            ));
-        }
+        let resend_limit: u32 = env.num_in("FIDO_CONNECTOR_RESEND_LIMIT", 3, 1..=1000)?;
+        let resend_window_s: u64 =
+            env.num_in("FIDO_CONNECTOR_RESEND_WINDOW_SECONDS", 3600, 1..=86400 * 7)?;
+        let request_timeout_s: u64 =
+            env.num_in("FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS", 60, 1..=3600)?;
         let max_concurrent_requests: usize =
-            env.num("FIDO_CONNECTOR_MAX_CONCURRENT_REQUESTS", 512)?;
-        if !(1..=100_000).contains(&max_concurrent_requests) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_MAX_CONCURRENT_REQUESTS",
-                "must be between 1 and 100000",
-            ));
-        }
-        let timeout_s: u64 = env.num("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", 30)?;
-        if !(1..=600).contains(&timeout_s) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS",
-                "must be between 1 and 600",
-            ));
-        }
-        let max_body_bytes: usize =
-            env.num("FIDO_CONNECTOR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
-        if !(1024..=10 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(ConfigError::new(
-                "FIDO_CONNECTOR_MAX_BODY_BYTES",
-                "must be between 1024 and 10485760",
-            ));
-        }
+            env.num_in("FIDO_CONNECTOR_MAX_CONCURRENT_REQUESTS", 512, 1..=100_000)?;
+        let timeout_s: u64 = env.num_in("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", 30, 1..=600)?;
+        let max_body_bytes: usize = env.num_in(
+            "FIDO_CONNECTOR_MAX_BODY_BYTES",
+            DEFAULT_MAX_BODY_BYTES,
+            1024..=10 * 1024 * 1024,
+        )?;
         let extra_root_ca_pem = env.get("FIDO_CONNECTOR_EXTRA_ROOT_CA").map(PathBuf::from);
 
         // Outbound calls carry tokens, PINs and signed URLs: HTTPS only, except to this

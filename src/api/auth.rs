@@ -480,10 +480,7 @@ fn api_key_from_config(c: &ApiKeyConfig) -> Result<ApiKey, String> {
 
 /// SHA-256 hex of a key, as configured in `FIDO_CONNECTOR_API_KEYS`.
 pub fn hash_api_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::lifecycle::hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// A new random API key with the recognisable prefix.

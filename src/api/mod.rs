@@ -91,7 +91,7 @@ pub async fn create_shipment(
     caller.require(Permission::ShipmentsCreate)?;
     let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
         key,
-        body_sha256: hex(&Sha256::digest(&body.raw)),
+        body_sha256: crate::lifecycle::hex(&Sha256::digest(&body.raw)),
     });
     let req = ShipmentRequest::parse(&body.value)
         .map_err(|e| ApiError::Validation { message: e.message })?;
@@ -375,8 +375,4 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             "`Idempotency-Key` must be 1..255 visible ASCII characters",
         ))
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    crate::lifecycle::hex(bytes)
 }

@@ -234,7 +234,7 @@ impl ShipmentRecord {
         self.entra_method_id.is_some()
     }
 
-    fn expect(&self, from: &[Step], action: &'static str) -> Result<(), TransitionError> {
+    fn require_step(&self, from: &[Step], action: &'static str) -> Result<(), TransitionError> {
         if from.contains(&self.step) {
             Ok(())
         } else {
@@ -263,7 +263,7 @@ impl ShipmentRecord {
         ye_state_id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        self.expect(&[Step::Accepted], "record a created shipment")?;
+        self.require_step(&[Step::Accepted], "record a created shipment")?;
         self.ye_shipment_id = Some(ye_shipment_id);
         self.ye_state_id = Some(ye_state_id);
         self.step = Step::Ongoing;
@@ -276,7 +276,7 @@ impl ShipmentRecord {
     /// Accepted → Failed without a YE shipment: YubiEnterprise's answer proves it created
     /// nothing, so a retry of the same request may proceed.
     pub fn released(&mut self, why: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
-        self.expect(&[Step::Accepted], "be released")?;
+        self.require_step(&[Step::Accepted], "be released")?;
         self.step = Step::Failed;
         self.error = Some(RecordError::terminal(why));
         self.failed_at = Some(now);
@@ -297,7 +297,7 @@ impl ShipmentRecord {
         why: String,
         now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        self.expect(&[Step::Accepted], "be flagged as unknown")?;
+        self.require_step(&[Step::Accepted], "be flagged as unknown")?;
         self.step = Step::Unknown;
         self.error = Some(RecordError::terminal(format!(
             "the outcome of creating the shipment at YubiEnterprise is unknown ({why}); \
@@ -320,7 +320,7 @@ impl ShipmentRecord {
         now: DateTime<Utc>,
         mail_deadline: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        self.expect(&[Step::Ongoing], "record a registration")?;
+        self.require_step(&[Step::Ongoing], "record a registration")?;
         self.step = Step::Registered;
         self.serial_number = Some(serial);
         self.entra_method_id = Some(method_id);
@@ -333,7 +333,7 @@ impl ShipmentRecord {
 
     /// Registered → Complete: the relay accepted the PIN mail.
     pub fn completed(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
-        self.expect(&[Step::Registered], "complete")?;
+        self.require_step(&[Step::Registered], "complete")?;
         self.step = Step::Complete;
         self.completed_at = Some(now);
         self.deadline = None;
@@ -344,7 +344,7 @@ impl ShipmentRecord {
 
     /// Open → Failed: a permanent error, or the deadline passed.
     pub fn failed(&mut self, message: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
-        self.expect(&[Step::Accepted, Step::Ongoing, Step::Registered], "fail")?;
+        self.require_step(&[Step::Accepted, Step::Ongoing, Step::Registered], "fail")?;
         self.step = Step::Failed;
         self.error = Some(RecordError::terminal(message));
         self.next_attempt_at = None;
@@ -360,7 +360,7 @@ impl ShipmentRecord {
         next: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        self.expect(&[Step::Ongoing, Step::Registered], "be retried")?;
+        self.require_step(&[Step::Ongoing, Step::Registered], "be retried")?;
         self.attempts = self.attempts.saturating_add(1);
         self.error = Some(RecordError::transient(message));
         self.next_attempt_at = Some(next);
@@ -370,7 +370,7 @@ impl ShipmentRecord {
 
     /// Ongoing, still with Yubico: any earlier transient error is over.
     pub fn waiting(&mut self, ye_state_id: i64, now: DateTime<Utc>) -> Result<(), TransitionError> {
-        self.expect(&[Step::Ongoing], "wait for Yubico")?;
+        self.require_step(&[Step::Ongoing], "wait for Yubico")?;
         self.ye_state_id = Some(ye_state_id);
         if self.error.is_some() || self.attempts > 0 {
             self.clear_retry();
@@ -394,7 +394,7 @@ impl ShipmentRecord {
         now: DateTime<Utc>,
         mail_deadline: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        self.expect(&[Step::Failed], "be retried by an operator")?;
+        self.require_step(&[Step::Failed], "be retried by an operator")?;
         if self.is_registered() {
             self.step = Step::Registered;
             self.deadline = Some(mail_deadline);
@@ -418,7 +418,7 @@ impl ShipmentRecord {
     /// Unknown → Ongoing (the operator found the shipment) or → Failed, released (it was
     /// never created; the same request may be sent again).
     pub fn resolve(&mut self, r: Resolution, now: DateTime<Utc>) -> Result<(), TransitionError> {
-        self.expect(&[Step::Unknown], "be resolved")?;
+        self.require_step(&[Step::Unknown], "be resolved")?;
         match r {
             Resolution::Created { ye_shipment_id } => {
                 self.step = Step::Accepted;

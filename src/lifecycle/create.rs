@@ -94,16 +94,10 @@ async fn replay(
             })
         }
         Step::Accepted => {
-            // The process creating it died mid-call: nobody knows what YE did.
-            rec.outcome_unknown(
-                "the creating process stopped while calling YubiEnterprise".into(),
-                now,
-            )?;
-            match deps.store.replace(&rec, &etag).await {
-                Ok(_) | Err(StoreError::Conflict) => {}
+            match flag_interrupted(deps, &mut rec, &etag).await {
+                Ok(()) | Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
-            tracing::warn!(request_id = %rec.request_id, "create interrupted; flagged for an operator");
             Err(LifecycleError::OutcomeUnknown {
                 request_id: rec.request_id,
                 retry_after: UNKNOWN_RETRY_AFTER,
@@ -114,6 +108,29 @@ async fn replay(
             retry_after: UNKNOWN_RETRY_AFTER,
         }),
     }
+}
+
+/// An `accepted` record whose creating process is gone (its claim lapsed, or belonged to a
+/// former incarnation of this replica): nobody knows what YubiEnterprise did, so it is
+/// flagged `unknown` for an operator. Used by a retried create and by the processing job.
+pub(super) async fn flag_interrupted(
+    deps: &Deps,
+    rec: &mut ShipmentRecord,
+    etag: &ETag,
+) -> Result<(), StoreError> {
+    if rec
+        .outcome_unknown(
+            "the creating process stopped while calling YubiEnterprise".into(),
+            deps.clock.now(),
+        )
+        .is_err()
+    {
+        return Err(StoreError::Conflict);
+    }
+    deps.store.replace(rec, etag).await?;
+    tracing::warn!(request_id = %rec.request_id, user_id = %rec.user_id,
+        "create interrupted; outcome unknown; flagged for an operator");
+    Ok(())
 }
 
 /// Creates the shipment; returns YubiEnterprise's shipment id.

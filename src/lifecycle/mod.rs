@@ -30,7 +30,9 @@ pub use operator::retry_shipment;
 pub use process::{process_shipments, RunSummary};
 pub use resend::resend_pin;
 
-/// Everything the lifecycle reaches out to, as narrow traits.
+/// Everything the lifecycle reaches out to, as narrow traits. Cloning is cheap (shared
+/// handles); tests clone it to act as another replica or with another clock.
+#[derive(Clone)]
 pub struct Deps {
     pub config: Arc<Config>,
     pub store: Arc<dyn ShipmentStore>,

@@ -237,21 +237,8 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
             value: mut rec,
             etag,
         } = v;
-        if rec
-            .outcome_unknown(
-                "the creating process stopped while calling YubiEnterprise".into(),
-                now,
-            )
-            .is_err()
-        {
-            return Outcome::Skipped;
-        }
-        return match deps.store.replace(&rec, &etag).await {
-            Ok(_) => {
-                tracing::warn!(request_id = %rec.request_id, user_id = %rec.user_id,
-                    "create interrupted; outcome unknown; flagged for an operator");
-                Outcome::Flagged
-            }
+        return match super::create::flag_interrupted(deps, &mut rec, &etag).await {
+            Ok(()) => Outcome::Flagged,
             Err(_) => Outcome::Skipped,
         };
     }

@@ -63,36 +63,10 @@ fn store(run: &Run) -> fido_connector::store::sqlite::SqliteStore {
     fido_connector::store::sqlite::SqliteStore::open(&run.data.join("shipments.sqlite3")).unwrap()
 }
 
-async fn all_records(run: &Run) -> Vec<fido_connector::domain::ShipmentRecord> {
-    let far = chrono::Utc::now() + chrono::Duration::days(1);
-    let mut v: Vec<_> = store(run)
-        .query(&Query::EndedBefore(far), None, 1000)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    v.extend(open_records(run).await);
-    if v.is_empty() {
-        // Unknown records are neither open nor ended: look them up by request id.
-        if let Some(r) = unknown_record(run).await {
-            v.push(r);
-        }
-    }
-    v
-}
-
-async fn unknown_record(run: &Run) -> Option<fido_connector::domain::ShipmentRecord> {
-    let c = rusqlite::Connection::open(run.data.join("shipments.sqlite3")).ok()?;
-    let data: String = c
-        .query_row(
-            "SELECT data FROM shipments WHERE step = 'unknown'",
-            [],
-            |r| r.get(0),
-        )
-        .ok()?;
-    serde_json::from_str(&data).ok()
+/// The record a 409 names (`error_data.request_id`).
+async fn named_record(run: &Run, answer: &Value) -> fido_connector::domain::ShipmentRecord {
+    let id = answer["error_data"]["request_id"].as_str().unwrap();
+    store(run).get(id).await.unwrap().unwrap().value
 }
 
 async fn open_records(run: &Run) -> Vec<fido_connector::domain::ShipmentRecord> {
@@ -123,18 +97,17 @@ async fn crash_after_record_keeps_the_request_and_creates_nothing() {
     let p = spawn(&run.sb.env, None, &run.log).await;
     let (s, v) = post(&p, &key, "k1").await.unwrap();
     assert_eq!(s, 409, "{v}");
-    assert!(v["error_data"]["request_id"].as_str().is_some(), "{v}");
     assert_eq!(run.sb.ye.created_count(), 0);
     assert!(open_records(&run).await.is_empty());
-    let rec = all_records(&run).await;
-    assert_eq!(rec.len(), 1, "no record lost");
-    assert_eq!(rec[0].step, Step::Unknown);
+    let rec = named_record(&run, &v).await;
+    assert_eq!(
+        rec.step,
+        Step::Unknown,
+        "no record lost: flagged for an operator"
+    );
     // The operator checked YubiEnterprise: nothing there. The same key then proceeds.
     let r = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/operations/retry/{}",
-            p.base, rec[0].request_id
-        ))
+        .post(format!("{}/v1/operations/retry/{}", p.base, rec.request_id))
         .header("authorization", format!("Bearer {key}"))
         .json(&serde_json::json!({"resolution": "not_created"}))
         .send()
@@ -148,6 +121,53 @@ async fn crash_after_record_keeps_the_request_and_creates_nothing() {
     assert_secrets_absent(&run);
 }
 
+/// A replica dies mid-create; another replica (another name) leaves the record alone while
+/// the dead one's claim is live, and flags it for an operator once the claim lapses (a
+/// 4 s TTL, waited for in real time). Nothing is sent to YubiEnterprise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_flags_an_interrupted_create_once_its_claim_lapses() {
+    let mut run = world().await;
+    run.sb
+        .env
+        .insert("FIDO_CONNECTOR_CLAIM_TTL_SECONDS".into(), "4".into());
+    let key = run.sb.api_key.clone();
+    let mut a = run.sb.env.clone();
+    a.insert("FIDO_CONNECTOR_REPLICA_NAME".into(), "replica-a".into());
+    let mut b = run.sb.env.clone();
+    b.insert("FIDO_CONNECTOR_REPLICA_NAME".into(), "replica-b".into());
+    let mut p = spawn(&a, Some("create:after-record"), &run.log).await;
+    assert!(post(&p, &key, "k4").await.is_err());
+    p.wait_dead().await;
+    let died = std::time::Instant::now();
+    let q = spawn(&b, None, &run.log).await;
+    assert_eq!(
+        get(&q, &key, "/v1/operations/process-shipments")
+            .await
+            .unwrap(),
+        204
+    );
+    if died.elapsed() < std::time::Duration::from_secs(3) {
+        let open = open_records(&run).await;
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].step, Step::Accepted, "a live claim is left alone");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(4200).saturating_sub(died.elapsed())).await;
+    assert_eq!(
+        get(&q, &key, "/v1/operations/process-shipments")
+            .await
+            .unwrap(),
+        204
+    );
+    assert!(open_records(&run).await.is_empty());
+    let (s, v) = post(&q, &key, "k4").await.unwrap();
+    assert_eq!(s, 409, "{v}");
+    let rec = named_record(&run, &v).await;
+    assert_eq!(rec.step, Step::Unknown);
+    assert!(rec.error.unwrap().message.contains(&rec.request_id));
+    assert_eq!(run.sb.ye.created_count(), 0, "never retried blindly");
+    q.stop();
+}
+
 /// Crashed after YubiEnterprise accepted, before recording it: exactly one YE shipment, the
 /// retry does not create a second, and the record stays for the job to flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,14 +179,19 @@ async fn crash_after_ye_never_creates_a_second_shipment() {
     p.wait_dead().await;
     assert_eq!(run.sb.ye.created_count(), 1);
     let p = spawn(&run.sb.env, None, &run.log).await;
+    let mut answer = Value::Null;
     for _ in 0..3 {
-        let (s, _) = post(&p, &key, "k2").await.unwrap();
+        let (s, v) = post(&p, &key, "k2").await.unwrap();
         assert_eq!(s, 409);
+        answer = v;
     }
     assert_eq!(run.sb.ye.created_count(), 1);
-    let recs = all_records(&run).await;
-    assert_eq!(recs.len(), 1, "no record lost");
-    assert_eq!(recs[0].step, Step::Unknown, "flagged for an operator");
+    let rec = named_record(&run, &answer).await;
+    assert_eq!(
+        rec.step,
+        Step::Unknown,
+        "no record lost: flagged for an operator"
+    );
     p.stop();
     assert_secrets_absent(&run);
 }

@@ -61,14 +61,7 @@ async fn full_lifecycle(backend: Backend) {
     assert_eq!(w.sb.ye.created_count(), 1);
 
     // The PIN is nowhere in the store, and the response key is only in the secret store.
-    let rec = w
-        .deps()
-        .store
-        .get_by_shipment_id(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let rec = w.record(&id).await;
     let stored = serde_json::to_string(&rec).unwrap();
     assert!(!stored.contains(&pin));
     assert!(!stored.contains("\"d\""));

@@ -160,14 +160,7 @@ async fn a_failed_mail_is_retried_without_registering_again() {
         ..Default::default()
     });
     assert_eq!(w.process().await, 204);
-    let rec = w
-        .deps()
-        .store
-        .get_by_shipment_id(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let rec = w.record(&id).await;
     assert_eq!(rec.step, fido_connector::domain::Step::Registered);
     assert_eq!(rec.attempts, 1);
     // Transient errors are not shown while being retried.
@@ -204,29 +197,12 @@ async fn transient_failures_retry_until_the_deadline_never_on_a_count() {
     );
     // The same service with its clock at the deadline (the challenge expiry less the
     // margin): the transient failure now ends the shipment, naming the deadline.
-    let rec = w
-        .deps()
-        .store
-        .get_by_shipment_id(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let rec = w.record(&id).await;
     let clock = std::sync::Arc::new(fido_connector::clock::ManualClock::new(
         rec.step_deadline().unwrap() + chrono::Duration::seconds(1),
     ));
-    let d = w.deps();
-    let late = fido_connector::lifecycle::Deps {
-        config: d.config.clone(),
-        store: d.store.clone(),
-        secrets: d.secrets.clone(),
-        ye: d.ye.clone(),
-        idp: d.idp.clone(),
-        mailer: d.mailer.clone(),
-        keys: d.keys.clone(),
-        clock,
-        instance_id: d.instance_id.clone(),
-    };
+    let mut late = w.deps().clone();
+    late.clock = clock;
     let s = fido_connector::lifecycle::process_shipments(&late)
         .await
         .unwrap();
@@ -372,20 +348,11 @@ async fn cleanup_removes_old_complete_records_and_their_keys() {
         0
     );
     // Two days later, as seen by a replica whose clock says so.
-    let d = w.deps();
-    let later = fido_connector::app::Deps {
-        config: d.config.clone(),
-        store: d.store.clone(),
-        secrets: d.secrets.clone(),
-        ye: d.ye.clone(),
-        idp: d.idp.clone(),
-        mailer: d.mailer.clone(),
-        keys: d.keys.clone(),
-        clock: Arc::new(fido_connector::clock::ManualClock::new(
-            chrono::Utc::now() + chrono::Duration::days(2),
-        )),
-        instance_id: "later".into(),
-    };
+    let mut later = w.deps().clone();
+    later.clock = Arc::new(fido_connector::clock::ManualClock::new(
+        chrono::Utc::now() + chrono::Duration::days(2),
+    ));
+    later.instance_id = "later".into();
     assert_eq!(fido_connector::lifecycle::cleanup(&later).await.unwrap(), 1);
     assert!(w
         .deps()
@@ -408,55 +375,5 @@ async fn cleanup_removes_old_complete_records_and_their_keys() {
         .await
         .unwrap()
         .is_some());
-    w.stop().await;
-}
-
-#[tokio::test]
-async fn a_request_interrupted_during_creation_is_flagged_for_an_operator() {
-    let w = World::start(Backend::Embedded).await;
-    // What a replica that died between the record and the YubiEnterprise answer leaves
-    // behind: its claim has lapsed.
-    let now = chrono::Utc::now();
-    let mut rec = fido_connector::domain::ShipmentRecord::accepted(
-        "interrupted-1",
-        alice(),
-        DEMO_USERS[0].1,
-        "fpr-x",
-        now - chrono::Duration::minutes(2),
-    );
-    rec.lease_owner = Some("dead-replica/boot1".into());
-    rec.lease_until = Some(now - chrono::Duration::seconds(30));
-    w.deps().store.insert(&rec).await.unwrap();
-    // A create still under way on another replica holds a live claim.
-    let mut fresh = rec.clone();
-    fresh.request_id = "just-started".into();
-    fresh.lease_owner = Some("busy-replica/boot1".into());
-    fresh.lease_until = Some(now + chrono::Duration::seconds(30));
-    w.deps().store.insert(&fresh).await.unwrap();
-    assert_eq!(w.process().await, 204);
-    let old = w
-        .deps()
-        .store
-        .get("interrupted-1")
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    assert_eq!(old.step, fido_connector::domain::Step::Unknown);
-    let msg = &old.error.unwrap().message;
-    assert!(
-        msg.contains("unknown") && msg.contains("interrupted-1"),
-        "{msg}"
-    );
-    let young = w
-        .deps()
-        .store
-        .get("just-started")
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    assert_eq!(young.step, fido_connector::domain::Step::Accepted);
-    assert_eq!(w.sb.ye.created_count(), 0, "never retried blindly");
     w.stop().await;
 }

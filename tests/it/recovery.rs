@@ -251,20 +251,10 @@ async fn a_slow_step_never_outlives_its_claim_nor_runs_twice() {
         latency_ms: 6000,
         ..Default::default()
     });
-    let d = w.deps();
-    let other = fido_connector::lifecycle::Deps {
-        config: d.config.clone(),
-        store: d.store.clone(),
-        secrets: d.secrets.clone(),
-        ye: d.ye.clone(),
-        idp: d.idp.clone(),
-        mailer: d.mailer.clone(),
-        keys: d.keys.clone(),
-        clock: d.clock.clone(),
-        instance_id: "other-replica/boot".into(),
-    };
+    let mut other = w.deps().clone();
+    other.instance_id = "other-replica/boot".into();
     let started = std::time::Instant::now();
-    let first = fido_connector::lifecycle::process_shipments(d);
+    let first = fido_connector::lifecycle::process_shipments(w.deps());
     let second = async {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         fido_connector::lifecycle::process_shipments(&other).await

@@ -129,6 +129,17 @@ impl World {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The stored record of a shipment (read only).
+    pub async fn record(&self, id: &str) -> fido_connector::domain::ShipmentRecord {
+        self.deps()
+            .store
+            .get_by_shipment_id(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no record for {id}"))
+            .value
+    }
+
     pub async fn status_of(&self, id: &str) -> Value {
         self.get(&format!("/v1/fpr/shipments/{id}")).await.1
     }
