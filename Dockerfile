@@ -9,12 +9,18 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN cargo build --release --locked --no-default-features --features vendored-openssl \
-    && cp target/release/fido-connector /fido-connector
+    && cp target/release/fido-connector /fido-connector \
+    && mkdir -p /out/var/lib/fido-connector
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /fido-connector /usr/local/bin/fido-connector
+# The embedded store and the file secret store live here when they are used (single-machine
+# deployments): mount a persistent volume at this path. Azure deployments keep their state
+# in Table Storage and Key Vault and need no volume.
+COPY --from=build --chown=65532:65532 /out/var/lib/fido-connector /var/lib/fido-connector
 ENV FIDO_CONNECTOR_LISTEN=0.0.0.0:8080 \
-    FIDO_CONNECTOR_DATA_DIR=/tmp/fido-connector
+    FIDO_CONNECTOR_DATA_DIR=/var/lib/fido-connector
+VOLUME ["/var/lib/fido-connector"]
 EXPOSE 8080
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/fido-connector"]

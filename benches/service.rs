@@ -425,6 +425,7 @@ async fn main() {
                 account: "devstoreaccount1".into(),
                 key: sb.env["AZURE_STORAGE_ACCOUNT_KEY"].clone().into(),
             },
+            std::time::Duration::from_secs(30),
         )
         .await
         .unwrap();

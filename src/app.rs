@@ -51,15 +51,18 @@ impl App {
         let jobs = self.state.jobs.clone();
         let scheduler = jobs.start(self.state.deps.clone()).await;
         let mut rx = self.shutdown.subscribe();
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {},
-                    _ = rx.wait_for(|v| *v) => {},
-                }
-                tracing::info!("shutting down: draining in-flight requests");
-            })
-            .await;
+        let options = crate::server::ServeOptions {
+            header_read_timeout: self.state.deps.config.header_read_timeout,
+            drain: self.state.deps.config.request_timeout,
+        };
+        let served = crate::server::serve(self.listener, router, options, async move {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = rx.wait_for(|v| *v) => {},
+            }
+            tracing::info!("shutting down: draining in-flight requests");
+        })
+        .await;
         jobs.stop(scheduler).await;
         served
     }
@@ -100,7 +103,8 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
     let http = crate::upstream::http::build_client(config.upstream_timeout, extra_ca.as_deref())
         .map_err(dep("HTTP client"))?;
 
-    let azure_credential = || crate::azure_auth::azure_credential(config.entra_credential);
+    let credentials = crate::azure_auth::Credentials::from_config(&config, http.clone());
+    let azure_credential = || credentials.azure_resources();
     let secrets: Arc<dyn SecretStore> = match &config.secrets {
         SecretBackend::File { dir } => Arc::new(
             crate::secrets::file::FileSecretStore::new(dir.clone())
@@ -110,7 +114,7 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
             crate::secrets::keyvault::KeyVaultSecretStore::connect(
                 endpoint,
                 azure_credential().map_err(dep("Azure credential"))?,
-                extra_ca.as_deref(),
+                http.clone(),
             )
             .map_err(|e| dep("Key Vault")(e.to_string()))?
         }
@@ -135,9 +139,14 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
                     azure_credential().map_err(dep("Azure credential"))?,
                 ),
             };
-            crate::store::azure::AzureTableStore::connect(endpoint, table, auth)
-                .await
-                .map_err(|e| dep("Azure Tables")(e.to_string()))?
+            crate::store::azure::AzureTableStore::connect(
+                endpoint,
+                table,
+                auth,
+                config.upstream_timeout,
+            )
+            .await
+            .map_err(|e| dep("Azure Tables")(e.to_string()))?
         }
     };
     let ye = Arc::new(crate::upstream::ye::YeClient::new(
@@ -151,9 +160,14 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
         http.clone(),
         config.key_refresh_cooldown,
     ));
-    let tokens =
-        crate::upstream::entra::token_source_from_config(&config, secrets.clone(), http.clone())
-            .map_err(dep("Entra credential"))?;
+    let tokens = Arc::new(
+        crate::upstream::entra::CredentialTokens::from_config(
+            &config,
+            credentials.clone(),
+            secrets.clone(),
+        )
+        .map_err(dep("Entra credential"))?,
+    );
     let idp = Arc::new(crate::upstream::entra::GraphClient::new(
         crate::upstream::entra::GraphClientConfig {
             graph_endpoint: config.graph_endpoint.clone(),
@@ -171,9 +185,17 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
                 what: "EMAIL_API_SEND_ENDPOINT",
                 message: "not set".into(),
             })?;
+    let mail_auth = match &config.email_api_token_audience {
+        Some(audience) => Some(crate::upstream::mail::TriggerAuth::new(
+            azure_credential().map_err(dep("Azure credential (mail trigger)"))?,
+            audience,
+        )),
+        None => None,
+    };
     let mailer = Arc::new(crate::upstream::mail::HttpMailer::new(
         mail_endpoint,
         http.clone(),
+        mail_auth,
     ));
     let instance_id = format!("{}/{}", config.replica_name, config.boot_id);
     Ok(Deps {

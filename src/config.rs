@@ -155,6 +155,17 @@ pub struct Config {
     pub entra_login_endpoint: Url,
     pub graph_endpoint: Url,
     pub entra_credential: EntraCredentialKind,
+    /// `AZURE_CLIENT_ID`: the user-assigned managed identity, or the app id of the
+    /// workload-identity / client-secret credential for Azure resources.
+    pub azure_client_id: Option<String>,
+    /// `AZURE_CLIENT_SECRET`: client-secret credential for Azure resources only (the one
+    /// secret that cannot live in the vault it opens).
+    pub azure_client_secret: Option<SecretString>,
+    /// `AZURE_FEDERATED_TOKEN_FILE`: the platform's token for workload identity.
+    pub azure_federated_token_file: Option<PathBuf>,
+    /// Audience of the token presented to the mail trigger (`EMAIL_API_TOKEN_AUDIENCE`);
+    /// `None` sends no token (the trigger URL's signature alone authorizes the call).
+    pub email_api_token_audience: Option<String>,
     /// Audiences accepted in caller tokens (`FIDO_CONNECTOR_ALLOWED_AUDIENCES`).
     pub allowed_audiences: Vec<String>,
     /// Tenant whose tokens callers present; defaults to `AZURE_TENANT_ID`.
@@ -187,6 +198,8 @@ pub struct Config {
     pub resend_window: Duration,
     /// Whole-request time limit for inbound requests.
     pub request_timeout: Duration,
+    /// Time a client has to send a request's headers (slow-header clients are cut off).
+    pub header_read_timeout: Duration,
     /// Inbound requests served at once; more are shed with 503 + Retry-After.
     pub max_concurrent_requests: usize,
     pub upstream_timeout: Duration,
@@ -195,6 +208,46 @@ pub struct Config {
     pub extra_root_ca_pem: Option<PathBuf>,
     /// True only when started by the sandbox command: simulators on loopback.
     pub sandbox: bool,
+}
+
+/// Where `fido-connector sandbox` puts things (`FIDO_CONNECTOR_DATA_DIR`,
+/// `FIDO_CONNECTOR_LISTEN`, `FIDO_CONNECTOR_SANDBOX_SIM_PORT`).
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// The simulators listen on this port and the next three.
+    pub sim_base_port: u16,
+}
+
+impl SandboxSettings {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            data_dir: PathBuf::from(
+                env.get("FIDO_CONNECTOR_DATA_DIR")
+                    .unwrap_or_else(|| "./data/sandbox".into()),
+            ),
+            listen: env
+                .get("FIDO_CONNECTOR_LISTEN")
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            sim_base_port: env.num_in("FIDO_CONNECTOR_SANDBOX_SIM_PORT", 8081, 1024..=65000)?,
+        })
+    }
+}
+
+/// The log filter: `RUST_LOG` when set (tracing's convention), else WARN for dependencies
+/// and `level` for the service.
+pub fn log_filter(level: LogLevel) -> String {
+    Env::process()
+        .get("RUST_LOG")
+        .unwrap_or_else(|| format!("warn,fido_connector={}", level.as_filter()))
+}
+
+/// The crash point named by `FIDO_CONNECTOR_CRASH_AT` (feature `fault-injection`; tests).
+pub fn crash_at() -> Option<&'static str> {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    AT.get_or_init(|| Env::process().get("FIDO_CONNECTOR_CRASH_AT"))
+        .as_deref()
 }
 
 /// Reads the environment through a lookup function so tests need not touch the process env.
@@ -498,6 +551,39 @@ impl Config {
             }
         };
 
+        let azure_client_id = env.get("AZURE_CLIENT_ID");
+        let azure_client_secret = env.get("AZURE_CLIENT_SECRET").map(SecretString::from);
+        let azure_federated_token_file = env.get("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from);
+        if entra_credential == EntraCredentialKind::WorkloadIdentity
+            && azure_federated_token_file.is_none()
+        {
+            return Err(ConfigError::new(
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "is required by the workload identity credential",
+            ));
+        }
+        let email_api_token_audience = env.get("EMAIL_API_TOKEN_AUDIENCE");
+        // Logic Apps refuse a call that carries both a SAS signature and a bearer token.
+        let signed = email_api_send_endpoint.as_ref().is_some_and(|e| {
+            Url::parse(e.expose_secret()).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sig"))
+        });
+        if email_api_token_audience.is_some() && signed {
+            return Err(ConfigError::new(
+                "EMAIL_API_SEND_ENDPOINT",
+                "carries a SAS signature (sig) while EMAIL_API_TOKEN_AUDIENCE is set; the trigger \
+                 refuses a call with both: remove sp, sv and sig from the URL (infra/README.md)",
+            ));
+        }
+        if let Some(a) = &email_api_token_audience {
+            let ok = Url::parse(a).is_ok_and(|u| u.scheme() == "https") || a.starts_with("api://");
+            if !ok {
+                return Err(ConfigError::new(
+                    "EMAIL_API_TOKEN_AUDIENCE",
+                    "must be an https:// or api:// audience (e.g. https://management.azure.com/)",
+                ));
+            }
+        }
+
         let allowed_audiences: Vec<String> = env
             .get("FIDO_CONNECTOR_ALLOWED_AUDIENCES")
             .map(|v| {
@@ -591,6 +677,8 @@ impl Config {
             env.num_in("FIDO_CONNECTOR_RESEND_WINDOW_SECONDS", 3600, 1..=86400 * 7)?;
         let request_timeout_s: u64 =
             env.num_in("FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS", 60, 1..=3600)?;
+        let header_read_timeout_s: u64 =
+            env.num_in("FIDO_CONNECTOR_HEADER_READ_TIMEOUT_SECONDS", 10, 1..=300)?;
         let max_concurrent_requests: usize =
             env.num_in("FIDO_CONNECTOR_MAX_CONCURRENT_REQUESTS", 512, 1..=100_000)?;
         let timeout_s: u64 = env.num_in("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", 30, 1..=600)?;
@@ -657,6 +745,10 @@ impl Config {
             entra_login_endpoint,
             graph_endpoint,
             entra_credential,
+            azure_client_id,
+            azure_client_secret,
+            azure_federated_token_file,
+            email_api_token_audience,
             allowed_audiences,
             auth_tenant_id,
             auth_login_endpoint,
@@ -674,6 +766,7 @@ impl Config {
             resend_limit,
             resend_window: Duration::from_secs(resend_window_s),
             request_timeout: Duration::from_secs(request_timeout_s),
+            header_read_timeout: Duration::from_secs(header_read_timeout_s),
             max_concurrent_requests,
             upstream_timeout: Duration::from_secs(timeout_s),
             max_body_bytes,
@@ -924,6 +1017,33 @@ mod tests {
         assert!(e.var.contains("YE_API_BASE_URL"), "{e}");
         assert!(e.var.contains("EMAIL_API_SEND_ENDPOINT"), "{e}");
         assert!(e.problem.contains("sandbox"));
+    }
+
+    #[test]
+    fn a_token_for_the_mail_trigger_excludes_a_signed_url() {
+        let mut m = base();
+        m.insert(
+            "EMAIL_API_SEND_ENDPOINT".into(),
+            "https://prod.logic.azure.com/workflows/x/triggers/manual/paths/invoke?api-version=2016-10-01&sp=%2Ftriggers&sv=1.0&sig=abc".into(),
+        );
+        m.insert(
+            "EMAIL_API_TOKEN_AUDIENCE".into(),
+            "https://management.azure.com/".into(),
+        );
+        let e = load(&m).unwrap_err();
+        assert_eq!(e.var, "EMAIL_API_SEND_ENDPOINT");
+        assert!(!e.to_string().contains("abc"), "{e}");
+        m.insert(
+            "EMAIL_API_SEND_ENDPOINT".into(),
+            "https://prod.logic.azure.com/workflows/x/triggers/manual/paths/invoke?api-version=2016-10-01".into(),
+        );
+        let c = load(&m).unwrap();
+        assert_eq!(
+            c.email_api_token_audience.as_deref(),
+            Some("https://management.azure.com/")
+        );
+        m.insert("EMAIL_API_TOKEN_AUDIENCE".into(), "http://x".into());
+        assert_eq!(load(&m).unwrap_err().var, "EMAIL_API_TOKEN_AUDIENCE");
     }
 
     #[test]

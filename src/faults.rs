@@ -7,7 +7,7 @@
 pub fn crash_point(name: &str) {
     #[cfg(feature = "fault-injection")]
     {
-        if std::env::var("FIDO_CONNECTOR_CRASH_AT").ok().as_deref() == Some(name) {
+        if crate::config::crash_at() == Some(name) {
             eprintln!("fault-injection: crashing at {name}");
             std::process::abort();
         }

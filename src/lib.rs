@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod logging;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod upstream;
 

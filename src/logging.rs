@@ -4,8 +4,7 @@
 use crate::config::LogLevel;
 
 pub fn init(level: LogLevel) {
-    let filter = std::env::var("RUST_LOG")
-        .unwrap_or_else(|_| format!("warn,fido_connector={}", level.as_filter()));
+    let filter = crate::config::log_filter(level);
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(false)

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +29,9 @@ use serde_json::{json, Value};
 use super::faults::Faults;
 use super::{serve, Served};
 
+/// The audience of Microsoft Graph tokens.
+pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
+
 #[derive(Debug, Clone)]
 pub struct EntraSimConfig {
     pub tenant: String,
@@ -41,7 +44,11 @@ pub struct EntraSimConfig {
     pub rp_id: String,
     /// Lifetime of issued Graph tokens.
     pub token_lifetime_secs: i64,
+    /// Plain-HTTP port (Graph, managed identity, simulator controls); 0 = any.
     pub port: u16,
+    /// HTTPS port of the login host (token endpoint, OpenID discovery, keys); 0 = any.
+    /// The Azure SDK's credentials refuse a plain-http authority.
+    pub tls_port: u16,
 }
 
 impl EntraSimConfig {
@@ -55,6 +62,7 @@ impl EntraSimConfig {
             rp_id: "login.microsoft.com".into(),
             token_lifetime_secs: 3599,
             port: 0,
+            tls_port: 0,
         }
     }
 }
@@ -72,7 +80,8 @@ struct Inner {
     users: Vec<(String, String)>, // (upn, object id)
     challenges: HashMap<String, Vec<(String, DateTime<Utc>)>>,
     methods: HashMap<String, Vec<Method>>,
-    tokens: HashMap<String, DateTime<Utc>>,
+    /// Graph/Azure access token → (expiry, audience).
+    tokens: HashMap<String, (DateTime<Utc>, String)>,
     token_requests: usize,
     registrations: usize,
 }
@@ -138,6 +147,7 @@ impl St {
 pub struct EntraSim {
     st: St,
     served: Arc<Served>,
+    served_tls: Arc<Served>,
     pub faults: Faults,
 }
 
@@ -167,7 +177,7 @@ impl EntraSim {
         signing.set_key_use("sig");
         signing.set_algorithm("RS256");
         let faults = Faults::default();
-        let port = cfg.port;
+        let (port, tls_port) = (cfg.port, cfg.tls_port);
         let st = St {
             inner: Arc::new(Mutex::new(Inner::default())),
             cfg: Arc::new(cfg),
@@ -198,18 +208,41 @@ impl EntraSim {
             .route("/_sim/users", post(ctl_add_user))
             .route("/_sim/methods", get(ctl_methods))
             .with_state(st.clone());
-        let served = serve(faults.wrap(graph).merge(open), port).await?;
-        *st.base.lock().unwrap_or_else(|p| p.into_inner()) = served.url();
+        let router = faults.wrap(graph).merge(open);
+        let served = serve(router.clone(), port).await?;
+        let served_tls = super::serve_tls(router, tls_port).await?;
+        *st.base.lock().unwrap_or_else(|p| p.into_inner()) = served_tls.url();
         Ok(EntraSim {
             st,
             served: Arc::new(served),
+            served_tls: Arc::new(served_tls),
             faults,
         })
     }
 
-    /// The login host (`ENTRA_LOGIN_ENDPOINT`).
+    /// The login host (`ENTRA_LOGIN_ENDPOINT`), over HTTPS with a certificate of the
+    /// sandbox CA ([`super::tls::ca_pem`]).
     pub fn login_url(&self) -> String {
-        format!("{}/", self.served.url())
+        format!("{}/", self.served_tls.url())
+    }
+
+    /// The audience of a valid (issued, unexpired) access token.
+    pub fn token_audience(&self, token: &str) -> Option<String> {
+        self.st
+            .lock()
+            .tokens
+            .get(token)
+            .filter(|(exp, _)| *exp > Utc::now())
+            .map(|(_, aud)| aud.clone())
+    }
+
+    /// A check that accepts exactly the valid tokens this simulator issued for `audience`,
+    /// compared as Entra's `aud` claim is, character for character (for the Key Vault
+    /// simulator and the mail sink).
+    pub fn token_check(&self, audience: &str) -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
+        let sim = self.clone();
+        let want = audience.to_string();
+        Arc::new(move |t: &str| sim.token_audience(t).as_deref() == Some(want.as_str()))
     }
     /// The Graph host (`GRAPH_API_ENDPOINT`).
     pub fn graph_url(&self) -> String {
@@ -286,7 +319,7 @@ impl EntraSim {
     }
     /// The issuer of caller tokens (v2 form).
     pub fn issuer(&self) -> String {
-        format!("{}/{}/v2.0", self.served.url(), self.st.cfg.tenant)
+        format!("{}/{}/v2.0", self.served_tls.url(), self.st.cfg.tenant)
     }
     /// The public signing key of caller tokens (JWK JSON).
     pub fn signing_public_jwk(&self) -> Value {
@@ -338,19 +371,26 @@ fn mint(st: &St, c: &CallerClaims) -> Result<String, String> {
     josekit::jwt::encode_with_signer(&p, &h, &signer).map_err(|e| e.to_string())
 }
 
-fn issue_token(st: &St) -> Response {
+/// Records a new opaque access token for `audience`; returns it with its lifetime.
+fn new_token(st: &St, audience: &str) -> (String, i64) {
     let token = b64(&random(48));
     let mut g = st.lock();
     g.token_requests += 1;
     g.tokens.insert(
         token.clone(),
-        Utc::now() + Duration::seconds(st.cfg.token_lifetime_secs),
+        (
+            Utc::now() + Duration::seconds(st.cfg.token_lifetime_secs),
+            audience.to_string(),
+        ),
     );
-    Json(
-        json!({"token_type": "Bearer", "expires_in": st.cfg.token_lifetime_secs,
-        "ext_expires_in": st.cfg.token_lifetime_secs, "access_token": token}),
-    )
-    .into_response()
+    (token, st.cfg.token_lifetime_secs)
+}
+
+/// The audience a v2 `scope` names (`https://graph.microsoft.com/.default` →
+/// `https://graph.microsoft.com`).
+fn audience_of_scope(scope: &str) -> Option<String> {
+    let s = scope.split_whitespace().next()?;
+    Some(s.strip_suffix("/.default").unwrap_or(s).to_string())
 }
 
 async fn token(
@@ -390,10 +430,27 @@ async fn token(
             "AADSTS7000215: Invalid client secret provided.",
         );
     }
-    issue_token(&st)
+    let Some(audience) = form.get("scope").and_then(|s| audience_of_scope(s)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_request", "error_codes": [90014],
+                "error_description": "AADSTS90014: The required field 'scope' is missing from the credential."})),
+        )
+            .into_response();
+    };
+    let (token, lifetime) = new_token(&st, &audience);
+    Json(json!({"token_type": "Bearer", "expires_in": lifetime,
+        "ext_expires_in": lifetime, "access_token": token}))
+    .into_response()
 }
 
-async fn msi_token(State(st): State<St>, headers: HeaderMap) -> Response {
+/// The App Service / Container Apps managed-identity protocol (api-version 2019-08-01):
+/// `GET {IDENTITY_ENDPOINT}?api-version=…&resource=…` with `X-IDENTITY-HEADER`.
+async fn msi_token(
+    State(st): State<St>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let given = headers
         .get("x-identity-header")
         .and_then(|v| v.to_str().ok());
@@ -404,7 +461,20 @@ async fn msi_token(State(st): State<St>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    issue_token(&st)
+    let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_request", "error_description": "resource is required"})),
+        )
+            .into_response();
+    };
+    let (token, lifetime) = new_token(&st, resource);
+    let expires_on = (Utc::now() + Duration::seconds(lifetime)).timestamp();
+    Json(
+        json!({"access_token": token, "expires_on": expires_on.to_string(),
+        "resource": resource, "token_type": "Bearer", "client_id": st.cfg.client_id}),
+    )
+    .into_response()
 }
 
 /// Checks the Graph bearer token; `Err` is the 401 answer.
@@ -414,7 +484,12 @@ fn check_token(st: &St, headers: &HeaderMap) -> Result<(), Response> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let valid = t.is_some_and(|t| st.lock().tokens.get(t).is_some_and(|exp| *exp > Utc::now()));
+    let valid = t.is_some_and(|t| {
+        st.lock()
+            .tokens
+            .get(t)
+            .is_some_and(|(exp, aud)| *exp > Utc::now() && aud == GRAPH_AUDIENCE)
+    });
     if valid && !st.faults.tokens_expired() {
         Ok(())
     } else {

@@ -38,7 +38,7 @@ struct Vault {
 #[derive(Clone)]
 struct St {
     vault: Arc<Mutex<Vault>>,
-    token: Arc<String>,
+    check: TokenCheck,
     base: Arc<String>,
 }
 
@@ -49,53 +49,29 @@ pub struct KeyVaultSim {
     pub ca_pem: Vec<u8>,
     pub faults: Faults,
     vault: Arc<Mutex<Vault>>,
-    handle: axum_server::Handle,
+    _served: super::Served,
 }
 
-impl Drop for KeyVaultSim {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-    }
-}
-
-/// (CA certificate, server certificate, server key), all PEM.
-struct Tls {
-    ca: Vec<u8>,
-    cert: Vec<u8>,
-    key: Vec<u8>,
-}
-
-fn tls_material() -> Result<Tls, rcgen::Error> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
-    let leaf_key = KeyPair::generate()?;
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
-        .signed_by(&leaf_key, &ca, &ca_key)?;
-    Ok(Tls {
-        ca: ca.pem().into_bytes(),
-        cert: leaf.pem().into_bytes(),
-        key: leaf_key.serialize_pem().into_bytes(),
-    })
-}
+/// Decides whether a bearer token opens the vault.
+pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl KeyVaultSim {
     /// Starts on a free loopback port, accepting `Bearer <expected_token>`.
     pub async fn start(expected_token: String) -> std::io::Result<KeyVaultSim> {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let material = tls_material().map_err(std::io::Error::other)?;
-        let ca_pem = material.ca;
-        let tls =
-            axum_server::tls_rustls::RustlsConfig::from_pem(material.cert, material.key).await?;
+        Self::start_with(Arc::new(move |t: &str| t == expected_token)).await
+    }
+
+    /// Starts on a free loopback port, accepting the bearer tokens `check` accepts (e.g.
+    /// tokens the Entra simulator issued for the vault's audience).
+    pub async fn start_with(check: TokenCheck) -> std::io::Result<KeyVaultSim> {
+        let ca_pem = super::tls::ca_pem()?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let url = format!("https://127.0.0.1:{port}/");
         let vault = Arc::new(Mutex::new(Vault::default()));
         let st = St {
             vault: vault.clone(),
-            token: Arc::new(expected_token),
+            check,
             base: Arc::new(url.trim_end_matches('/').to_string()),
         };
         let faults = Faults::default();
@@ -109,18 +85,13 @@ impl KeyVaultSim {
             .route("/secrets/{name}/{version}", get(get_version))
             .route("/deletedsecrets/{name}", get(get_deleted).delete(purge))
             .with_state(st);
-        let router = faults.wrap(api);
-        let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
-        tokio::spawn(async move {
-            let _ = server.serve(router.into_make_service()).await;
-        });
+        let served = super::serve_tls_on(listener, faults.wrap(api)).await?;
         Ok(KeyVaultSim {
             url,
             ca_pem,
             faults,
             vault,
-            handle,
+            _served: served,
         })
     }
 
@@ -180,7 +151,7 @@ fn check(st: &St, headers: &HeaderMap, name: &str) -> Result<(), Response> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == st.token.as_str());
+        .is_some_and(|t| (st.check)(t));
     if !ok {
         return Err(challenge());
     }

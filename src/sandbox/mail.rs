@@ -1,12 +1,14 @@
 //! Mail sink: stands in for the PIN mail relay (the Logic App). Accepts the PIN mail on
 //! `POST /send?sig=...`, checks its shape and the signature, and de-duplicates by
-//! `message_id` as the relay must. `GET /_sim/mails` shows what was delivered.
+//! `message_id` as the relay must. `GET /_sim/mails` shows what was delivered. With
+//! [`MailSink::require_token`] it also enforces the trigger's authorization policy: a
+//! bearer token of the connector's identity for the trigger's audience.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -19,18 +21,23 @@ struct Inbox {
     delivered: Vec<Value>,
     seen: HashSet<String>,
     duplicates: usize,
+    refused: usize,
 }
+
+type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 struct St {
     inbox: Arc<Mutex<Inbox>>,
     sig: String,
+    token_check: Arc<Mutex<Option<TokenCheck>>>,
 }
 
 pub struct MailSink {
     served: Served,
     inbox: Arc<Mutex<Inbox>>,
     sig: String,
+    token_check: Arc<Mutex<Option<TokenCheck>>>,
     pub faults: Faults,
 }
 
@@ -46,9 +53,11 @@ impl MailSink {
             .collect();
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         let faults = Faults::default();
+        let token_check = Arc::new(Mutex::new(None));
         let st = St {
             inbox: inbox.clone(),
             sig: sig.clone(),
+            token_check: token_check.clone(),
         };
         let api = Router::new()
             .route("/send", post(send))
@@ -60,13 +69,31 @@ impl MailSink {
             served,
             inbox,
             sig,
+            token_check,
             faults,
         })
+    }
+
+    /// From now on, accept only calls with a bearer token `check` accepts and no SAS
+    /// signature: the Logic App trigger with its Entra authorization policy and SAS
+    /// disabled ([`MailSink::unsigned_url`]).
+    pub fn require_token(&self, check: TokenCheck) {
+        *self.token_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(check);
+    }
+
+    /// Calls refused by the authorization policy so far.
+    pub fn refused(&self) -> usize {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).refused
     }
 
     /// The trigger URL, with a signature in its query like a Logic App's.
     pub fn url(&self) -> String {
         format!("{}/send?sig={}", self.served.url(), self.sig)
+    }
+
+    /// The trigger URL without `sig`, for a trigger that authorizes by token only.
+    pub fn unsigned_url(&self) -> String {
+        format!("{}/send", self.served.url())
     }
 
     pub fn root_url(&self) -> String {
@@ -94,9 +121,36 @@ impl MailSink {
 async fn send(
     State(st): State<St>,
     Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
     Json(mail): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    if q.get("sig") != Some(&st.sig) {
+    let check = st
+        .token_check
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(check) = check {
+        if q.contains_key("sig") {
+            st.inbox.lock().unwrap_or_else(|p| p.into_inner()).refused += 1;
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"code": "DirectApiAuthorizationRequired",
+                    "message": "SAS authentication is disabled for this trigger."}})),
+            );
+        }
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !bearer.is_some_and(|t| check(t)) {
+            st.inbox.lock().unwrap_or_else(|p| p.into_inner()).refused += 1;
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"code": "MisMatchingOAuthClaims",
+                    "message": "One or more claims either missing or does not match with the open authentication access control policy."}})),
+            );
+        }
+    } else if q.get("sig") != Some(&st.sig) {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": {"code": "DirectApiAuthorizationRequired"}})),

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod keyvault;
 pub mod mail;
 pub mod run;
+pub mod tls;
 pub mod webauthn;
 pub mod ye;
 
@@ -19,12 +20,14 @@ use tokio::task::JoinHandle;
 /// A simulator serving on a loopback port until dropped.
 pub struct Served {
     pub addr: SocketAddr,
+    tls: bool,
     task: JoinHandle<()>,
 }
 
 impl Served {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 }
 
@@ -41,5 +44,34 @@ pub async fn serve(router: Router, port: u16) -> std::io::Result<Served> {
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    Ok(Served { addr, task })
+    Ok(Served {
+        addr,
+        tls: false,
+        task,
+    })
+}
+
+/// Serves `router` over HTTPS on `127.0.0.1:port` with a certificate of the sandbox CA
+/// ([`tls::ca_pem`]).
+pub async fn serve_tls(router: Router, port: u16) -> std::io::Result<Served> {
+    serve_tls_on(std::net::TcpListener::bind(("127.0.0.1", port))?, router).await
+}
+
+/// [`serve_tls`] on a bound listener (when the router must know its own address first).
+pub async fn serve_tls_on(
+    listener: std::net::TcpListener,
+    router: Router,
+) -> std::io::Result<Served> {
+    let config = tls::server_config().await?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let server = axum_server::from_tcp_rustls(listener, config);
+    let task = tokio::spawn(async move {
+        let _ = server.serve(router.into_make_service()).await;
+    });
+    Ok(Served {
+        addr,
+        tls: true,
+        task,
+    })
 }

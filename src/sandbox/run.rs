@@ -25,6 +25,9 @@ pub const DEMO_USERS: [(&str, &str); 2] = [
 pub const SANDBOX_TENANT: &str = "00000000-0000-4000-8000-00000000c0de";
 pub const SANDBOX_CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
 pub const SANDBOX_AUDIENCE: &str = "api://fido-connector-sandbox";
+/// The audience of the token the connector presents to the mail trigger (the default of
+/// infra/main.bicep's `mailTriggerAudience`).
+pub const MAIL_TRIGGER_AUDIENCE: &str = "https://management.azure.com/";
 
 /// Everything the sandbox started, for the command and for tests.
 pub struct Sandbox {
@@ -33,13 +36,17 @@ pub struct Sandbox {
     pub entra: EntraSim,
     pub mail: MailSink,
     pub api_key: String,
+    /// What the Entra simulator expects as `X-IDENTITY-HEADER` (managed identity) and as
+    /// the federated assertion (workload identity), for tests of those credentials.
+    pub identity_header: String,
+    pub federated_assertion: String,
     /// The environment the configuration was loaded from (tests start replicas with it).
     pub env: HashMap<String, String>,
 }
 
 /// Starts the simulators and prepares the connector's configuration and secrets.
 /// `data_dir` holds the SQLite file and the secret files; `listen` is the connector's address.
-/// `sim_base_port`: the simulators listen on this port and the next two (YE, Entra,
+/// `sim_base_port`: the simulators listen on this port and the next three (YE, Entra,
 /// mail); `None` picks free ports (tests).
 pub async fn prepare(
     data_dir: &std::path::Path,
@@ -72,6 +79,11 @@ pub async fn prepare(
         .map_err(|e| format!("YubiEnterprise simulator: {e}"))?;
     let mut entra_cfg = EntraSimConfig::new(SANDBOX_TENANT, SANDBOX_CLIENT_ID, &client_secret);
     entra_cfg.port = port(1);
+    entra_cfg.tls_port = port(3);
+    let identity_header = random_token();
+    let federated_assertion = random_token();
+    entra_cfg.identity_header = Some(identity_header.clone());
+    entra_cfg.federated_assertion = Some(federated_assertion.clone());
     let entra = EntraSim::start(entra_cfg)
         .await
         .map_err(|e| format!("Entra simulator: {e}"))?;
@@ -81,6 +93,15 @@ pub async fn prepare(
     let mail = MailSink::start_on(port(2))
         .await
         .map_err(|e| format!("mail sink: {e}"))?;
+    // The trigger admits only the connector's identity, as infra/main.bicep configures it.
+    mail.require_token(entra.token_check(MAIL_TRIGGER_AUDIENCE));
+    // The simulators' HTTPS endpoints (Entra's login host) use the sandbox CA.
+    let ca_file = data_dir.join("sandbox-ca.pem");
+    std::fs::write(
+        &ca_file,
+        crate::sandbox::tls::ca_pem().map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", ca_file.display()))?;
 
     let api_key = crate::api::auth::generate_api_key();
     let mut env: HashMap<String, String> = HashMap::new();
@@ -103,12 +124,20 @@ pub async fn prepare(
     set("AZURE_TENANT_ID", SANDBOX_TENANT.into());
     set("ENTRA_FIDO_API_CLIENT_ID", SANDBOX_CLIENT_ID.into());
     set("ENTRA_CREDENTIAL", "client_secret".into());
+    // The connector's identity for Azure resources and the mail trigger: the same app.
+    set("AZURE_CLIENT_ID", SANDBOX_CLIENT_ID.into());
+    set("AZURE_CLIENT_SECRET", client_secret.clone());
+    set("EMAIL_API_TOKEN_AUDIENCE", MAIL_TRIGGER_AUDIENCE.into());
+    set(
+        "FIDO_CONNECTOR_EXTRA_ROOT_CA",
+        ca_file.display().to_string(),
+    );
     set("ENTRA_LOGIN_ENDPOINT", entra.login_url());
     set("GRAPH_API_ENDPOINT", entra.graph_url());
     set("YE_API_BASE_URL", ye.url());
     set("YE_JWKS_SIGN_ENDPOINT", ye.sign_jwks_url());
     set("YE_JWKS_TRANSPORT_ENDPOINT", ye.transport_jwks_url());
-    set("EMAIL_API_SEND_ENDPOINT", mail.url());
+    set("EMAIL_API_SEND_ENDPOINT", mail.unsigned_url());
     set("FIDO_CONNECTOR_ALLOWED_AUDIENCES", SANDBOX_AUDIENCE.into());
     set(
         "FIDO_CONNECTOR_API_KEYS",
@@ -126,6 +155,8 @@ pub async fn prepare(
         entra,
         mail,
         api_key,
+        identity_header,
+        federated_assertion,
         env,
     })
 }
@@ -137,18 +168,14 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// Runs the sandbox until ctrl-c: connector on 127.0.0.1:8080, simulators on 8081-8083.
+/// Runs the sandbox until ctrl-c: connector on 127.0.0.1:8080, simulators on 8081-8084.
 /// The simulators keep their state in memory, so the sandbox starts from a clean data
 /// directory each time.
 pub async fn run() -> Result<(), String> {
-    let data_dir = std::path::PathBuf::from(
-        std::env::var("FIDO_CONNECTOR_DATA_DIR").unwrap_or_else(|_| "./data/sandbox".into()),
-    );
-    let listen = std::env::var("FIDO_CONNECTOR_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let base_port: u16 = std::env::var("FIDO_CONNECTOR_SANDBOX_SIM_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8081);
+    let settings =
+        crate::config::SandboxSettings::load(&Env::process()).map_err(|e| e.to_string())?;
+    let (data_dir, listen, base_port) =
+        (settings.data_dir, settings.listen, settings.sim_base_port);
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
             .map_err(|e| format!("cannot reset {}: {e}", data_dir.display()))?;

@@ -34,33 +34,25 @@ fn err(e: azure_core::Error) -> SecretError {
 }
 
 impl KeyVaultSecretStore {
-    /// `extra_root_ca_pem` adds a trusted root (private CAs, the test double).
+    /// `http` is the connector's outbound client (its timeout bounds every call, its extra
+    /// root CA is trusted, redirects are not followed).
     pub fn connect(
         endpoint: &url::Url,
         credential: Arc<dyn TokenCredential>,
-        extra_root_ca_pem: Option<&[u8]>,
+        http: reqwest::Client,
     ) -> Result<Arc<dyn SecretStore>, SecretError> {
         // Bounded retries: a Key Vault outage must surface within seconds, not minutes,
         // so the lifecycle can record a transient error and move on.
-        let mut client_options = ClientOptions {
+        let client_options = ClientOptions {
             retry: RetryOptions::exponential(ExponentialRetryOptions {
                 initial_delay: azure_core::time::Duration::milliseconds(200),
                 max_retries: 3,
                 max_total_elapsed: azure_core::time::Duration::seconds(10),
                 max_delay: azure_core::time::Duration::seconds(2),
             }),
+            transport: Some(Transport::new(Arc::new(http))),
             ..Default::default()
         };
-        if let Some(pem) = extra_root_ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| SecretError::Other(e.to_string()))?;
-            let http = reqwest::Client::builder()
-                .add_root_certificate(cert)
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| SecretError::Other(e.to_string()))?;
-            client_options.transport = Some(Transport::new(Arc::new(http)));
-        }
         // The challenge's resource must match the vault's domain; a loopback test double
         // cannot be under vault.azure.net, so only loopback relaxes the check.
         let loopback = matches!(

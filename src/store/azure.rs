@@ -122,11 +122,13 @@ fn record_of(v: &Value) -> Result<ShipmentRecord, StoreError> {
 }
 
 impl AzureTableStore {
-    /// Connects and creates the table if it does not exist yet.
+    /// Connects and creates the table if it does not exist yet. Every call, this one
+    /// included, is bounded by `timeout` ([`super::Timed`]).
     pub async fn connect(
         endpoint: &url::Url,
         table: &str,
         auth: AzureTablesAuth,
+        timeout: std::time::Duration,
     ) -> Result<Arc<dyn ShipmentStore>, StoreError> {
         // The account is the host's first label (`<account>.table.core.windows.net`) or, for
         // path-style endpoints such as Azurite's, the first path segment.
@@ -160,7 +162,15 @@ impl AzureTableStore {
         .retry(azure_core_legacy::RetryOptions::none())
         .build();
         let table = service.table_client(table);
-        match table.create().await {
+        let created = tokio::time::timeout(timeout, table.create())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "Azure Tables did not answer within {} ms",
+                    timeout.as_millis()
+                ))
+            })?;
+        match created {
             Ok(_) => {}
             Err(e) if status_of(&e) == Some(409) => {}
             // A role scoped to the one table (least privilege) may not create tables: the
@@ -172,7 +182,11 @@ impl AzureTableStore {
             }
             Err(e) => return Err(unavailable(e)),
         }
-        Ok(Arc::new(AzureTableStore { table }))
+        Ok(Arc::new(super::Timed::new(
+            AzureTableStore { table },
+            timeout,
+            "Azure Tables",
+        )))
     }
 
     async fn get_entity(&self, pk: &str, rk: &str) -> Result<Option<(Value, Etag)>, StoreError> {

@@ -95,3 +95,80 @@ pub trait ShipmentStore: Send + Sync {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// Bounds every call of a remote store: an answer that does not come within `limit` is
+/// [`StoreError::Unavailable`] (transient; the caller retries or re-reads), never a hang
+/// that holds a claim, a lease or an inbound request. A write that timed out may still have
+/// been applied: callers treat it like any lost answer and read before acting again.
+pub struct Timed<S> {
+    inner: S,
+    limit: std::time::Duration,
+    what: &'static str,
+}
+
+impl<S> Timed<S> {
+    pub fn new(inner: S, limit: std::time::Duration, what: &'static str) -> Self {
+        Self { inner, limit, what }
+    }
+
+    async fn run<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.limit, f).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{} did not answer within {} ms",
+                self.what,
+                self.limit.as_millis()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ShipmentStore> ShipmentStore for Timed<S> {
+    async fn insert(&self, rec: &ShipmentRecord) -> Result<ETag, StoreError> {
+        self.run(self.inner.insert(rec)).await
+    }
+    async fn get(&self, request_id: &str) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        self.run(self.inner.get(request_id)).await
+    }
+    async fn get_by_shipment_id(
+        &self,
+        ye_shipment_id: &str,
+    ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        self.run(self.inner.get_by_shipment_id(ye_shipment_id))
+            .await
+    }
+    async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
+        self.run(self.inner.replace(rec, etag)).await
+    }
+    async fn delete(&self, request_id: &str, etag: Option<&ETag>) -> Result<(), StoreError> {
+        self.run(self.inner.delete(request_id, etag)).await
+    }
+    async fn query(
+        &self,
+        q: &Query,
+        continuation: Option<String>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
+        self.run(self.inner.query(q, continuation, limit)).await
+    }
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.run(self.inner.try_acquire_lease(name, owner, now, until))
+            .await
+    }
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.run(self.inner.release_lease(name, owner)).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(self.inner.ping()).await
+    }
+}

@@ -6,31 +6,28 @@
 //! `Retry-After`; reads retry a bounded number of times; the registration POST is never
 //! retried blindly (the lifecycle reconciles by listing methods instead).
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 use url::Url;
 
-use super::http::{
-    read_json_capped, read_text_capped, retry, retry_after, scrub, status_error, transport_error,
-};
+use super::http::{read_text_capped, retry, retry_after, scrub, status_error, transport_error};
 use super::{
     AttestedCredential, CreationOptions, EntraUser, Fido2Method, IdentityProvider, UpstreamError,
 };
+use crate::azure_auth::Credentials;
 use crate::config::{Config, EntraCredentialKind};
 use crate::domain::UserId;
 use crate::secrets::{SecretStore, ENTRA_CLIENT_SECRET};
+use azure_core::credentials::TokenCredential;
 
 pub const SERVICE: &str = "Entra";
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
-const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 const READ_ATTEMPTS: u32 = 4;
 const READ_RETRY_BUDGET: Duration = Duration::from_secs(20);
 
@@ -44,311 +41,131 @@ pub trait TokenSource: Send + Sync {
     fn invalidate(&self);
 }
 
-/// Caches one token until shortly before it expires; refreshes under a lock so that
-/// concurrent callers make one request.
-struct Cache {
-    slot: Mutex<Option<(SecretString, Instant)>>,
-    invalidated: std::sync::atomic::AtomicBool,
+type BuildCredential = Box<
+    dyn Fn() -> futures::future::BoxFuture<'static, Result<Arc<dyn TokenCredential>, UpstreamError>>
+        + Send
+        + Sync,
+>;
+
+/// Graph tokens from an `azure_identity` credential ([`crate::azure_auth`]), which caches
+/// them until shortly before expiry. After a 401 from Graph the credential is dropped and
+/// built again (its cache is private to it), so the next call fetches a new token and, for
+/// the client secret, reads the secret from the store again (a rotated secret is picked up
+/// without a restart).
+pub struct CredentialTokens {
+    build: BuildCredential,
+    current: std::sync::Mutex<Option<Arc<dyn TokenCredential>>>,
 }
 
-impl Cache {
-    fn new() -> Self {
+impl CredentialTokens {
+    pub fn new(build: BuildCredential) -> Self {
         Self {
-            slot: Mutex::new(None),
-            invalidated: std::sync::atomic::AtomicBool::new(false),
+            build,
+            current: std::sync::Mutex::new(None),
         }
     }
 
-    async fn get<F, Fut>(&self, fetch: F) -> Result<SecretString, UpstreamError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(SecretString, u64), UpstreamError>>,
-    {
-        let mut slot = self.slot.lock().await;
-        let invalid = self
-            .invalidated
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
-        if !invalid {
-            if let Some((t, until)) = slot.as_ref() {
-                if Instant::now() < *until {
-                    return Ok(t.clone());
-                }
-            }
-        }
-        let (token, expires_in) = fetch().await?;
-        // Renew 5 minutes (or 10% of the lifetime, if shorter) before expiry.
-        let margin = (expires_in / 10).min(300);
-        let until = Instant::now() + Duration::from_secs(expires_in.saturating_sub(margin));
-        *slot = Some((token.clone(), until));
-        Ok(token)
-    }
-
-    fn invalidate(&self) {
-        self.invalidated
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-async fn token_request(
-    http: &reqwest::Client,
-    req: reqwest::RequestBuilder,
-) -> Result<(SecretString, u64), UpstreamError> {
-    let _ = http;
-    let resp = req.send().await.map_err(|e| transport_error(SERVICE, &e))?;
-    let status = resp.status();
-    let ra = retry_after(&resp);
-    let v: Value = read_json_capped(SERVICE, resp).await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let code = v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("token_error")
-            .to_string();
-        return Err(match status.as_u16() {
-            400 | 401 => UpstreamError::Unauthorized { service: SERVICE },
-            _ => status_error(SERVICE, status, code, String::new(), ra),
-        });
-    }
-    let token = v
-        .get("access_token")
-        .and_then(Value::as_str)
-        .ok_or(UpstreamError::Invalid {
-            service: SERVICE,
-            message: "token response without access_token".into(),
-        })?;
-    let expires_in = v
-        .get("expires_in")
-        .and_then(|e| {
-            e.as_u64()
-                .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
-        })
-        .unwrap_or(300);
-    Ok((SecretString::from(token.to_string()), expires_in))
-}
-
-fn token_url(login: &Url, tenant: &str) -> Result<Url, UpstreamError> {
-    login
-        .join(&format!("{tenant}/oauth2/v2.0/token"))
-        .map_err(|e| UpstreamError::Invalid {
-            service: SERVICE,
-            message: e.to_string(),
-        })
-}
-
-/// Client credentials with a secret read from the secret store (`entra-client-secret`).
-pub struct ClientSecretTokens {
-    url: Url,
-    client_id: String,
-    secrets: Arc<dyn SecretStore>,
-    http: reqwest::Client,
-    cache: Cache,
-}
-
-impl ClientSecretTokens {
-    pub fn new(
-        login_endpoint: Url,
-        tenant: String,
-        client_id: String,
+    /// The Graph token source the configuration asks for: the app `ENTRA_FIDO_API_CLIENT_ID`
+    /// with its secret from the secret store, by workload identity federation, or the
+    /// managed identity.
+    pub fn from_config(
+        config: &Config,
+        credentials: Credentials,
         secrets: Arc<dyn SecretStore>,
-        http: reqwest::Client,
     ) -> Result<Self, String> {
-        Ok(Self {
-            url: token_url(&login_endpoint, &tenant).map_err(|e| e.to_string())?,
-            client_id,
-            secrets,
-            http,
-            cache: Cache::new(),
-        })
+        let client_id = config.entra_fido_api_client_id.clone();
+        let build: BuildCredential = match credentials.kind() {
+            EntraCredentialKind::ClientSecret => Box::new(move || {
+                let (credentials, secrets, client_id) =
+                    (credentials.clone(), secrets.clone(), client_id.clone());
+                Box::pin(async move {
+                    let secret = secrets
+                        .get(ENTRA_CLIENT_SECRET)
+                        .await
+                        .map_err(|e| UpstreamError::Transient {
+                            service: SERVICE,
+                            message: format!("cannot read the client secret: {e}"),
+                            retry_after: None,
+                        })?
+                        .ok_or(UpstreamError::Unauthorized { service: SERVICE })?;
+                    credentials
+                        .client_secret(&client_id, &secret)
+                        .map_err(|message| UpstreamError::Invalid {
+                            service: SERVICE,
+                            message,
+                        })
+                })
+            }),
+            EntraCredentialKind::ManagedIdentity => {
+                // Built once up front so that a platform without a managed identity
+                // endpoint is reported at start, not at the first shipment.
+                let c = credentials.managed_identity()?;
+                Box::new(move || {
+                    let c = c.clone();
+                    Box::pin(async move { Ok(c) })
+                })
+            }
+            EntraCredentialKind::WorkloadIdentity => {
+                credentials.workload_identity(&client_id)?;
+                Box::new(move || {
+                    let r = credentials
+                        .workload_identity(&client_id)
+                        .map_err(|message| UpstreamError::Invalid {
+                            service: SERVICE,
+                            message,
+                        });
+                    Box::pin(async move { r })
+                })
+            }
+        };
+        Ok(Self::new(build))
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn TokenCredential>>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Token endpoint answers: a refusal of our credential is `Unauthorized`; anything else
+/// (5xx, 429, a network error, a platform endpoint not up yet) is transient.
+fn token_error(e: &azure_core::Error) -> UpstreamError {
+    match crate::azure_auth::http_status(e) {
+        Some(400 | 401 | 403) => UpstreamError::Unauthorized { service: SERVICE },
+        Some(s) => UpstreamError::Transient {
+            service: SERVICE,
+            message: format!("the token endpoint answered {s}"),
+            retry_after: None,
+        },
+        None => UpstreamError::Transient {
+            service: SERVICE,
+            message: format!("no token: {}", e.kind()),
+            retry_after: None,
+        },
     }
 }
 
 #[async_trait]
-impl TokenSource for ClientSecretTokens {
+impl TokenSource for CredentialTokens {
     async fn token(&self) -> Result<SecretString, UpstreamError> {
-        self.cache
-            .get(|| async {
-                let secret = self
-                    .secrets
-                    .get(ENTRA_CLIENT_SECRET)
-                    .await
-                    .map_err(|e| UpstreamError::Transient {
-                        service: SERVICE,
-                        message: format!("cannot read the client secret: {e}"),
-                        retry_after: None,
-                    })?
-                    .ok_or(UpstreamError::Unauthorized { service: SERVICE })?;
-                let form = [
-                    ("client_id", self.client_id.as_str()),
-                    ("scope", GRAPH_SCOPE),
-                    ("grant_type", "client_credentials"),
-                    ("client_secret", secret.expose_secret()),
-                ];
-                token_request(&self.http, self.http.post(self.url.clone()).form(&form)).await
-            })
+        let current = self.slot().clone();
+        let credential = match current {
+            Some(c) => c,
+            None => {
+                let c = (self.build)().await?;
+                *self.slot() = Some(c.clone());
+                c
+            }
+        };
+        let t = credential
+            .get_token(&[GRAPH_SCOPE], None)
             .await
+            .map_err(|e| token_error(&e))?;
+        Ok(SecretString::from(t.token.secret().to_string()))
     }
+
     fn invalidate(&self) {
-        self.cache.invalidate()
+        *self.slot() = None;
     }
-}
-
-/// Managed identity on Azure Container Apps / App Service (`IDENTITY_ENDPOINT`,
-/// `IDENTITY_HEADER`).
-pub struct ManagedIdentityTokens {
-    endpoint: Url,
-    header: SecretString,
-    client_id: Option<String>,
-    http: reqwest::Client,
-    cache: Cache,
-}
-
-impl ManagedIdentityTokens {
-    pub fn new(
-        identity_endpoint: Url,
-        identity_header: SecretString,
-        client_id: Option<String>,
-        http: reqwest::Client,
-    ) -> Self {
-        Self {
-            endpoint: identity_endpoint,
-            header: identity_header,
-            client_id,
-            http,
-            cache: Cache::new(),
-        }
-    }
-}
-
-#[async_trait]
-impl TokenSource for ManagedIdentityTokens {
-    async fn token(&self) -> Result<SecretString, UpstreamError> {
-        self.cache
-            .get(|| async {
-                let mut url = self.endpoint.clone();
-                url.query_pairs_mut()
-                    .append_pair("api-version", "2019-08-01")
-                    .append_pair("resource", GRAPH_RESOURCE);
-                if let Some(id) = &self.client_id {
-                    url.query_pairs_mut().append_pair("client_id", id);
-                }
-                let req = self
-                    .http
-                    .get(url)
-                    .header("X-IDENTITY-HEADER", self.header.expose_secret());
-                token_request(&self.http, req).await
-            })
-            .await
-    }
-    fn invalidate(&self) {
-        self.cache.invalidate()
-    }
-}
-
-/// Workload identity federation: the platform's token file is the client assertion.
-pub struct WorkloadIdentityTokens {
-    url: Url,
-    client_id: String,
-    token_file: PathBuf,
-    http: reqwest::Client,
-    cache: Cache,
-}
-
-impl WorkloadIdentityTokens {
-    pub fn new(
-        login_endpoint: Url,
-        tenant: String,
-        client_id: String,
-        token_file: PathBuf,
-        http: reqwest::Client,
-    ) -> Result<Self, String> {
-        Ok(Self {
-            url: token_url(&login_endpoint, &tenant).map_err(|e| e.to_string())?,
-            client_id,
-            token_file,
-            http,
-            cache: Cache::new(),
-        })
-    }
-}
-
-#[async_trait]
-impl TokenSource for WorkloadIdentityTokens {
-    async fn token(&self) -> Result<SecretString, UpstreamError> {
-        self.cache
-            .get(|| async {
-                // Re-read every time: the platform rotates the file.
-                let assertion = tokio::fs::read_to_string(&self.token_file)
-                    .await
-                    .map_err(|e| UpstreamError::Transient {
-                        service: SERVICE,
-                        message: format!("cannot read the federated token file: {}", e.kind()),
-                        retry_after: None,
-                    })?;
-                let assertion = zeroize::Zeroizing::new(assertion);
-                let form = [
-                    ("client_id", self.client_id.as_str()),
-                    ("scope", GRAPH_SCOPE),
-                    ("grant_type", "client_credentials"),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                    ("client_assertion", assertion.trim()),
-                ];
-                token_request(&self.http, self.http.post(self.url.clone()).form(&form)).await
-            })
-            .await
-    }
-    fn invalidate(&self) {
-        self.cache.invalidate()
-    }
-}
-
-/// Chooses the token source the configuration asks for.
-pub fn token_source_from_config(
-    config: &Config,
-    secrets: Arc<dyn SecretStore>,
-    http: reqwest::Client,
-) -> Result<Arc<dyn TokenSource>, String> {
-    let client_id = config.entra_fido_api_client_id.clone();
-    Ok(match config.entra_credential {
-        EntraCredentialKind::ClientSecret => Arc::new(ClientSecretTokens::new(
-            config.entra_login_endpoint.clone(),
-            config.azure_tenant_id.clone(),
-            client_id,
-            secrets,
-            http,
-        )?),
-        EntraCredentialKind::ManagedIdentity => {
-            let endpoint = std::env::var("IDENTITY_ENDPOINT")
-                .map_err(|_| "IDENTITY_ENDPOINT is not set (managed identity)".to_string())?;
-            let header = std::env::var("IDENTITY_HEADER")
-                .map_err(|_| "IDENTITY_HEADER is not set (managed identity)".to_string())?;
-            let endpoint = Url::parse(&endpoint).map_err(|e| format!("IDENTITY_ENDPOINT: {e}"))?;
-            // A user-assigned identity is chosen by AZURE_CLIENT_ID.
-            let mi_client = std::env::var("AZURE_CLIENT_ID")
-                .ok()
-                .filter(|s| !s.is_empty());
-            Arc::new(ManagedIdentityTokens::new(
-                endpoint,
-                SecretString::from(header),
-                mi_client,
-                http,
-            ))
-        }
-        EntraCredentialKind::WorkloadIdentity => {
-            let file = std::env::var("AZURE_FEDERATED_TOKEN_FILE").map_err(|_| {
-                "AZURE_FEDERATED_TOKEN_FILE is not set (workload identity)".to_string()
-            })?;
-            Arc::new(WorkloadIdentityTokens::new(
-                config.entra_login_endpoint.clone(),
-                config.azure_tenant_id.clone(),
-                client_id,
-                PathBuf::from(file),
-                http,
-            )?)
-        }
-    })
 }
 
 // ------------------------------------------------------------------ Graph

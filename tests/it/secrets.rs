@@ -71,15 +71,73 @@ async fn file_store_scenarios_and_permissions() {
     assert!(!format!("{:?}", s.get("entra-client-secret").await.unwrap()).contains("hush"));
 }
 
+fn client(ca: &[u8], timeout: std::time::Duration) -> reqwest::Client {
+    fido_connector::upstream::http::build_client(timeout, Some(ca)).unwrap()
+}
+
 async fn vault() -> (KeyVaultSim, Arc<dyn SecretStore>) {
     let sim = KeyVaultSim::start("kv-token".into()).await.unwrap();
     let store = KeyVaultSecretStore::connect(
         &sim.url.parse().unwrap(),
         StaticTokenCredential::new(SecretString::from("kv-token".to_string())),
-        Some(&sim.ca_pem),
+        client(&sim.ca_pem, std::time::Duration::from_secs(10)),
     )
     .unwrap();
     (sim, store)
+}
+
+/// The vault opened with the connector's own identity: an `azure_identity` client-secret
+/// credential against the Entra simulator's HTTPS login host, whose token the vault checks
+/// for its audience.
+#[tokio::test]
+async fn key_vault_with_the_connectors_entra_identity() {
+    use fido_connector::azure_auth::Credentials;
+    use fido_connector::config::{Config, Env};
+    let dir = tempfile::tempdir().unwrap();
+    let sb = fido_connector::sandbox::run::prepare(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let sim = KeyVaultSim::start_with(sb.entra.token_check("https://vault.azure.net"))
+        .await
+        .unwrap();
+    let cfg = Config::load(&Env::from_map(&sb.env)).unwrap();
+    let http = client(&sim.ca_pem, std::time::Duration::from_secs(10));
+    let credential = Credentials::from_config(&cfg, http.clone())
+        .azure_resources()
+        .unwrap();
+    let store = KeyVaultSecretStore::connect(&sim.url.parse().unwrap(), credential, http).unwrap();
+    scenarios(store).await;
+    assert!(sim.requests() > 0);
+}
+
+/// A vault that accepts the connection and never answers costs a bounded wait, not a hang.
+#[tokio::test]
+async fn key_vault_calls_time_out() {
+    let (sim, _) = vault().await;
+    let store = KeyVaultSecretStore::connect(
+        &sim.url.parse().unwrap(),
+        StaticTokenCredential::new(SecretString::from("kv-token".to_string())),
+        client(&sim.ca_pem, std::time::Duration::from_secs(1)),
+    )
+    .unwrap();
+    sim.faults.set(FaultConfig {
+        hang_rate: 1.0,
+        hang_ms: 120_000,
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        store.get("ye-api-token"),
+    )
+    .await;
+    assert!(matches!(r, Ok(Err(_))), "{r:?}");
+    // One timeout per try, four tries, short back-off: well under the retry budget.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -97,7 +155,7 @@ async fn key_vault_with_a_wrong_token_fails_cleanly() {
     let store = KeyVaultSecretStore::connect(
         &sim.url.parse().unwrap(),
         StaticTokenCredential::new(SecretString::from("wrong".to_string())),
-        Some(&sim.ca_pem),
+        client(&sim.ca_pem, std::time::Duration::from_secs(10)),
     )
     .unwrap();
     assert!(store.get("ye-api-token").await.is_err());

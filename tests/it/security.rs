@@ -32,7 +32,7 @@ async fn a_redirect_from_the_mail_relay_is_not_followed() {
     let w = World::start_with(Backend::Embedded, move |env| {
         env.insert(
             "EMAIL_API_SEND_ENDPOINT".into(),
-            format!("http://{addr}/workflows/x?sig=REDIRECTSIG"),
+            format!("http://{addr}/workflows/x"),
         );
     })
     .await;
@@ -163,5 +163,72 @@ async fn pin_mail_recipients_can_be_restricted_to_domains() {
     let (s, v) = w.create(&body).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(w.sb.ye.created_count(), 1);
+    w.stop().await;
+}
+
+/// A client that opens a connection and trickles header bytes is cut off after the
+/// header-read timeout instead of holding the connection for ever; others are served.
+#[tokio::test]
+async fn a_slow_header_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert(
+            "FIDO_CONNECTOR_HEADER_READ_TIMEOUT_SECONDS".into(),
+            "1".into(),
+        );
+    })
+    .await;
+    let addr = w.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    // The server closes the connection (possibly after a 408); never a 200.
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "cut off too early: {elapsed:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains(" 200 "),
+        "an incomplete request was answered"
+    );
+    let ok = w
+        .http
+        .get(format!("{}/v1/status", w.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    w.stop().await;
+}
+
+/// The mail trigger admits only the connector's identity (its authorization policy): a
+/// connector that presents no token is refused and the PIN is not delivered; with the
+/// token (the sandbox default) it is.
+#[tokio::test]
+async fn the_mail_trigger_admits_only_the_connectors_identity() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.remove("EMAIL_API_TOKEN_AUDIENCE");
+    })
+    .await;
+    let id = w.create_ok(alice()).await;
+    w.sb.ye.advance(&id);
+    assert_eq!(w.process().await, 204);
+    assert!(w.sb.mail.delivered().is_empty());
+    assert!(w.sb.mail.refused() >= 1);
+    assert_ne!(w.status_of(&id).await["shipment_state"], "complete");
+    w.stop().await;
+
+    let w = World::start(Backend::Embedded).await;
+    let id = w.create_ok(alice()).await;
+    w.sb.ye.advance(&id);
+    assert_eq!(w.process().await, 204);
+    assert_eq!(w.sb.mail.delivered().len(), 1);
+    assert_eq!(w.sb.mail.refused(), 0);
     w.stop().await;
 }

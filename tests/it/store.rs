@@ -32,6 +32,7 @@ async fn azurite() -> Arc<dyn ShipmentStore> {
             account: crate::support::azurite::ACCOUNT.into(),
             key: crate::support::azurite::KEY.to_string().into(),
         },
+        std::time::Duration::from_secs(30),
     )
     .await
     .unwrap()
@@ -222,4 +223,32 @@ async fn the_sqlite_file_survives_a_reopen() {
     }
     let s = fido_connector::store::sqlite::SqliteStore::open(&path).unwrap();
     assert!(s.get("keep").await.unwrap().is_some());
+}
+
+/// Azure Tables that accepts connections and never answers: the start fails within the
+/// configured bound with a clear error instead of hanging.
+#[tokio::test]
+async fn azure_tables_calls_time_out() {
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    let started = std::time::Instant::now();
+    let r = fido_connector::store::azure::AzureTableStore::connect(
+        &format!("http://{addr}/devstoreaccount1").parse().unwrap(),
+        "shipments",
+        fido_connector::store::azure::AzureTablesAuth::SharedKey {
+            account: crate::support::azurite::ACCOUNT.into(),
+            key: crate::support::azurite::KEY.to_string().into(),
+        },
+        std::time::Duration::from_secs(1),
+    )
+    .await;
+    match r {
+        Err(fido_connector::store::StoreError::Unavailable(m)) => {
+            assert!(m.contains("did not answer"), "{m}")
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a silent endpoint connected"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(blackhole);
 }

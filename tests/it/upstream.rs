@@ -163,27 +163,34 @@ async fn the_entra_simulator_refuses_tampered_and_duplicate_registrations() {
     w.stop().await;
 }
 
+/// Graph through a workload-identity credential of `azure_identity`, built from the
+/// configuration as production builds it: tokens are cached, a forged assertion is refused.
 #[tokio::test]
-async fn managed_and_workload_identity_tokens_work_and_are_cached() {
-    use fido_connector::sandbox::entra::{EntraSim, EntraSimConfig};
+async fn workload_identity_tokens_work_and_are_cached() {
+    use fido_connector::azure_auth::Credentials;
+    use fido_connector::config::{Config, Env};
     use fido_connector::upstream::entra::{
-        GraphClient, GraphClientConfig, ManagedIdentityTokens, TokenSource, WorkloadIdentityTokens,
+        CredentialTokens, GraphClient, GraphClientConfig, TokenSource,
     };
-    use secrecy::SecretString;
 
-    let mut cfg = EntraSimConfig::new("tenant-1", "client-1", "unused-secret");
-    cfg.identity_header = Some("identity-header".into());
-    cfg.federated_assertion = Some("federated-assertion".into());
-    let sim = EntraSim::start(cfg).await.unwrap();
-    sim.add_user(
-        "carol@contoso.example",
-        "9a8b7c6d-0000-4000-8000-000000000001",
+    let w = World::start(Backend::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, &w.sb.federated_assertion).unwrap();
+    let mut env = w.sb.env.clone();
+    env.insert("ENTRA_CREDENTIAL".into(), "workload_identity".into());
+    env.insert(
+        "AZURE_FEDERATED_TOKEN_FILE".into(),
+        file.display().to_string(),
     );
-    let http = reqwest::Client::new();
+    let cfg = Config::load(&Env::from_map(&env)).unwrap();
+    let ca = std::fs::read(cfg.extra_root_ca_pem.as_ref().unwrap()).unwrap();
+    let http =
+        fido_connector::upstream::http::build_client(Duration::from_secs(10), Some(&ca)).unwrap();
     let graph = |tokens: Arc<dyn TokenSource>, ver: &str| {
         GraphClient::new(
             GraphClientConfig {
-                graph_endpoint: sim.graph_url().parse().unwrap(),
+                graph_endpoint: cfg.graph_endpoint.clone(),
                 api_version: ver.into(),
                 challenge_timeout_minutes: 60,
             },
@@ -191,64 +198,77 @@ async fn managed_and_workload_identity_tokens_work_and_are_cached() {
             http.clone(),
         )
     };
-    let user = UserId::Upn("carol@contoso.example".into());
-
-    let mi = Arc::new(ManagedIdentityTokens::new(
-        sim.msi_url().parse().unwrap(),
-        SecretString::from("identity-header".to_string()),
-        None,
-        http.clone(),
-    ));
-    let g = graph(mi, "beta");
-    g.get_user(&user).await.unwrap();
-    g.get_user(&user).await.unwrap();
-    assert_eq!(sim.token_requests(), 1, "cached");
-
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, "federated-assertion").unwrap();
-    let wi = Arc::new(
-        WorkloadIdentityTokens::new(
-            sim.login_url().parse().unwrap(),
-            "tenant-1".into(),
-            "client-1".into(),
-            file.clone(),
-            http.clone(),
+    let tokens = || {
+        Arc::new(
+            CredentialTokens::from_config(
+                &cfg,
+                Credentials::from_config(&cfg, http.clone()),
+                w.deps().secrets.clone(),
+            )
+            .unwrap(),
         )
-        .unwrap(),
-    );
-    let g = graph(wi, "v1.0");
+    };
+    let user = UserId::Upn(crate::support::alice().into());
+    let before = w.sb.entra.token_requests();
+    let g = graph(tokens(), "v1.0");
     let found = g.get_user(&user).await.unwrap();
+    g.get_user(&user).await.unwrap();
+    assert_eq!(w.sb.entra.token_requests(), before + 1, "cached");
     // v1.0 creation options carry no timeout parameter and a 5-minute challenge.
     let opts = g.creation_options(&found.id).await.unwrap();
     assert!(opts.challenge_timeout < chrono::Utc::now() + chrono::Duration::minutes(6));
 
-    // A wrong identity header or assertion is refused.
-    let bad = Arc::new(ManagedIdentityTokens::new(
-        sim.msi_url().parse().unwrap(),
-        SecretString::from("wrong".to_string()),
-        None,
-        http.clone(),
-    ));
-    assert!(matches!(
-        graph(bad, "beta").get_user(&user).await,
-        Err(UpstreamError::Unauthorized { .. })
-    ));
     std::fs::write(&file, "forged").unwrap();
-    let forged = Arc::new(
-        WorkloadIdentityTokens::new(
-            sim.login_url().parse().unwrap(),
-            "tenant-1".into(),
-            "client-1".into(),
-            file,
-            http.clone(),
-        )
-        .unwrap(),
-    );
     assert!(matches!(
-        graph(forged, "beta").get_user(&user).await,
+        graph(tokens(), "beta").get_user(&user).await,
         Err(UpstreamError::Unauthorized { .. })
     ));
+    w.stop().await;
+}
+
+/// The managed identity (the platform's `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, read by
+/// `azure_identity` from the process environment, hence a child process): Graph and the
+/// mail trigger both get their tokens from it, end to end.
+#[tokio::test]
+async fn managed_identity_serves_graph_and_the_mail_trigger() {
+    use crate::support::process::spawn;
+    let dir = tempfile::tempdir().unwrap();
+    let sb = fido_connector::sandbox::run::prepare(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let mut env = sb.env.clone();
+    env.insert("ENTRA_CREDENTIAL".into(), "managed_identity".into());
+    env.remove("AZURE_CLIENT_ID");
+    env.remove("AZURE_CLIENT_SECRET");
+    env.insert("IDENTITY_ENDPOINT".into(), sb.entra.msi_url());
+    env.insert("IDENTITY_HEADER".into(), sb.identity_header.clone());
+    let log = dir.path().join("connector.log");
+    let p = spawn(&env, None, &log).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/fpr/shipments", p.base))
+        .bearer_auth(&sb.api_key)
+        .json(&crate::support::shipment_body(crate::support::alice()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let id = r.json::<serde_json::Value>().await.unwrap()["data"]["shipment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sb.ye.advance(&id);
+    let r = http
+        .get(format!("{}/v1/operations/process-shipments", p.base))
+        .bearer_auth(&sb.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(sb.mail.delivered().len(), 1, "the PIN mail went through");
+    assert_eq!(sb.mail.refused(), 0);
+    assert_eq!(sb.entra.registration_count(), 1);
+    p.stop();
 }
 
 #[tokio::test]
