@@ -232,6 +232,8 @@ pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, Cr
         .map_err(|e| CryptoError::Verify(e.to_string()))?;
     let (payload, _) = josekit::jws::deserialize_compact(jws, &verifier)
         .map_err(|_| CryptoError::Verify("bad signature".into()))?;
+    // The payload may carry the PIN: wipe the decoded bytes once parsed.
+    let payload = zeroize::Zeroizing::new(payload);
     serde_json::from_slice(&payload).map_err(|e| CryptoError::Payload(e.to_string()))
 }
 
@@ -241,11 +243,19 @@ pub fn encrypt_pin_request(
     response_key: &ResponseKey,
     transport: &Jwk,
 ) -> Result<String, CryptoError> {
+    // Serialized from borrowed fields: no JSON value holds a copy of the PIN, and the one
+    // buffer that does is wiped after encryption.
+    #[derive(serde::Serialize)]
+    struct PinRequest<'a> {
+        pin: &'a str,
+        response_jwk: &'a serde_json::Map<String, Value>,
+    }
+    let public = response_key.public_jwk()?;
     let body = zeroize::Zeroizing::new(
-        serde_json::to_vec(&serde_json::json!({
-            "pin": pin.expose(),
-            "response_jwk": response_key.public_jwk()?.as_ref(),
-        }))
+        serde_json::to_vec(&PinRequest {
+            pin: pin.expose(),
+            response_jwk: public.as_ref(),
+        })
         .map_err(|e| CryptoError::Encrypt(e.to_string()))?,
     );
     encrypt_to(&body, transport)
