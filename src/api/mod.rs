@@ -112,7 +112,7 @@ pub async fn create_shipment(
 
 /// `GET /v1/fpr/shipments/{shipment_id}`.
 #[utoipa::path(get, path = "/v1/fpr/shipments/{shipment_id}", tag = "shipments",
-    params(("shipment_id" = String, Path, description = "YubiEnterprise shipment id")),
+    params(("shipment_id" = inline(crate::domain::wire::ShipmentId), Path, description = "YubiEnterprise shipment id")),
     responses(
         (status = 200, description = "Processing state", body = openapi::ShipmentStatusBody),
         (status = 400, description = "Malformed id", body = openapi::ErrorBody),
@@ -152,7 +152,7 @@ pub async fn get_shipment(
 
 /// `GET /v1/operations/resend-pin/{shipment_id}`.
 #[utoipa::path(get, path = "/v1/operations/resend-pin/{shipment_id}", tag = "operations",
-    params(("shipment_id" = String, Path, description = "YubiEnterprise shipment id")),
+    params(("shipment_id" = inline(crate::domain::wire::ShipmentId), Path, description = "YubiEnterprise shipment id")),
     responses(
         (status = 204, description = "PIN mail sent again"),
         (status = 400, description = "Malformed id", body = openapi::ErrorBody),
@@ -350,17 +350,9 @@ async fn method_not_allowed() -> Response {
 
 /// Shipment ids are YubiEnterprise's: letters, digits, `-` and `_`, at most 128.
 fn check_shipment_id(id: &str) -> Result<(), ApiError> {
-    let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::validation(
-            "`shipment_id` must be 1..128 letters, digits, '-' or '_'",
-        ))
-    }
+    crate::domain::wire::ShipmentId::try_from(id.to_string())
+        .map(|_| ())
+        .map_err(ApiError::validation)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

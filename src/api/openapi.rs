@@ -1,6 +1,6 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations and these schema
-//! types (which mirror the JSON the API reads and writes; they are documentation types:
-//! parsing goes through `domain::ShipmentRequest::parse`, which enforces every rule).
+//! The OpenAPI 3.1 document, generated from the handlers' annotations, the request's wire
+//! types (`domain::wire`: the very types the server deserializes, whose newtypes carry
+//! their own patterns, lengths and enums) and the answer types below.
 
 #![allow(dead_code)] // fields exist for the schema only
 
@@ -8,6 +8,11 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+pub use crate::domain::wire::{
+    AdditionalData, CreateShipmentRequest, EnrollmentContacts, MailingAddress, PinRequest, PinType,
+    Recipient, ShipmentItem, YubicoShipmentRequest,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,7 +27,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::readyz,
     ),
     components(schemas(
-        StatusBody, CreateShipmentRequest, PinRequest, EnrollmentContacts,
+        StatusBody, CreateShipmentRequest, PinRequest, PinType, EnrollmentContacts,
         YubicoShipmentRequest, Recipient, MailingAddress, ShipmentItem, AdditionalData,
         CreatedBody, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData
     )),
@@ -97,102 +102,6 @@ pub struct StatusBody {
     pub ye_jwks_sign_endpoint: String,
     #[serde(rename = "YE_JWKS_TRANSPORT_ENDPOINT")]
     pub ye_jwks_transport_endpoint: String,
-}
-
-/// `POST /v1/fpr/shipments` body.
-#[derive(Serialize, ToSchema)]
-pub struct CreateShipmentRequest {
-    /// User principal name or object id (GUID).
-    #[schema(example = "alice@contoso.example", max_length = 113)]
-    pub user_id: String,
-    pub pin_request: Option<PinRequest>,
-    pub enrollment_contacts: Option<EnrollmentContacts>,
-    pub yubico_shipment_request: YubicoShipmentRequest,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PinRequest {
-    /// Only `generate`.
-    #[schema(example = "generate")]
-    pub r#type: String,
-    /// 4..63 digits (default 8).
-    #[schema(minimum = 4, maximum = 63, example = 8)]
-    pub length: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EnrollmentContacts {
-    /// Where the PIN mail goes instead of the recipient's email (at most 10).
-    #[schema(max_items = 10)]
-    pub emails_to: Vec<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct YubicoShipmentRequest {
-    /// Base58 id of the reseller; omitted or empty when none.
-    pub reseller_organization_id: Option<String>,
-    /// 1 normal, 2 expedited.
-    #[schema(minimum = 1, maximum = 2)]
-    pub delivery_type: i64,
-    pub address_validation_bypass: Option<bool>,
-    pub recipient: Recipient,
-    pub mailing_address: MailingAddress,
-    /// Exactly one item.
-    #[schema(min_items = 1, max_items = 1)]
-    pub shipment_items: Vec<ShipmentItem>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Recipient {
-    #[schema(max_length = 20)]
-    pub recipient_company: Option<String>,
-    #[schema(max_length = 80)]
-    pub recipient_email: String,
-    #[schema(max_length = 15)]
-    pub recipient_firstname: String,
-    #[schema(max_length = 20)]
-    pub recipient_lastname: String,
-    #[schema(max_length = 40)]
-    pub recipient_telephone: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MailingAddress {
-    #[schema(max_length = 60)]
-    pub street_line1: String,
-    /// Together with `street_line1` at most 120 characters.
-    #[schema(max_length = 60)]
-    pub street_line2: Option<String>,
-    #[schema(max_length = 60)]
-    pub city: String,
-    /// Required 2-letter code for US and CA.
-    #[schema(max_length = 50)]
-    pub region: Option<String>,
-    /// US: 12345 or 12345-6789; CA: A1A 1A1.
-    #[schema(max_length = 50)]
-    pub postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2.
-    #[schema(min_length = 2, max_length = 2)]
-    pub country_code_2: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ShipmentItem {
-    pub product_id: i64,
-    pub inventory_product_id: i64,
-    /// Always 1.
-    #[schema(minimum = 1, maximum = 1)]
-    pub product_quantity: i64,
-    #[schema(max_length = 50)]
-    pub customization_id: String,
-    pub fc_additional_data: Option<AdditionalData>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AdditionalData {
-    /// Passkey name shown as `<name>: <serial>`; printable ASCII, at most 18.
-    #[schema(max_length = 18)]
-    pub yubikey_name: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -4,6 +4,7 @@
 pub mod pin;
 pub mod request;
 pub mod shipment;
+pub mod wire;
 
 pub use pin::Pin;
 pub use request::{ShipmentRequest, UserId, ValidationError};

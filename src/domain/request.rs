@@ -93,133 +93,62 @@ pub struct ShipmentRequest {
 impl ShipmentRequest {
     /// Parses and validates a request body. See docs/api.md for every rule.
     pub fn parse(body: &Value) -> Result<Self, ValidationError> {
-        let root = Obj::root(body)?;
-        let user_id = parse_user_id(&root.req_str("user_id")?)?;
+        Self::from_wire(super::wire::from_value(body)?)
+    }
 
-        let (pin_type, pin_length) = match root.opt_obj("pin_request")? {
-            Some(p) => (p.opt_str("type")?, p.opt_int("length")?),
-            None => (None, None),
-        };
-        if let Some(t) = pin_type {
-            if t != "generate" {
-                return Err(ValidationError::new(
-                    "pin_request.type",
-                    "PIN `type` must be `generate`",
-                ));
-            }
-        }
-        let pin_length = pin_length.unwrap_or(DEFAULT_PIN_LENGTH as i64);
-        if !(4..=63).contains(&pin_length) {
+    /// The rules that span fields, on a request whose every field is already valid.
+    pub fn from_wire(w: super::wire::CreateShipmentRequest) -> Result<Self, ValidationError> {
+        let pin_length = w
+            .pin_request
+            .as_ref()
+            .and_then(|p| p.length)
+            .map_or(DEFAULT_PIN_LENGTH, |l| l.0);
+
+        let emails_to: Vec<String> = w
+            .enrollment_contacts
+            .and_then(|c| c.emails_to)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.into_inner())
+            .collect();
+        if emails_to.len() > MAX_EMAILS_TO {
+            let field = "enrollment_contacts.emails_to";
             return Err(ValidationError::new(
-                "pin_request.length",
-                "PIN `length` must be between 4 and 63",
+                field,
+                format!("`{field}` may list at most {MAX_EMAILS_TO} addresses"),
             ));
         }
 
-        let mut emails_to = Vec::new();
-        if let Some(c) = root.opt_obj("enrollment_contacts")? {
-            if let Some(list) = c.opt_array("emails_to")? {
-                let field = "enrollment_contacts.emails_to";
-                if list.len() > MAX_EMAILS_TO {
-                    return Err(ValidationError::new(
-                        field,
-                        format!("`{field}` may list at most {MAX_EMAILS_TO} addresses"),
-                    ));
-                }
-                for (i, e) in list.iter().enumerate() {
-                    let f = format!("{field}[{i}]");
-                    let e = e.as_str().ok_or_else(|| {
-                        ValidationError::new(&f, format!("`{f}` must be a string"))
-                    })?;
-                    check_email(&f, e, 254)?;
-                    emails_to.push(e.trim().to_string());
-                }
-            }
-        }
-
-        let y = root.req_obj("yubico_shipment_request")?;
-        let delivery_type = y.opt_int("delivery_type")?.unwrap_or(1);
-        if delivery_type != 1 && delivery_type != 2 {
-            return Err(ValidationError::new(
-                y.path("delivery_type"),
-                format!(
-                    "`{}` must be 1 (normal) or 2 (expedited)",
-                    y.path("delivery_type")
-                ),
-            ));
-        }
-        let address_validation_bypass = y.opt_bool("address_validation_bypass")?.unwrap_or(false);
-        let reseller_organization_id = match y.opt_str("reseller_organization_id")? {
-            Some(s) if s.is_empty() => None,
-            Some(s) => {
-                let f = y.path("reseller_organization_id");
-                let base58 =
-                    |c: char| c.is_ascii_alphanumeric() && !matches!(c, '0' | 'O' | 'I' | 'l');
-                if s.chars().count() > 64 || !s.chars().all(base58) {
-                    return Err(ValidationError::new(
-                        &f,
-                        format!("`{f}` must be a Base58 organization id"),
-                    ));
-                }
-                Some(s)
-            }
-            None => None,
-        };
-
-        let r = y.req_obj("recipient")?;
+        let y = w.yubico_shipment_request;
+        let yp = "yubico_shipment_request";
+        let r = y.recipient;
         let recipient = Recipient {
-            recipient_company: r.opt_limited("recipient_company", 20)?.unwrap_or_default(),
-            recipient_email: {
-                let e = r.req_limited("recipient_email", 80)?;
-                check_email(&r.path("recipient_email"), &e, 80)?;
-                e
-            },
-            recipient_firstname: r.req_limited("recipient_firstname", 15)?,
-            recipient_lastname: r.req_limited("recipient_lastname", 20)?,
-            recipient_telephone: {
-                let t = r.req_limited("recipient_telephone", 40)?;
-                let ok = t
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || " +-().x".contains(c))
-                    && t.chars().any(|c| c.is_ascii_digit());
-                if !ok {
-                    let f = r.path("recipient_telephone");
-                    return Err(ValidationError::new(
-                        &f,
-                        format!("`{f}` must be a telephone number (digits, spaces, + - ( ) . x)"),
-                    ));
-                }
-                t
-            },
+            recipient_company: r
+                .recipient_company
+                .map(|t| t.into_inner())
+                .unwrap_or_default(),
+            recipient_email: r.recipient_email.into_inner(),
+            recipient_firstname: r.recipient_firstname.into_inner(),
+            recipient_lastname: r.recipient_lastname.into_inner(),
+            recipient_telephone: r.recipient_telephone.into_inner(),
         };
 
-        let a = y.req_obj("mailing_address")?;
-        let street_line1 = a.req_limited("street_line1", 60)?;
-        let street_line2 = a.opt_limited("street_line2", 60)?.unwrap_or_default();
+        let a = y.mailing_address;
+        let ap = format!("{yp}.mailing_address");
+        let street_line1 = a.street_line1.into_inner();
+        let street_line2 = a.street_line2.map(|t| t.into_inner()).unwrap_or_default();
         if street_line1.chars().count() + street_line2.chars().count() > 120 {
-            let f = a.path("street_line2");
+            let f = format!("{ap}.street_line2");
             return Err(ValidationError::new(
                 &f,
-                format!(
-                    "`{}` and `{}` together exceed 120 characters",
-                    a.path("street_line1"),
-                    f
-                ),
+                format!("`{ap}.street_line1` and `{f}` together exceed 120 characters"),
             ));
         }
-        let city = a.req_limited("city", 60)?;
-        let country = a.req_str("country_code_2")?.to_ascii_uppercase();
-        let cf = a.path("country_code_2");
-        if country.chars().count() != 2 || !ISO_3166_ALPHA2.contains(&country.as_str()) {
-            return Err(ValidationError::new(
-                &cf,
-                format!("`{cf}` must be an ISO 3166-1 alpha-2 country code"),
-            ));
-        }
-        let region = a.opt_limited("region", 50)?.unwrap_or_default();
-        let postal_code = a.opt_limited("postal_code", 50)?.unwrap_or_default();
-        let rf = a.path("region");
-        let pf = a.path("postal_code");
+        let country = a.country_code_2.as_str().to_string();
+        let region = a.region.map(|t| t.into_inner()).unwrap_or_default();
+        let postal_code = a.postal_code.map(|t| t.into_inner()).unwrap_or_default();
+        let rf = format!("{ap}.region");
+        let pf = format!("{ap}.postal_code");
         match country.as_str() {
             "US" => {
                 if !US_STATES.contains(&region.to_ascii_uppercase().as_str()) {
@@ -251,74 +180,50 @@ impl ShipmentRequest {
             }
             _ => {}
         }
-        let (region, country_code_2) = if country == "US" || country == "CA" {
-            (region.to_ascii_uppercase(), country)
+        let region = if country == "US" || country == "CA" {
+            region.to_ascii_uppercase()
         } else {
-            (region, country)
+            region
         };
         let mailing_address = MailingAddress {
             street_line1,
             street_line2,
-            city,
+            city: a.city.into_inner(),
             region,
             postal_code,
-            country_code_2,
+            country_code_2: country,
         };
 
-        let items = y.req_array("shipment_items")?;
-        let f = y.path("shipment_items");
+        let f = format!("{yp}.shipment_items");
+        let mut items = y.shipment_items;
         if items.len() != 1 {
             return Err(ValidationError::new(
                 &f,
                 format!("`{f}` must hold exactly one item (one key per pre-registration shipment)"),
             ));
         }
-        let it = Obj::at(&items[0], format!("{f}[0]"))?;
-        let product_id = it.req_positive("product_id")?;
-        let inventory_product_id = it.req_positive("inventory_product_id")?;
-        let qty = it.opt_int("product_quantity")?.unwrap_or(1);
-        if qty != 1 {
-            let q = it.path("product_quantity");
-            return Err(ValidationError::new(&q, format!("`{q}` must be 1")));
-        }
-        let customization_id = it.req_limited("customization_id", 50)?;
-        let mut yubikey_name = None;
-        if let Some(extra) = it.opt_obj("fc_additional_data")? {
-            if let Some(name) = extra.opt_str("yubikey_name")? {
-                let nf = extra.path("yubikey_name");
-                if !name.is_empty() {
-                    if !name.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-                        return Err(ValidationError::new(
-                            &nf,
-                            format!("`{nf}` must contain only printable ASCII characters"),
-                        ));
-                    }
-                    if name.chars().count() > 18 {
-                        return Err(ValidationError::new(
-                            &nf,
-                            format!("`{nf}` exceeds 18 characters"),
-                        ));
-                    }
-                    yubikey_name = Some(name);
-                }
-            }
-        }
+        let it = items.remove(0);
+        let yubikey_name = it
+            .fc_additional_data
+            .and_then(|d| d.yubikey_name)
+            .map(|n| n.into_inner())
+            .filter(|n| !n.is_empty());
 
         Ok(ShipmentRequest {
-            user_id,
-            pin_length: pin_length as usize,
+            user_id: w.user_id.0,
+            pin_length,
             emails_to,
             yubico: YubicoShipmentRequest {
-                reseller_organization_id,
-                delivery_type: delivery_type as u8,
-                address_validation_bypass,
+                reseller_organization_id: y.reseller_organization_id.map(|b| b.into_inner()),
+                delivery_type: y.delivery_type.map_or(1, |d| d.0),
+                address_validation_bypass: y.address_validation_bypass.unwrap_or(false),
                 recipient,
                 mailing_address,
                 item: ShipmentItem {
-                    product_id,
-                    inventory_product_id,
+                    product_id: it.product_id.0,
+                    inventory_product_id: it.inventory_product_id.0,
                     product_quantity: 1,
-                    customization_id,
+                    customization_id: it.customization_id.into_inner(),
                 },
             },
             yubikey_name,
@@ -366,167 +271,7 @@ pub const DEFAULT_PIN_LENGTH: usize = 8;
 /// At most this many addresses in `enrollment_contacts.emails_to`.
 pub const MAX_EMAILS_TO: usize = 10;
 
-/// A JSON object being read, with its path for error messages.
-struct Obj<'a> {
-    map: &'a serde_json::Map<String, Value>,
-    prefix: String,
-}
-
-impl<'a> Obj<'a> {
-    fn root(v: &'a Value) -> Result<Self, ValidationError> {
-        match v.as_object() {
-            Some(map) => Ok(Obj {
-                map,
-                prefix: String::new(),
-            }),
-            None => Err(ValidationError::new(
-                "",
-                "request body must be a JSON object",
-            )),
-        }
-    }
-
-    fn at(v: &'a Value, path: String) -> Result<Self, ValidationError> {
-        match v.as_object() {
-            Some(map) => Ok(Obj { map, prefix: path }),
-            None => Err(ValidationError::new(
-                &path,
-                format!("`{path}` must be an object"),
-            )),
-        }
-    }
-
-    fn path(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.prefix)
-        }
-    }
-
-    /// The value, treating JSON `null` as absent.
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn missing(&self, key: &str) -> ValidationError {
-        let p = self.path(key);
-        ValidationError::new(&p, format!("`{p}` is required"))
-    }
-
-    fn opt_str(&self, key: &str) -> Result<Option<String>, ValidationError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-            Some(_) => {
-                let p = self.path(key);
-                Err(ValidationError::new(&p, format!("`{p}` must be a string")))
-            }
-        }
-    }
-
-    fn req_str(&self, key: &str) -> Result<String, ValidationError> {
-        match self.opt_str(key)? {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => Err(self.missing(key)),
-        }
-    }
-
-    /// An optional string of at most `max` characters (empty counts as absent).
-    fn opt_limited(&self, key: &str, max: usize) -> Result<Option<String>, ValidationError> {
-        match self.opt_str(key)? {
-            None => Ok(None),
-            Some(s) if s.is_empty() => Ok(None),
-            Some(s) => {
-                if s.chars().count() > max {
-                    let p = self.path(key);
-                    return Err(ValidationError::new(
-                        &p,
-                        format!("`{p}` exceeds {max} characters"),
-                    ));
-                }
-                if s.chars().any(char::is_control) {
-                    let p = self.path(key);
-                    return Err(ValidationError::new(
-                        &p,
-                        format!("`{p}` must not contain control characters"),
-                    ));
-                }
-                Ok(Some(s))
-            }
-        }
-    }
-
-    fn req_limited(&self, key: &str, max: usize) -> Result<String, ValidationError> {
-        self.opt_limited(key, max)?.ok_or_else(|| self.missing(key))
-    }
-
-    fn opt_int(&self, key: &str) -> Result<Option<i64>, ValidationError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-                let p = self.path(key);
-                ValidationError::new(&p, format!("`{p}` must be an integer"))
-            }),
-        }
-    }
-
-    fn req_positive(&self, key: &str) -> Result<i64, ValidationError> {
-        match self.opt_int(key)? {
-            None => Err(self.missing(key)),
-            Some(n) if n > 0 => Ok(n),
-            Some(_) => {
-                let p = self.path(key);
-                Err(ValidationError::new(
-                    &p,
-                    format!("`{p}` must be a positive integer"),
-                ))
-            }
-        }
-    }
-
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>, ValidationError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => {
-                let p = self.path(key);
-                Err(ValidationError::new(
-                    &p,
-                    format!("`{p}` must be true or false"),
-                ))
-            }
-        }
-    }
-
-    fn opt_obj(&self, key: &str) -> Result<Option<Obj<'a>>, ValidationError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => Obj::at(v, self.path(key)).map(Some),
-        }
-    }
-
-    fn req_obj(&self, key: &str) -> Result<Obj<'a>, ValidationError> {
-        self.opt_obj(key)?.ok_or_else(|| self.missing(key))
-    }
-
-    fn opt_array(&self, key: &str) -> Result<Option<&'a Vec<Value>>, ValidationError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Array(a)) => Ok(Some(a)),
-            Some(_) => {
-                let p = self.path(key);
-                Err(ValidationError::new(&p, format!("`{p}` must be a list")))
-            }
-        }
-    }
-
-    fn req_array(&self, key: &str) -> Result<&'a Vec<Value>, ValidationError> {
-        self.opt_array(key)?.ok_or_else(|| self.missing(key))
-    }
-}
-
-fn parse_user_id(s: &str) -> Result<UserId, ValidationError> {
+pub(crate) fn parse_user_id(s: &str) -> Result<UserId, ValidationError> {
     let f = "user_id";
     if is_guid(s) {
         return Ok(UserId::ObjectId(s.to_ascii_lowercase()));
@@ -569,43 +314,6 @@ fn is_guid(s: &str) -> bool {
         })
 }
 
-/// A pragmatic address check: `local@domain.tld`, no spaces, at most `max` characters.
-fn check_email(field: &str, e: &str, max: usize) -> Result<(), ValidationError> {
-    let e = e.trim();
-    if e.chars().count() > max {
-        return Err(ValidationError::new(
-            field,
-            format!("`{field}` exceeds {max} characters"),
-        ));
-    }
-    let ok = match e.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && local.chars().count() <= 64
-                && !local.contains('@')
-                && !e
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\"[]\\".contains(c))
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains("..")
-                && domain
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
-        }
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            field,
-            format!("`{field}` is not a valid email address"),
-        ))
-    }
-}
-
 fn is_us_zip(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
@@ -632,19 +340,19 @@ fn is_ca_postal(s: &str) -> bool {
 }
 
 /// US states, DC, territories and military "states".
-const US_STATES: [&str; 62] = [
+pub(crate) const US_STATES: [&str; 62] = [
     "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS",
     "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY",
     "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV",
     "WI", "WY", "DC", "AS", "GU", "MP", "PR", "VI", "UM", "FM", "MH", "PW", "AA", "AE",
 ];
 
-const CA_PROVINCES: [&str; 13] = [
+pub(crate) const CA_PROVINCES: [&str; 13] = [
     "AB", "BC", "MB", "NB", "NL", "NS", "NT", "NU", "ON", "PE", "QC", "SK", "YT",
 ];
 
 /// ISO 3166-1 alpha-2 codes (officially assigned).
-const ISO_3166_ALPHA2: [&str; 249] = [
+pub(crate) const ISO_3166_ALPHA2: [&str; 249] = [
     "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
     "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
     "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
