@@ -3,7 +3,7 @@
 //! the result is a [`Caller`] with a set of [`Permission`]s; handlers ask for the one they
 //! need. There is no switch that turns authentication off.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,6 +203,79 @@ fn key_fetcher(http: reqwest::Client, discovery: Url) -> Fetcher<RsassaJwsVerifi
     })
 }
 
+/// Tokens validated recently, by SHA-256 of the token: a hit skips the signature check and
+/// the claim parsing. Bounded (`TOKEN_CACHE_ENTRIES`, in shards so that lookups under load
+/// do not queue on one lock), never past the token's `exp` (plus the leeway validation
+/// allows), and an entry counts only while the key that verified it is still the published
+/// key of that `kid` (a withdrawn or rotated key stops its tokens at once).
+struct ValidatedTokens {
+    shards: Vec<std::sync::RwLock<HashMap<[u8; 32], Validated>>>,
+    per_shard: usize,
+}
+
+#[derive(Clone)]
+struct Validated {
+    caller: Caller,
+    exp: i64,
+    nbf: Option<i64>,
+    kid: String,
+    verifier: Arc<RsassaJwsVerifier>,
+}
+
+/// Validated tokens kept at most (about 1 KiB each).
+pub const TOKEN_CACHE_ENTRIES: usize = 4096;
+const TOKEN_CACHE_SHARDS: usize = 16;
+
+impl ValidatedTokens {
+    fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..TOKEN_CACHE_SHARDS)
+                .map(|_| std::sync::RwLock::new(HashMap::new()))
+                .collect(),
+            per_shard: capacity.div_ceil(TOKEN_CACHE_SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> &std::sync::RwLock<HashMap<[u8; 32], Validated>> {
+        &self.shards[usize::from(key[0]) % TOKEN_CACHE_SHARDS]
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Validated> {
+        self.shard(key)
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], v: Validated, now: i64) {
+        let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= self.per_shard {
+            // Expired entries go first; if the shard is still full, it starts over (a
+            // miss costs one validation, never memory).
+            shard.retain(|_, e| now <= e.exp + LEEWAY_SECS);
+            if shard.len() >= self.per_shard {
+                shard.clear();
+            }
+        }
+        shard.insert(key, v);
+    }
+
+    fn remove(&self, key: &[u8; 32]) {
+        self.shard(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
 /// Entra ID access-token validation: RS256 only, signature first, then issuer, audience,
 /// lifetime and tenant.
 pub struct TokenValidator {
@@ -212,6 +285,7 @@ pub struct TokenValidator {
     vendor_scope_grants_all: bool,
     clock: Arc<dyn Clock>,
     keys: KeySetCache<RsassaJwsVerifier>,
+    validated: ValidatedTokens,
 }
 
 impl TokenValidator {
@@ -253,7 +327,13 @@ impl TokenValidator {
                 cooldown,
                 crate::upstream::jwks::MAX_AGE,
             ),
+            validated: ValidatedTokens::new(TOKEN_CACHE_ENTRIES),
         })
+    }
+
+    /// Tokens in the validated-token cache (tests, metrics).
+    pub fn cached_tokens(&self) -> usize {
+        self.validated.len()
     }
 
     /// How many times the signing keys were fetched (tests, metrics).
@@ -266,6 +346,31 @@ impl TokenValidator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err("token too large");
         }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.validated.get(&key) {
+            let now = self.clock.now().timestamp();
+            if now > hit.exp + LEEWAY_SECS {
+                self.validated.remove(&key);
+                return Err("token expired");
+            }
+            let not_yet = hit.nbf.is_some_and(|nbf| now + LEEWAY_SECS < nbf);
+            // The key that verified it must still be the one published under its kid.
+            let same_key = matches!(
+                self.keys.get(&hit.kid).await,
+                Ok(k) if Arc::ptr_eq(&k, &hit.verifier)
+            );
+            if same_key && !not_yet {
+                return Ok(hit.caller);
+            }
+            self.validated.remove(&key);
+        }
+        let (caller, validated) = self.validate_fully(token).await?;
+        self.validated
+            .insert(key, validated, self.clock.now().timestamp());
+        Ok(caller)
+    }
+
+    async fn validate_fully(&self, token: &str) -> Result<(Caller, Validated), &'static str> {
         // Only the header is read before the signature is checked.
         let header = token.split('.').next().ok_or("malformed token")?;
         let header: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -286,6 +391,7 @@ impl TokenValidator {
         })?;
         let (payload, _) = josekit::jwt::decode_with_verifier(token, verifier.as_ref())
             .map_err(|_| "bad signature")?;
+        let kid = kid.to_string();
         let claims = payload.claims_set();
 
         let iss = claims
@@ -314,7 +420,8 @@ impl TokenValidator {
         if now > exp + LEEWAY_SECS {
             return Err("token expired");
         }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64) {
+        let nbf = claims.get("nbf").and_then(Value::as_i64);
+        if let Some(nbf) = nbf {
             if now + LEEWAY_SECS < nbf {
                 return Err("token not yet valid");
             }
@@ -349,10 +456,18 @@ impl TokenValidator {
             .find_map(|k| claims.get(*k).and_then(Value::as_str))
             .unwrap_or("unknown")
             .to_string();
-        Ok(Caller {
+        let caller = Caller {
             subject,
             permissions,
-        })
+        };
+        let validated = Validated {
+            caller: caller.clone(),
+            exp,
+            nbf,
+            kid,
+            verifier,
+        };
+        Ok((caller, validated))
     }
 }
 

@@ -133,11 +133,26 @@ struct St {
     inner: Arc<Mutex<Inner>>,
     cfg: Arc<EntraSimConfig>,
     faults: Faults,
-    signing: Arc<Jwk>,
+    signing: Arc<Mutex<Arc<Jwk>>>,
     base: Arc<Mutex<String>>,
 }
 
+fn new_signing_key() -> Result<Jwk, josekit::JoseError> {
+    let mut signing = Jwk::generate_rsa_key(2048)?;
+    signing.set_key_id(format!("sim-{}", uuid::Uuid::new_v4().simple()));
+    signing.set_key_use("sig");
+    signing.set_algorithm("RS256");
+    Ok(signing)
+}
+
 impl St {
+    fn signing_key(&self) -> Arc<Jwk> {
+        self.signing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -172,17 +187,14 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 impl EntraSim {
     pub async fn start(cfg: EntraSimConfig) -> std::io::Result<EntraSim> {
-        let mut signing = Jwk::generate_rsa_key(2048).map_err(std::io::Error::other)?;
-        signing.set_key_id(format!("sim-{}", uuid::Uuid::new_v4().simple()));
-        signing.set_key_use("sig");
-        signing.set_algorithm("RS256");
+        let signing = new_signing_key().map_err(std::io::Error::other)?;
         let faults = Faults::default();
         let (port, tls_port) = (cfg.port, cfg.tls_port);
         let st = St {
             inner: Arc::new(Mutex::new(Inner::default())),
             cfg: Arc::new(cfg),
             faults: faults.clone(),
-            signing: Arc::new(signing),
+            signing: Arc::new(Mutex::new(Arc::new(signing))),
             base: Arc::new(Mutex::new(String::new())),
         };
         let graph = Router::new()
@@ -321,9 +333,17 @@ impl EntraSim {
     pub fn issuer(&self) -> String {
         format!("{}/{}/v2.0", self.served_tls.url(), self.st.cfg.tenant)
     }
+    /// Replaces the caller-token signing key: the old one is withdrawn from the published
+    /// set at once (as Entra does when a key is compromised).
+    pub fn rotate_caller_signing_key(&self) {
+        if let Ok(k) = new_signing_key() {
+            *self.st.signing.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
+        }
+    }
+
     /// The public signing key of caller tokens (JWK JSON).
     pub fn signing_public_jwk(&self) -> Value {
-        crate::crypto::public_of(&self.st.signing)
+        crate::crypto::public_of(&self.st.signing_key())
             .map(|k| Value::Object(k.as_ref().clone()))
             .unwrap_or(Value::Null)
     }
@@ -362,12 +382,11 @@ fn mint(st: &St, c: &CallerClaims) -> Result<String, String> {
     }
     let mut h = JwsHeader::new();
     h.set_token_type("JWT");
-    if let Some(kid) = st.signing.key_id() {
+    let signing = st.signing_key();
+    if let Some(kid) = signing.key_id() {
         h.set_key_id(kid);
     }
-    let signer = RS256
-        .signer_from_jwk(&st.signing)
-        .map_err(|e| e.to_string())?;
+    let signer = RS256.signer_from_jwk(&signing).map_err(|e| e.to_string())?;
     josekit::jwt::encode_with_signer(&p, &h, &signer).map_err(|e| e.to_string())
 }
 
@@ -766,7 +785,7 @@ async fn openid_configuration(State(st): State<St>, Path(tenant): Path<String>) 
 }
 
 async fn keys(State(st): State<St>) -> Json<Value> {
-    let k = crate::crypto::public_of(&st.signing)
+    let k = crate::crypto::public_of(&st.signing_key())
         .map(|k| Value::Object(k.as_ref().clone()))
         .unwrap_or(Value::Null);
     Json(json!({"keys": [k]}))

@@ -387,3 +387,61 @@ async fn expiry_honours_exactly_one_leeway() {
     );
     w.stop().await;
 }
+
+/// The validated-token cache: a hit never outlives `exp` (plus the one leeway), the cache
+/// stays within its bound however many tokens arrive, and a token whose signing key was
+/// withdrawn is refused even though it was validated before.
+#[tokio::test]
+async fn the_validated_token_cache_honours_expiry_its_bound_and_withdrawn_keys() {
+    use fido_connector::api::auth::{Authenticator, LEEWAY_SECS, TOKEN_CACHE_ENTRIES};
+    use fido_connector::clock::ManualClock;
+    use std::sync::Arc;
+
+    let w = World::start(Backend::Embedded).await;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let ca = std::fs::read(w.sb.config.extra_root_ca_pem.as_ref().unwrap()).unwrap();
+    let http =
+        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(10), Some(&ca))
+            .unwrap();
+    let auth =
+        Authenticator::with_clock(&w.sb.config, clock.clone(), http, std::time::Duration::ZERO)
+            .unwrap();
+    let v = auth.token_validator().unwrap();
+    let daemon = |sub: &str, lifetime: i64| {
+        let mut c = with_roles(claims(None), &["Shipments.Read"]);
+        c.sub = sub.into();
+        c.lifetime_secs = Some(lifetime);
+        w.sb.entra.issue_caller_token(c)
+    };
+
+    // Expiry: cached, then refused once exp + leeway has passed on the service's clock.
+    let t = daemon("short-lived", 120);
+    assert!(v.validate(&t).await.is_ok());
+    assert_eq!(v.cached_tokens(), 1);
+    assert!(v.validate(&t).await.is_ok(), "a hit");
+    clock.advance(chrono::Duration::seconds(120 + LEEWAY_SECS - 5));
+    assert!(v.validate(&t).await.is_ok(), "inside the leeway");
+    clock.advance(chrono::Duration::seconds(10));
+    assert_eq!(v.validate(&t).await.unwrap_err(), "token expired");
+    clock.set(chrono::Utc::now());
+
+    // Withdrawn key: a token validated (and cached) under the old key is refused after the
+    // key set no longer holds that key.
+    let old = daemon("before-rotation", 3600);
+    assert!(v.validate(&old).await.is_ok());
+    assert!(v.validate(&old).await.is_ok());
+    w.sb.entra.rotate_caller_signing_key();
+    let new = daemon("after-rotation", 3600);
+    assert!(v.validate(&new).await.is_ok(), "the new key is fetched");
+    assert!(
+        v.validate(&old).await.is_err(),
+        "a token of a withdrawn key is refused, cached or not"
+    );
+
+    // Bound: many distinct tokens never hold more than the cache's capacity.
+    for i in 0..TOKEN_CACHE_ENTRIES + 300 {
+        assert!(v.validate(&daemon(&format!("d{i}"), 3600)).await.is_ok());
+        assert!(v.cached_tokens() <= TOKEN_CACHE_ENTRIES);
+    }
+    w.stop().await;
+}
