@@ -204,6 +204,16 @@ pub fn sign_with(payload: &[u8], signer: &Jwk) -> Result<String, CryptoError> {
     josekit::jws::serialize_compact(payload, &header, &s).map_err(key)
 }
 
+/// An ES384 verifier for an EC P-384 public key.
+pub fn es384_verifier(
+    jwk: &Jwk,
+) -> Result<josekit::jws::alg::ecdsa::EcdsaJwsVerifier, CryptoError> {
+    check_ec_p384(jwk).map_err(|_| CryptoError::Verify("signing key is not EC P-384".into()))?;
+    ES384
+        .verifier_from_jwk(jwk)
+        .map_err(|e| CryptoError::Verify(e.to_string()))
+}
+
 /// Verifies a compact JWS: `ES384` only, signed by the key its `kid` names in the sign set.
 pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, CryptoError> {
     let h = protected_header(jws, 3).map_err(CryptoError::Verify)?;
@@ -220,17 +230,16 @@ pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, Cr
     let kid = header_str(&h, "kid").ok_or_else(|| CryptoError::Verify("no kid".into()))?;
     // A kid not (yet) in the published set is a key-set matter, retried later: Yubico may
     // have rotated since the set was fetched.
-    let jwk = keys.sign_key(kid).await.map_err(|e| match e {
+    let verifier = keys.sign_verifier(kid).await.map_err(|e| match e {
         crate::upstream::UpstreamError::NotFound { .. } => {
             CryptoError::KeySet(format!("signing key {kid} is not published (yet)"))
         }
+        crate::upstream::UpstreamError::Invalid { .. } => {
+            CryptoError::Verify("signing key is not EC P-384".into())
+        }
         other => CryptoError::KeySet(other.to_string()),
     })?;
-    check_ec_p384(&jwk).map_err(|_| CryptoError::Verify("signing key is not EC P-384".into()))?;
-    let verifier = ES384
-        .verifier_from_jwk(&jwk)
-        .map_err(|e| CryptoError::Verify(e.to_string()))?;
-    let (payload, _) = josekit::jws::deserialize_compact(jws, &verifier)
+    let (payload, _) = josekit::jws::deserialize_compact(jws, verifier.as_ref())
         .map_err(|_| CryptoError::Verify("bad signature".into()))?;
     // The payload may carry the PIN: wipe the decoded bytes once parsed.
     let payload = zeroize::Zeroizing::new(payload);

@@ -349,6 +349,9 @@ async fn product_data(
 
 async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
     let deps = c.deps;
+    // The PIN verified in this run, carried to the mail step so that it is not fetched and
+    // decrypted twice; after a restart the mail step reads it again from YubiEnterprise.
+    let mut verified_pin: Option<crate::domain::Pin> = None;
     loop {
         match c.rec.step {
             Step::Ongoing => {
@@ -412,7 +415,7 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                         pin.serial_number, cred.serial_number
                     )));
                 }
-                drop(pin); // verified; the PIN itself is read again when mailed
+                verified_pin = Some(pin.pin);
                 let name = display_name(&c.rec, pd.serial_number);
                 let suffix = format!(": {}", pd.serial_number);
 
@@ -478,21 +481,27 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                     .rec
                     .serial_number
                     .ok_or_else(|| StepError::Permanent("registered without a serial".into()))?;
-                let (_, pd) = product_data(c, &ye_id).await?;
-                let jwe = pd.and_then(|p| p.fido_pin_response).ok_or_else(|| {
-                    StepError::Permanent("YubiEnterprise sent no PIN response".into())
-                })?;
-                let key = response_key(deps, &c.rec).await?;
-                let pin = crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial)
-                    .await
-                    .map_err(|e| crypto_err("PIN response", e))?;
+                let pin = match verified_pin.take() {
+                    Some(pin) => pin,
+                    None => {
+                        let (_, pd) = product_data(c, &ye_id).await?;
+                        let jwe = pd.and_then(|p| p.fido_pin_response).ok_or_else(|| {
+                            StepError::Permanent("YubiEnterprise sent no PIN response".into())
+                        })?;
+                        let key = response_key(deps, &c.rec).await?;
+                        crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial)
+                            .await
+                            .map_err(|e| crypto_err("PIN response", e))?
+                            .pin
+                    }
+                };
                 let mail = PinMail {
                     shipment_id: ye_id.clone(),
                     user_id: c.rec.user_id.clone(),
                     emails_to: c.rec.emails_to.clone(),
                     serial_number: serial,
                     yubikey_name: c.rec.yubikey_name.clone(),
-                    pin: pin.pin,
+                    pin,
                     message_id: PinMail::initial_message_id(&ye_id),
                 };
                 // Renew before the side effect; stop if the record changed hands.

@@ -25,7 +25,36 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
 
 pub struct JwksCache {
     transport: KeySetCache<Jwk>,
-    sign: KeySetCache<Jwk>,
+    sign: KeySetCache<SignKey>,
+}
+
+/// A sign key with its verifier, built once per fetch.
+struct SignKey {
+    jwk: Jwk,
+    verifier: Arc<josekit::jws::alg::ecdsa::EcdsaJwsVerifier>,
+}
+
+fn sign_fetcher(http: reqwest::Client, url: Url) -> super::keyset::Fetcher<SignKey> {
+    let inner = fetcher(http, url, "sig");
+    Box::new(move || {
+        let fut = inner();
+        Box::pin(async move {
+            Ok(fut
+                .await?
+                .into_iter()
+                .filter_map(|(kid, jwk)| {
+                    let verifier = crate::crypto::es384_verifier(&jwk).ok()?;
+                    Some((
+                        kid,
+                        SignKey {
+                            jwk,
+                            verifier: Arc::new(verifier),
+                        },
+                    ))
+                })
+                .collect())
+        })
+    })
 }
 
 fn fetcher(http: reqwest::Client, url: Url, use_: &'static str) -> super::keyset::Fetcher<Jwk> {
@@ -108,7 +137,7 @@ impl JwksCache {
                 cooldown,
                 max_age,
             ),
-            sign: KeySetCache::new(fetcher(http, sign_url, "sig"), cooldown, max_age),
+            sign: KeySetCache::new(sign_fetcher(http, sign_url), cooldown, max_age),
         }
     }
 
@@ -158,7 +187,18 @@ impl YubicoKeys for JwksCache {
         self.sign
             .get(kid)
             .await
-            .map(|k| k.as_ref().clone())
+            .map(|k| k.jwk.clone())
+            .map_err(key_error)
+    }
+
+    async fn sign_verifier(
+        &self,
+        kid: &str,
+    ) -> Result<Arc<josekit::jws::alg::ecdsa::EcdsaJwsVerifier>, UpstreamError> {
+        self.sign
+            .get(kid)
+            .await
+            .map(|k| k.verifier.clone())
             .map_err(key_error)
     }
 }

@@ -189,4 +189,19 @@ pub trait YubicoKeys: Send + Sync {
     async fn transport_key(&self) -> Result<josekit::jwk::Jwk, UpstreamError>;
     /// The sign key with this `kid` (refreshing the set once, with a cooldown, if unknown).
     async fn sign_key(&self, kid: &str) -> Result<josekit::jwk::Jwk, UpstreamError>;
+    /// An ES384 verifier for the sign key `kid`. Implementations that cache keys build it
+    /// once per key (building one checks the key, which costs about a third of a
+    /// verification); the default builds it on every call.
+    async fn sign_verifier(
+        &self,
+        kid: &str,
+    ) -> Result<std::sync::Arc<josekit::jws::alg::ecdsa::EcdsaJwsVerifier>, UpstreamError> {
+        let jwk = self.sign_key(kid).await?;
+        crate::crypto::es384_verifier(&jwk)
+            .map(std::sync::Arc::new)
+            .map_err(|e| UpstreamError::Invalid {
+                service: "Yubico keys",
+                message: e.to_string(),
+            })
+    }
 }
