@@ -198,6 +198,9 @@ pub struct Config {
     pub resend_window: Duration,
     /// Whole-request time limit for inbound requests.
     pub request_timeout: Duration,
+    /// A challenge expiring within this while Yubico has not programmed the key makes a
+    /// shipment "need attention" (`FIDO_CONNECTOR_ATTENTION_DAYS`).
+    pub attention_window: Duration,
     /// Time a client has to send a request's headers (slow-header clients are cut off).
     pub header_read_timeout: Duration,
     /// Inbound requests served at once; more are shed with 503 + Retry-After.
@@ -677,6 +680,7 @@ impl Config {
             env.num_in("FIDO_CONNECTOR_RESEND_WINDOW_SECONDS", 3600, 1..=86400 * 7)?;
         let request_timeout_s: u64 =
             env.num_in("FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS", 60, 1..=3600)?;
+        let attention_days: u64 = env.num_in("FIDO_CONNECTOR_ATTENTION_DAYS", 3, 0..=90)?;
         let header_read_timeout_s: u64 =
             env.num_in("FIDO_CONNECTOR_HEADER_READ_TIMEOUT_SECONDS", 10, 1..=300)?;
         let max_concurrent_requests: usize =
@@ -767,6 +771,7 @@ impl Config {
             resend_window: Duration::from_secs(resend_window_s),
             request_timeout: Duration::from_secs(request_timeout_s),
             header_read_timeout: Duration::from_secs(header_read_timeout_s),
+            attention_window: Duration::from_secs(attention_days * 86400),
             max_concurrent_requests,
             upstream_timeout: Duration::from_secs(timeout_s),
             max_body_bytes,

@@ -41,7 +41,10 @@ pub fn router(state: AppState) -> Router {
     let config = state.deps.config.clone();
     let routes = Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/fpr/shipments", post(create_shipment))
+        .route(
+            "/v1/fpr/shipments",
+            post(create_shipment).get(list_shipments),
+        )
         .route("/v1/fpr/shipments/{shipment_id}", get(get_shipment))
         .route("/v1/operations/resend-pin/{shipment_id}", get(resend_pin))
         .route("/v1/operations/process-shipments", get(process_shipments))
@@ -108,6 +111,117 @@ pub async fn create_shipment(
         Json(json!({"data": {"shipment_id": id}})),
     )
         .into_response())
+}
+
+/// Query parameters of `GET /v1/fpr/shipments`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// UPN or object id of the user (either finds both).
+    user_id: Option<String>,
+    /// `ongoing`, `complete`, `failed` or `needs_attention`.
+    state: Option<String>,
+    /// RFC 3339; shipments created at or after.
+    created_after: Option<String>,
+    /// RFC 3339; shipments created before.
+    created_before: Option<String>,
+    /// Page size, 1..1000 (default 100).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn parse_time(
+    name: &str,
+    v: &Option<String>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.with_timezone(&chrono::Utc)))
+            .map_err(|_| {
+                ApiError::validation(format!(
+                    "`{name}` must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z"
+                ))
+            }),
+    }
+}
+
+/// `GET /v1/fpr/shipments`: shipments newest first, as JSON or (`Accept: text/csv`) CSV.
+#[utoipa::path(get, path = "/v1/fpr/shipments", tag = "shipments",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of shipments (JSON: `items`, `next_cursor`), or with `Accept: text/csv` every matching shipment as RFC 4180 CSV", body = crate::lifecycle::list::ListPage),
+        (status = 400, description = "A bad parameter, named", body = openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Shipments.Read", body = openapi::ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_shipments(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    axum::extract::Query(p): axum::extract::Query<ListParams>,
+) -> Result<Response, ApiError> {
+    use crate::lifecycle::list::{self, ListFilter, StateFilter};
+    caller.require(Permission::ShipmentsRead)?;
+    let filter = ListFilter {
+        user: p
+            .user_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        state: match p.state.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(StateFilter::parse(s).ok_or_else(|| {
+                ApiError::validation("`state` must be ongoing, complete, failed or needs_attention")
+            })?),
+        },
+        created_after: parse_time("created_after", &p.created_after)?,
+        created_before: parse_time("created_before", &p.created_before)?,
+    };
+    let limit = match p.limit.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::validation("`limit` must be an integer from 1 to 1000"))?,
+    };
+    let cursor = match p.cursor.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            list::decode_cursor(c)
+                .ok_or_else(|| ApiError::validation("`cursor` is not a cursor this API issued"))?,
+        ),
+    };
+    auth::audit(&caller, "shipment.list", None);
+    let wants_csv = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/csv"));
+    if wants_csv {
+        // Every matching shipment (paging does not apply), one row per chunk.
+        let items = list::all_shipments(&state.deps, &filter).await?;
+        let rows = std::iter::once(list::CSV_HEADER.to_string())
+            .chain(items.iter().map(list::csv_row).collect::<Vec<_>>())
+            .map(|r| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(r)));
+        let body = axum::body::Body::from_stream(futures::stream::iter(rows));
+        return Ok((
+            StatusCode::OK,
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"shipments.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    let page = list::list_shipments(&state.deps, &filter, cursor.as_ref(), limit).await?;
+    Ok(Json(page).into_response())
 }
 
 /// `GET /v1/fpr/shipments/{shipment_id}`.

@@ -20,6 +20,7 @@ pub use crate::domain::wire::{
     paths(
         super::status,
         super::create_shipment,
+        super::list_shipments,
         super::get_shipment,
         super::resend_pin,
         super::process_shipments,
@@ -29,7 +30,8 @@ pub use crate::domain::wire::{
     components(schemas(
         StatusBody, CreateShipmentRequest, PinRequest, PinType, EnrollmentContacts,
         YubicoShipmentRequest, Recipient, MailingAddress, ShipmentItem, AdditionalData,
-        CreatedBody, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData
+        CreatedBody, crate::lifecycle::list::ListPage, crate::lifecycle::list::ListItem,
+        crate::lifecycle::list::YeState, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData
     )),
     modifiers(&Security),
     tags((name = "shipments"), (name = "operations"), (name = "status"), (name = "health"))

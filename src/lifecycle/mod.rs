@@ -19,6 +19,7 @@ use crate::upstream::{IdentityProvider, Mailer, UpstreamError, YubiEnterprise, Y
 mod cleanup;
 mod create;
 mod error;
+pub mod list;
 mod operator;
 mod process;
 mod resend;

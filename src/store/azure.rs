@@ -327,6 +327,7 @@ impl ShipmentStore for AzureTableStore {
     ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
         let filter = match q {
             Query::Open => format!("PartitionKey eq {} and Open eq true", lit(PK_SHIPMENT)),
+            Query::All => format!("PartitionKey eq {}", lit(PK_SHIPMENT)),
             Query::EndedBefore(t) => format!(
                 "PartitionKey eq {} and (Step eq {} or Step eq {}) and CompletedAt lt {} and CompletedAt ne ''",
                 lit(PK_SHIPMENT),

@@ -37,6 +37,8 @@ pub enum Query {
     Open,
     /// Ended records (complete or failed) that ended strictly before the time.
     EndedBefore(DateTime<Utc>),
+    /// Every shipment record (listings and exports filter and order them).
+    All,
 }
 
 /// A claim or lease owner is `<replica>/<boot id>`; this is its replica part.

@@ -341,6 +341,20 @@ impl ShipmentStore for SqliteStore {
         let after = continuation.unwrap_or_default();
         self.read(move |c| {
             let rows: Vec<(String, String, String)> = match &q {
+                Query::All => {
+                    let mut st = c
+                        .prepare_cached(
+                            "SELECT request_id, data, etag FROM shipments
+                             WHERE request_id > ?1 ORDER BY request_id LIMIT ?2",
+                        )
+                        .map_err(other)?;
+                    let it = st
+                        .query_map(params![after, limit as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .map_err(other)?;
+                    it.collect::<Result<_, _>>().map_err(other)?
+                }
                 Query::Open => {
                     let mut st = c
                         .prepare_cached(

@@ -7,6 +7,7 @@ mod auth;
 mod crash;
 mod e2e;
 mod lifecycle;
+mod list;
 mod recovery;
 mod replicas;
 mod secrets;
