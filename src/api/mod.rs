@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
             post(create_shipment).get(list_shipments),
         )
         .route("/v1/fpr/shipments/{shipment_id}", get(get_shipment))
+        .route(
+            "/v1/fpr/shipments/{shipment_id}/events",
+            get(shipment_events),
+        )
         .route("/v1/operations/resend-pin/{shipment_id}", get(resend_pin))
         .route("/v1/operations/process-shipments", get(process_shipments))
         .route("/v1/operations/retry/{id}", post(retry_shipment))
@@ -222,6 +226,29 @@ pub async fn list_shipments(
     }
     let page = list::list_shipments(&state.deps, &filter, cursor.as_ref(), limit).await?;
     Ok(Json(page).into_response())
+}
+
+/// `GET /v1/fpr/shipments/{shipment_id}/events`: the shipment's history.
+#[utoipa::path(get, path = "/v1/fpr/shipments/{shipment_id}/events", tag = "shipments",
+    params(("shipment_id" = inline(crate::domain::wire::ShipmentId), Path, description = "YubiEnterprise shipment id, or the request id of a create that never got one")),
+    responses(
+        (status = 200, description = "Events, oldest first", body = crate::lifecycle::list::History),
+        (status = 400, description = "Malformed id", body = openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Shipments.Read", body = openapi::ErrorBody),
+        (status = 404, description = "Unknown shipment", body = openapi::ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn shipment_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(shipment_id): Path<String>,
+) -> Result<Json<crate::lifecycle::list::History>, ApiError> {
+    caller.require(Permission::ShipmentsRead)?;
+    check_shipment_id(&shipment_id)?;
+    auth::audit(&caller, "shipment.events", Some(&shipment_id));
+    Ok(Json(
+        crate::lifecycle::list::history(&state.deps, &shipment_id).await?,
+    ))
 }
 
 /// `GET /v1/fpr/shipments/{shipment_id}`.

@@ -21,6 +21,7 @@ pub use crate::domain::wire::{
         super::status,
         super::create_shipment,
         super::list_shipments,
+        super::shipment_events,
         super::get_shipment,
         super::resend_pin,
         super::process_shipments,
@@ -31,7 +32,8 @@ pub use crate::domain::wire::{
         StatusBody, CreateShipmentRequest, PinRequest, PinType, EnrollmentContacts,
         YubicoShipmentRequest, Recipient, MailingAddress, ShipmentItem, AdditionalData,
         CreatedBody, crate::lifecycle::list::ListPage, crate::lifecycle::list::ListItem,
-        crate::lifecycle::list::YeState, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData
+        crate::lifecycle::list::YeState, crate::lifecycle::list::History,
+        crate::domain::shipment::Event, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData
     )),
     modifiers(&Security),
     tags((name = "shipments"), (name = "operations"), (name = "status"), (name = "health"))

@@ -171,6 +171,40 @@ pub struct ShipmentRecord {
     /// `lease_until`.
     pub lease_owner: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
+    /// What happened, oldest first: at most [`MAX_EVENTS`] (the first is always kept;
+    /// repeats of one retry cause are counted in one event). Never a PIN or a token.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// Events kept per shipment.
+pub const MAX_EVENTS: usize = 64;
+
+/// One entry of a shipment's history (`GET /v1/fpr/shipments/{id}/events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    /// `created`, `ye_created`, `ye_state`, `registered`, `pin_mailed`, `pin_resend`,
+    /// `retrying`, `failed`, `released`, `unknown`, `operator_retry`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Who did it (token subject or `apikey:<name>`), for caller and operator actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// How many times in a row this happened (retries of one cause), and the last time.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// Registration must happen at least this long before Entra's challenge expires.
@@ -213,7 +247,56 @@ impl ShipmentRecord {
             failed_at: None,
             lease_owner: None,
             lease_until: None,
+            events: Vec::new(),
         }
+    }
+
+    /// Adds an event to the history (bounded; consecutive retries of one cause collapse).
+    pub fn note(
+        &mut self,
+        kind: &str,
+        detail: Option<String>,
+        by: Option<&str>,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(last) = self.events.last_mut() {
+            if kind == "retrying" && last.kind == kind && last.detail == detail {
+                last.count = last.count.saturating_add(1);
+                last.last_at = Some(now);
+                return;
+            }
+        }
+        self.events.push(Event {
+            at: now,
+            kind: kind.to_string(),
+            detail,
+            by: by.map(str::to_string),
+            count: 1,
+            last_at: None,
+        });
+        if self.events.len() > MAX_EVENTS {
+            self.events.remove(1);
+        }
+    }
+
+    /// Records YubiEnterprise's state, noting a change in the history.
+    pub fn saw_ye_state(&mut self, ye_state_id: i64, now: DateTime<Utc>) {
+        if self.ye_state_id != Some(ye_state_id) {
+            self.note(
+                "ye_state",
+                Some(format!(
+                    "{ye_state_id}: {}",
+                    match ye_state_id {
+                        103 => "shipped",
+                        104 => "delivered",
+                        c => ye_state_meaning(c).unwrap_or("in progress"),
+                    }
+                )),
+                None,
+                now,
+            );
+        }
+        self.ye_state_id = Some(ye_state_id);
     }
 
     pub fn secret_name(&self) -> String {
@@ -264,8 +347,14 @@ impl ShipmentRecord {
         now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
         self.require_step(&[Step::Accepted], "record a created shipment")?;
+        self.note(
+            "ye_created",
+            Some(format!("YubiEnterprise shipment {ye_shipment_id}")),
+            None,
+            now,
+        );
         self.ye_shipment_id = Some(ye_shipment_id);
-        self.ye_state_id = Some(ye_state_id);
+        self.saw_ye_state(ye_state_id, now);
         self.step = Step::Ongoing;
         self.deadline = self.pre_registration_deadline();
         self.clear_retry();
@@ -277,6 +366,7 @@ impl ShipmentRecord {
     /// nothing, so a retry of the same request may proceed.
     pub fn released(&mut self, why: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
         self.require_step(&[Step::Accepted], "be released")?;
+        self.note("released", Some(why.clone()), None, now);
         self.step = Step::Failed;
         self.error = Some(RecordError::terminal(why));
         self.failed_at = Some(now);
@@ -298,6 +388,7 @@ impl ShipmentRecord {
         now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
         self.require_step(&[Step::Accepted], "be flagged as unknown")?;
+        self.note("unknown", Some(why.clone()), None, now);
         self.step = Step::Unknown;
         self.error = Some(RecordError::terminal(format!(
             "the outcome of creating the shipment at YubiEnterprise is unknown ({why}); \
@@ -321,6 +412,12 @@ impl ShipmentRecord {
         mail_deadline: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
         self.require_step(&[Step::Ongoing], "record a registration")?;
+        self.note(
+            "registered",
+            Some(format!("Entra method {method_id}, serial {serial}")),
+            None,
+            now,
+        );
         self.step = Step::Registered;
         self.serial_number = Some(serial);
         self.entra_method_id = Some(method_id);
@@ -331,9 +428,19 @@ impl ShipmentRecord {
         Ok(())
     }
 
-    /// Registered → Complete: the relay accepted the PIN mail.
-    pub fn completed(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+    /// Registered → Complete: the relay accepted the PIN mail `message_id`.
+    pub fn completed(
+        &mut self,
+        message_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
         self.require_step(&[Step::Registered], "complete")?;
+        self.note(
+            "pin_mailed",
+            Some(format!("message {message_id}")),
+            None,
+            now,
+        );
         self.step = Step::Complete;
         self.completed_at = Some(now);
         self.deadline = None;
@@ -345,6 +452,7 @@ impl ShipmentRecord {
     /// Open → Failed: a permanent error, or the deadline passed.
     pub fn failed(&mut self, message: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
         self.require_step(&[Step::Accepted, Step::Ongoing, Step::Registered], "fail")?;
+        self.note("failed", Some(message.clone()), None, now);
         self.step = Step::Failed;
         self.error = Some(RecordError::terminal(message));
         self.next_attempt_at = None;
@@ -361,6 +469,7 @@ impl ShipmentRecord {
         now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
         self.require_step(&[Step::Ongoing, Step::Registered], "be retried")?;
+        self.note("retrying", Some(message.clone()), None, now);
         self.attempts = self.attempts.saturating_add(1);
         self.error = Some(RecordError::transient(message));
         self.next_attempt_at = Some(next);
@@ -371,7 +480,7 @@ impl ShipmentRecord {
     /// Ongoing, still with Yubico: any earlier transient error is over.
     pub fn waiting(&mut self, ye_state_id: i64, now: DateTime<Utc>) -> Result<(), TransitionError> {
         self.require_step(&[Step::Ongoing], "wait for Yubico")?;
-        self.ye_state_id = Some(ye_state_id);
+        self.saw_ye_state(ye_state_id, now);
         if self.error.is_some() || self.attempts > 0 {
             self.clear_retry();
             self.updated_at = now;
@@ -548,7 +657,7 @@ mod tests {
         let now = Utc::now();
         let mut r = ShipmentRecord::accepted("r", "u", "oid", "k", now);
         assert!(r.registered(1, "m".into(), now, now).is_err());
-        assert!(r.completed(now).is_err());
+        assert!(r.completed("m", now).is_err());
         r.created_at_ye("s".into(), 0, now).unwrap();
         assert!(r.created_at_ye("t".into(), 0, now).is_err());
         r.registered(1, "m".into(), now, now).unwrap();
@@ -560,7 +669,7 @@ mod tests {
             Step::Registered,
             "a registered shipment resumes at the mail"
         );
-        r.completed(now).unwrap();
+        r.completed("m", now).unwrap();
         assert!(r.failed("x".into(), now).is_err());
 
         let mut u = ShipmentRecord::accepted("r2", "u", "oid", "k", now);
@@ -592,5 +701,27 @@ mod tests {
         ] {
             assert_eq!(Step::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn history_is_bounded_and_collapses_repeated_retries() {
+        let mut r = rec(Step::Ongoing);
+        let now = Utc::now();
+        r.note("created", None, Some("apikey:x"), now);
+        for _ in 0..5 {
+            r.retry_later("YubiEnterprise: HTTP 503".into(), now, now)
+                .unwrap();
+        }
+        assert_eq!(r.events.len(), 2);
+        assert_eq!(r.events[1].count, 5);
+        for i in 0..200 {
+            r.retry_later(format!("cause {i}"), now, now).unwrap();
+        }
+        assert_eq!(r.events.len(), MAX_EVENTS);
+        assert_eq!(r.events[0].kind, "created", "the first event is kept");
+        assert_eq!(
+            r.events.last().unwrap().detail.as_deref(),
+            Some("cause 199")
+        );
     }
 }

@@ -206,6 +206,12 @@ pub async fn create_shipment(
     rec.challenge_expires_at = Some(options.challenge_timeout);
     rec.idempotency_body_hash = idempotency.as_ref().map(|i| i.body_sha256.clone());
     rec.created_by = Some(caller.to_string());
+    rec.note(
+        "created",
+        Some(format!("request {request_id}")),
+        Some(caller),
+        now,
+    );
     // The request's own claim: nobody flags it while the YubiEnterprise call runs.
     let claim_until = now + deps.claim_ttl();
     rec.lease_owner = Some(deps.owner().to_string());

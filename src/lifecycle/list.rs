@@ -233,6 +233,31 @@ pub async fn all_shipments(deps: &Deps, f: &ListFilter) -> Result<Vec<ListItem>,
         .collect())
 }
 
+/// A shipment's history, oldest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct History {
+    pub shipment_id: Option<String>,
+    pub request_id: String,
+    pub events: Vec<crate::domain::shipment::Event>,
+}
+
+/// The history of a shipment, by YubiEnterprise's id or (for a create that never got
+/// one) the request id.
+pub async fn history(deps: &Deps, id: &str) -> Result<History, LifecycleError> {
+    let found = match deps.store.get_by_shipment_id(id).await? {
+        Some(v) => Some(v),
+        None => deps.store.get(id).await?,
+    };
+    let rec = found
+        .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?
+        .value;
+    Ok(History {
+        shipment_id: rec.ye_shipment_id,
+        request_id: rec.request_id,
+        events: rec.events,
+    })
+}
+
 /// The CSV header (RFC 4180).
 pub const CSV_HEADER: &str = "shipment_id,request_id,user_id,entra_user_id,state,step,needs_attention,error_kind,error_message,ye_state_code,ye_state,serial_number,challenge_expires_at,created_at,updated_at,completed_at\r\n";
 

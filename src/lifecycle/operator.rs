@@ -80,6 +80,12 @@ pub async fn retry_shipment(
             )))
         }
     };
+    rec.note(
+        "operator_retry",
+        Some(action.to_string()),
+        Some(caller),
+        now,
+    );
     deps.store.replace(&rec, &etag).await.map_err(|e| match e {
         crate::store::StoreError::Conflict => {
             LifecycleError::WrongState("the shipment changed meanwhile; try again".into())

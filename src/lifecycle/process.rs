@@ -360,7 +360,7 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                         StepError::Permanent("ongoing without a shipment id".into())
                     })?;
                 let (state, pd) = product_data(c, &ye_id).await?;
-                c.rec.ye_state_id = Some(state);
+                c.rec.saw_ye_state(state, deps.clock.now());
                 if let Some(meaning) = ye_state_meaning(state) {
                     return Err(StepError::Permanent(format!(
                         "YubiEnterprise shipment state {state}: {meaning}"
@@ -513,9 +513,10 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                         .map_err(|e| upstream("PIN mail", e))
                 })
                 .await?;
+                let message_id = mail.message_id.clone();
                 drop(mail); // zeroizes the PIN
                 crash_point("process:after-mail");
-                c.rec.completed(deps.clock.now())?;
+                c.rec.completed(&message_id, deps.clock.now())?;
                 tracing::info!(request_id = %c.rec.request_id, ye_shipment_id = %ye_id, "shipment complete");
                 return Ok(Outcome::Completed);
             }

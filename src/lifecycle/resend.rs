@@ -19,6 +19,7 @@ pub async fn resend_pin(
     shipment_id: &str,
     caller: &str,
 ) -> Result<(), LifecycleError> {
+    let message_id = PinMail::resend_message_id(shipment_id);
     // Count the resend first (a conditional write), then send.
     let rec = loop {
         let v = deps
@@ -48,6 +49,12 @@ pub async fn resend_pin(
             });
         }
         rec.resends.push(now);
+        rec.note(
+            "pin_resend",
+            Some(format!("message {message_id}")),
+            Some(caller),
+            now,
+        );
         match deps.store.replace(&rec, &v.etag).await {
             Ok(_) => break rec,
             Err(StoreError::Conflict) => continue,
@@ -86,7 +93,7 @@ pub async fn resend_pin(
         serial_number: serial,
         yubikey_name: rec.yubikey_name.clone(),
         pin: pin.pin,
-        message_id: PinMail::resend_message_id(shipment_id),
+        message_id,
     };
     deps.mailer.send_pin(&mail).await?;
     tracing::info!(target: "fido_connector::audit", caller, shipment_id, message_id = %mail.message_id, "PIN resent");

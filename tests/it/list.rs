@@ -140,6 +140,53 @@ async fn scenario(backend: Backend) {
     assert!(lines[0].starts_with("shipment_id,request_id,user_id"));
     assert!(text.contains(&a1) && text.contains(&b1));
 
+    // History: oldest first, who and what, never a PIN.
+    let (s, _) = w.get(&format!("/v1/operations/resend-pin/{a1}")).await;
+    assert_eq!(s, 204);
+    let (s, h) = w.get(&format!("/v1/fpr/shipments/{a1}/events")).await;
+    assert_eq!(s, 200, "{h}");
+    let kinds: Vec<&str> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "ye_created",
+            "ye_state",
+            "ye_state",
+            "registered",
+            "pin_mailed",
+            "pin_resend"
+        ],
+        "{h}"
+    );
+    assert!(h["events"][0]["by"]
+        .as_str()
+        .unwrap()
+        .starts_with("apikey:"));
+    assert!(h["events"][4]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("serial"));
+    assert!(h["events"][6]["by"].is_string());
+    let text = h.to_string();
+    for m in w.sb.mail.delivered() {
+        assert!(
+            !text.contains(m["pin"].as_str().unwrap()),
+            "a PIN in the history"
+        );
+    }
+    let (_, h) = w.get(&format!("/v1/fpr/shipments/{a2}/events")).await;
+    let last = h["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "failed");
+    assert!(last["detail"].as_str().unwrap().contains("undeliverable"));
+    let (s, _) = w.get("/v1/fpr/shipments/nosuchshipment/events").await;
+    assert_eq!(s, 404);
+
     // Without credentials: 401.
     let r = w
         .http
