@@ -238,6 +238,34 @@ impl SandboxSettings {
     }
 }
 
+/// What the `import` and `export` commands need: the service's URL and a credential
+/// (`FIDO_CONNECTOR_URL`, `FIDO_CONNECTOR_TOKEN` or `FIDO_CONNECTOR_API_KEY`).
+pub struct ClientSettings {
+    pub url: String,
+    token: Option<SecretString>,
+    api_key: Option<SecretString>,
+}
+
+impl ClientSettings {
+    pub fn load(env: &Env) -> Self {
+        Self {
+            url: env
+                .get("FIDO_CONNECTOR_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            token: env.get("FIDO_CONNECTOR_TOKEN").map(SecretString::from),
+            api_key: env.get("FIDO_CONNECTOR_API_KEY").map(SecretString::from),
+        }
+    }
+
+    /// The bearer credential: the token if set, else the API key.
+    pub fn credential(&self) -> Option<String> {
+        self.token
+            .as_ref()
+            .or(self.api_key.as_ref())
+            .map(|s| s.expose_secret().to_string())
+    }
+}
+
 /// The log filter: `RUST_LOG` when set (tracing's convention), else WARN for dependencies
 /// and `level` for the service.
 pub fn log_filter(level: LogLevel) -> String {

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+const USAGE: &str = "fido-connector [serve|sandbox|check-config|import FILE.csv [--submit]|export]";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,14 +28,24 @@ async fn main() -> ExitCode {
                 ExitCode::from(78)
             }
         },
+        Some("import") => {
+            let settings = fido_connector::config::ClientSettings::load(
+                &fido_connector::config::Env::process(),
+            );
+            ExitCode::from(fido_connector::bulk::import(&args[1..], &settings).await)
+        }
+        Some("export") => {
+            let settings = fido_connector::config::ClientSettings::load(
+                &fido_connector::config::Env::process(),
+            );
+            ExitCode::from(fido_connector::bulk::export(&args[1..], &settings).await)
+        }
         Some("-h") | Some("--help") => {
-            println!("usage: fido-connector [serve|sandbox|check-config]");
+            println!("usage: {USAGE}");
             ExitCode::SUCCESS
         }
         Some(other) => {
-            eprintln!(
-                "unknown command `{other}`; usage: fido-connector [serve|sandbox|check-config]"
-            );
+            eprintln!("unknown command `{other}`; usage: {USAGE}");
             ExitCode::from(2)
         }
     }

@@ -107,8 +107,17 @@ pub async fn create_shipment(
         &req.mail_recipients(),
     )?;
     auth::audit(&caller, "shipment.create", None);
-    let id =
-        crate::lifecycle::create_shipment(&state.deps, req, idempotency, &caller.subject).await?;
+    // The create runs to its end in its own task: a client that disconnects (or the
+    // request timeout) must not cut it between the record and YubiEnterprise's answer, which
+    // would leave the request's outcome unknown. The client retries with its key and gets
+    // the finished shipment.
+    let deps = state.deps.clone();
+    let subject = caller.subject.clone();
+    let id = tokio::spawn(async move {
+        crate::lifecycle::create_shipment(&deps, req, idempotency, &subject).await
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the create task failed: {e}")))??;
     auth::audit(&caller, "shipment.created", Some(&id));
     Ok((
         StatusCode::CREATED,

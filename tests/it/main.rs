@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod bulk;
 #[cfg(feature = "fault-injection")]
 mod crash;
 mod e2e;

@@ -1,0 +1,460 @@
+//! Bulk orders and exports from the command line, through the service's own HTTP API:
+//!
+//! * `fido-connector import FILE.csv [--submit] [--url URL] [--concurrency N] [--out FILE]`
+//!   checks every row with the server's own rules ([`ShipmentRequest::parse`]) and prints a
+//!   per-row report; with `--submit` it creates the valid rows with bounded concurrency.
+//!   Each row's `Idempotency-Key` is derived from the row's content (and, for identical
+//!   rows, their order of appearance), so running the same import again, after a crash,
+//!   or with other rows fixed, never orders a key twice. Bad rows are reported and skipped.
+//! * `fido-connector export [--url URL] [--out FILE] [filters]` writes the list CSV.
+//!
+//! Credentials come from the environment (`FIDO_CONNECTOR_TOKEN`, an Entra access token,
+//! or `FIDO_CONNECTOR_API_KEY`), read by `config.rs`. Columns: docs/bulk.md.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::ClientSettings;
+use crate::domain::ShipmentRequest;
+
+/// The columns of an import file, in the order of the example.
+pub const COLUMNS: [&str; 20] = [
+    "user_id",
+    "pin_length",
+    "emails_to",
+    "recipient_company",
+    "recipient_email",
+    "recipient_firstname",
+    "recipient_lastname",
+    "recipient_telephone",
+    "street_line1",
+    "street_line2",
+    "city",
+    "region",
+    "postal_code",
+    "country_code_2",
+    "product_id",
+    "inventory_product_id",
+    "customization_id",
+    "yubikey_name",
+    "delivery_type",
+    "reseller_organization_id",
+];
+
+/// One data row: its line in the file (the header is line 1), the request body, and the
+/// verdict of the server's rules.
+pub struct Row {
+    pub line: usize,
+    pub body: Value,
+    pub verdict: Result<(), String>,
+    pub idempotency_key: String,
+}
+
+fn number_or_text(v: &str) -> Value {
+    v.parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::from(v))
+}
+
+/// The create body of one CSV record (columns by header name; unknown columns refused).
+fn body_of(rec: &HashMap<String, String>) -> Value {
+    let get = |k: &str| rec.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let text = |k: &str| get(k).map(Value::from).unwrap_or(Value::Null);
+    let mut body = json!({
+        "user_id": text("user_id"),
+        "yubico_shipment_request": {
+            "recipient": {
+                "recipient_company": text("recipient_company"),
+                "recipient_email": text("recipient_email"),
+                "recipient_firstname": text("recipient_firstname"),
+                "recipient_lastname": text("recipient_lastname"),
+                "recipient_telephone": text("recipient_telephone"),
+            },
+            "mailing_address": {
+                "street_line1": text("street_line1"),
+                "street_line2": text("street_line2"),
+                "city": text("city"),
+                "region": text("region"),
+                "postal_code": text("postal_code"),
+                "country_code_2": text("country_code_2"),
+            },
+            "shipment_items": [{
+                "product_id": get("product_id").map(number_or_text).unwrap_or(Value::Null),
+                "inventory_product_id": get("inventory_product_id").map(number_or_text).unwrap_or(Value::Null),
+                "product_quantity": 1,
+                "customization_id": text("customization_id"),
+                "fc_additional_data": {"yubikey_name": text("yubikey_name")},
+            }],
+        },
+    });
+    if let Some(l) = get("pin_length") {
+        body["pin_request"] = json!({"type": "generate", "length": number_or_text(l)});
+    }
+    if let Some(e) = get("emails_to") {
+        let list: Vec<&str> = e
+            .split([';', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        body["enrollment_contacts"] = json!({ "emails_to": list });
+    }
+    let y = &mut body["yubico_shipment_request"];
+    if let Some(d) = get("delivery_type") {
+        y["delivery_type"] = number_or_text(d);
+    }
+    if let Some(r) = get("reseller_organization_id") {
+        y["reseller_organization_id"] = Value::from(r);
+    }
+    body
+}
+
+/// Reads and checks a file. Errors that concern the whole file (not CSV, a missing or
+/// unknown column) are `Err`.
+pub fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_string())
+        .collect();
+    for h in &headers {
+        if !COLUMNS.contains(&h.as_str()) {
+            return Err(format!(
+                "unknown column `{h}`; the columns are: {}",
+                COLUMNS.join(", ")
+            ));
+        }
+    }
+    for required in [
+        "user_id",
+        "recipient_email",
+        "street_line1",
+        "country_code_2",
+    ] {
+        if !headers.iter().any(|h| h == required) {
+            return Err(format!("column `{required}` is missing"));
+        }
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut rows = Vec::new();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.map_err(|e| format!("line {line}: {e}"))?;
+        let map: HashMap<String, String> = headers
+            .iter()
+            .cloned()
+            .zip(rec.iter().map(str::to_string))
+            .collect();
+        let body = body_of(&map);
+        let verdict = ShipmentRequest::parse(&body)
+            .map(|_| ())
+            .map_err(|e| format!("{}: {}", e.field, e.message));
+        // The key: the row's content, and its occurrence among identical rows.
+        let canonical = serde_json::to_string(&body).unwrap_or_default();
+        let n = seen.entry(canonical.clone()).or_insert(0);
+        let digest = Sha256::digest(format!("fido-connector import\n{canonical}\n{n}").as_bytes());
+        *n += 1;
+        rows.push(Row {
+            line,
+            body,
+            verdict,
+            idempotency_key: format!("import-{}", crate::lifecycle::hex(&digest[..16])),
+        });
+    }
+    Ok(rows)
+}
+
+fn client(settings: &ClientSettings) -> Result<reqwest::Client, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let credential = settings.credential().ok_or(
+        "set FIDO_CONNECTOR_TOKEN (an Entra access token) or FIDO_CONNECTOR_API_KEY".to_string(),
+    )?;
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}"))
+        .map_err(|_| "the credential is not a valid header value".to_string())?;
+    v.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, v);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Creates one row's shipment: 201/200 give the id; 409 (the same key still in
+/// progress), 429 and 503 are retried after `Retry-After` for up to two minutes.
+async fn submit_one(http: &reqwest::Client, url: &str, row: &Row) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = http
+            .post(format!("{url}/v1/fpr/shipments"))
+            .header("idempotency-key", &row.idempotency_key)
+            .json(&row.body)
+            .send()
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e.without_url(), "retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(format!("no answer: {}", e.without_url())),
+        };
+        let status = r.status().as_u16();
+        let wait = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, 30);
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        match status {
+            200 | 201 => {
+                return v["data"]["shipment_id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| "the answer has no shipment id".to_string())
+            }
+            409 | 429 | 503 if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            _ => {
+                return Err(format!(
+                    "HTTP {status}: {}",
+                    v["error_message"].as_str().unwrap_or("no error message")
+                ))
+            }
+        }
+    }
+}
+
+struct ImportArgs {
+    file: PathBuf,
+    submit: bool,
+    url: Option<String>,
+    concurrency: usize,
+    out: Option<PathBuf>,
+}
+
+fn parse_import(args: &[String]) -> Result<ImportArgs, String> {
+    let mut a = ImportArgs {
+        file: PathBuf::new(),
+        submit: false,
+        url: None,
+        concurrency: 8,
+        out: None,
+    };
+    let mut it = args.iter();
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--submit" => a.submit = true,
+            "--dry-run" => a.submit = false,
+            "--url" => a.url = Some(it.next().ok_or("--url needs a value")?.clone()),
+            "--out" => a.out = Some(PathBuf::from(it.next().ok_or("--out needs a value")?)),
+            "--concurrency" => {
+                a.concurrency = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or("--concurrency needs a number from 1 to 64")?
+            }
+            f if !f.starts_with("--") && a.file.as_os_str().is_empty() => a.file = f.into(),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if a.file.as_os_str().is_empty() {
+        return Err("usage: fido-connector import FILE.csv [--submit] [--url URL] [--concurrency N] [--out RESULT.csv]".into());
+    }
+    Ok(a)
+}
+
+/// `fido-connector import`. Exit status: 0 all rows good (and created), 1 some rows bad or
+/// failed, 2 usage or file errors.
+pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
+    let a = match parse_import(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let rows = match read_rows(&a.file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let bad = rows.iter().filter(|r| r.verdict.is_err()).count();
+    for r in &rows {
+        match &r.verdict {
+            Ok(()) => println!("line {}: ok", r.line),
+            Err(e) => println!("line {}: {e}", r.line),
+        }
+    }
+    println!(
+        "{} rows: {} valid, {bad} with errors{}",
+        rows.len(),
+        rows.len() - bad,
+        if a.submit {
+            ""
+        } else {
+            " (dry run: nothing sent; add --submit to create the valid rows)"
+        }
+    );
+    if !a.submit {
+        return u8::from(bad > 0);
+    }
+    let url = a
+        .url
+        .clone()
+        .unwrap_or_else(|| settings.url.clone())
+        .trim_end_matches('/')
+        .to_string();
+    let http = match client(settings) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let good: Vec<&Row> = rows.iter().filter(|r| r.verdict.is_ok()).collect();
+    let total = good.len();
+    let done = Arc::new(AtomicUsize::new(0));
+    let results: Vec<(usize, Result<String, String>)> = futures::stream::iter(good)
+        .map(|row| {
+            let (http, url, done) = (http.clone(), url.clone(), done.clone());
+            async move {
+                let r = submit_one(&http, &url, row).await;
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 10 == 0 || n == total {
+                    eprint!("\rsubmitted {n}/{total}");
+                    if n == total {
+                        eprintln!();
+                    }
+                }
+                (row.line, r)
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    let mut by_line: HashMap<usize, Result<String, String>> = results.into_iter().collect();
+    let failed = by_line.values().filter(|r| r.is_err()).count();
+    let out_path = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.file.with_extension("result.csv"));
+    let mut w = match csv::Writer::from_path(&out_path) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("{}: {e}", out_path.display());
+            return 2;
+        }
+    };
+    let _ = w.write_record(["line", "shipment_id", "error"]);
+    for r in &rows {
+        let (id, err) = match (&r.verdict, by_line.remove(&r.line)) {
+            (Err(e), _) => (String::new(), e.clone()),
+            (Ok(()), Some(Ok(id))) => (id, String::new()),
+            (Ok(()), Some(Err(e))) => (String::new(), e),
+            (Ok(()), None) => (String::new(), "not submitted".into()),
+        };
+        let _ = w.write_record([r.line.to_string(), id, err]);
+    }
+    let _ = w.flush();
+    println!(
+        "created or found {} shipments, {failed} failed; results in {}",
+        total - failed,
+        out_path.display()
+    );
+    let _ = std::io::stdout().flush();
+    u8::from(bad > 0 || failed > 0)
+}
+
+/// `fido-connector export [--url URL] [--out FILE] [--user_id U] [--state S]
+/// [--created_after T] [--created_before T]`: the list CSV.
+pub async fn export(args: &[String], settings: &ClientSettings) -> u8 {
+    let mut url = settings.url.clone();
+    let mut out: Option<PathBuf> = None;
+    let mut query: Vec<(String, String)> = Vec::new();
+    let mut it = args.iter();
+    while let Some(x) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{x} needs a value"));
+        let r = match x.as_str() {
+            "--url" => value().map(|v| url = v),
+            "--out" => value().map(|v| out = Some(v.into())),
+            "--user_id" | "--state" | "--created_after" | "--created_before" => {
+                value().map(|v| query.push((x.trim_start_matches("--").to_string(), v)))
+            }
+            other => Err(format!("unknown argument `{other}`")),
+        };
+        if let Err(e) = r {
+            eprintln!("{e}");
+            return 2;
+        }
+    }
+    let http = match client(settings) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let r = http
+        .get(format!("{}/v1/fpr/shipments", url.trim_end_matches('/')))
+        .query(&query)
+        .header("accept", "text/csv")
+        .send()
+        .await;
+    let r = match r {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            eprintln!(
+                "HTTP {status}: {}",
+                v["error_message"].as_str().unwrap_or("")
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("no answer: {}", e.without_url());
+            return 1;
+        }
+    };
+    let body = match r.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}", e.without_url());
+            return 1;
+        }
+    };
+    let written = match &out {
+        Some(p) => std::fs::write(p, &body).map_err(|e| format!("{}: {e}", p.display())),
+        None => std::io::stdout()
+            .write_all(&body)
+            .map_err(|e| e.to_string()),
+    };
+    match written {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
