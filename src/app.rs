@@ -38,8 +38,11 @@ pub enum BuildError {
 
 pub struct App {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -48,6 +51,12 @@ impl App {
     /// requests before returning.
     pub async fn run(self) -> std::io::Result<()> {
         let router = crate::api::router(self.state.clone());
+        let metrics = self.metrics_listener.map(|l| {
+            let router = crate::api::metrics::router(self.state.deps.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(l, router).await;
+            })
+        });
         let jobs = self.state.jobs.clone();
         let scheduler = jobs.start(self.state.deps.clone()).await;
         let mut rx = self.shutdown.subscribe();
@@ -64,6 +73,9 @@ impl App {
         })
         .await;
         jobs.stop(scheduler).await;
+        if let Some(m) = metrics {
+            m.abort();
+        }
         served
     }
 
@@ -233,10 +245,28 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
             message: m,
         })?,
     );
+    let (metrics_addr, metrics_listener) = match deps.config.metrics_listen {
+        None => (None, None),
+        Some(maddr) => {
+            let l = TcpListener::bind(maddr)
+                .await
+                .map_err(|source| BuildError::Bind {
+                    addr: maddr,
+                    source,
+                })?;
+            let bound = l.local_addr().map_err(|source| BuildError::Bind {
+                addr: maddr,
+                source,
+            })?;
+            (Some(bound), Some(l))
+        }
+    };
     let jobs = Arc::new(crate::jobs::Jobs::new(&deps.config));
     let (shutdown, _) = watch::channel(false);
     Ok(App {
         addr,
+        metrics_addr,
+        metrics_listener,
         state: AppState {
             deps,
             auth,

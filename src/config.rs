@@ -149,6 +149,8 @@ pub struct Config {
 
     // ---- ours ----
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served (`FIDO_CONNECTOR_METRICS_LISTEN`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     pub store: StoreBackend,
     pub secrets: SecretBackend,
     pub data_dir: PathBuf,
@@ -489,6 +491,21 @@ impl Config {
                 format!("`{listen_s}` is not host:port"),
             )
         })?;
+        let metrics_listen: Option<SocketAddr> = match env.get("FIDO_CONNECTOR_METRICS_LISTEN") {
+            None => None,
+            Some(m) => Some(m.parse().map_err(|_| {
+                ConfigError::new(
+                    "FIDO_CONNECTOR_METRICS_LISTEN",
+                    format!("`{m}` is not host:port"),
+                )
+            })?),
+        };
+        if metrics_listen.is_some_and(|m| m.port() != 0 && m.port() == listen.port()) {
+            return Err(ConfigError::new(
+                "FIDO_CONNECTOR_METRICS_LISTEN",
+                "must be another port than FIDO_CONNECTOR_LISTEN (metrics are never served on the API's address)",
+            ));
+        }
         let data_dir = PathBuf::from(
             env.get("FIDO_CONNECTOR_DATA_DIR")
                 .unwrap_or_else(|| "./data".to_string()),
@@ -771,6 +788,7 @@ impl Config {
             ye_jwks_sign_endpoint,
             ye_jwks_transport_endpoint,
             listen,
+            metrics_listen,
             store,
             secrets,
             data_dir,

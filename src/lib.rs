@@ -16,6 +16,7 @@ pub mod faults;
 pub mod jobs;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 
 use auth::{Caller, Permission};

@@ -140,6 +140,22 @@ pub async fn create_shipment(
     idempotency: Option<Idempotency>,
     caller: &str,
 ) -> Result<String, LifecycleError> {
+    let r = create_inner(deps, req, idempotency, caller).await;
+    let m = &*crate::metrics::COUNTERS;
+    crate::metrics::inc(match &r {
+        Ok(_) => &m.creates_created,
+        Err(e) if e.is_refusal() => &m.creates_refused,
+        Err(_) => &m.creates_failed,
+    });
+    r
+}
+
+async fn create_inner(
+    deps: &Deps,
+    req: ShipmentRequest,
+    idempotency: Option<Idempotency>,
+    caller: &str,
+) -> Result<String, LifecycleError> {
     let request_id = request_id_for(idempotency.as_ref(), caller);
 
     // A retry with the same key: answer from the record, without any upstream call.

@@ -119,3 +119,20 @@ impl From<crate::domain::TransitionError> for LifecycleError {
         LifecycleError::WrongState(e.to_string())
     }
 }
+
+impl LifecycleError {
+    /// A refusal of the request itself (by us, YubiEnterprise or Entra), as opposed to a
+    /// failure to carry it out.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            LifecycleError::IdempotencyMismatch
+                | LifecycleError::UserNotFound(_)
+                | LifecycleError::IdpRejected { .. }
+                | LifecycleError::YeRejected { .. }
+                | LifecycleError::Invalid(_)
+                | LifecycleError::InProgress { .. }
+                | LifecycleError::OutcomeUnknown { .. }
+        )
+    }
+}

@@ -54,6 +54,7 @@ enum Outcome {
 /// One pass over every open record. Pages are fetched as the work drains, so the
 /// concurrency limit applies across page boundaries (no wave barrier per page).
 pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError> {
+    let started = std::time::Instant::now();
     let concurrency = deps.config.process_concurrency;
     let mut summary = RunSummary::default();
     let mut queue = std::collections::VecDeque::new();
@@ -90,6 +91,17 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
         }
     }
     tracing::info!(?summary, "processing run finished");
+    let m = &*crate::metrics::COUNTERS;
+    let millis = started.elapsed().as_millis() as u64;
+    crate::metrics::inc(&m.runs);
+    m.run_millis_last
+        .store(millis, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::add(&m.run_millis_total, millis);
+    crate::metrics::add(&m.shipments_completed, summary.completed as u64);
+    crate::metrics::add(&m.shipments_failed, summary.failed as u64);
+    crate::metrics::add(&m.shipments_retried, summary.retried as u64);
+    crate::metrics::add(&m.shipments_waiting, summary.waiting as u64);
+    crate::metrics::add(&m.shipments_flagged, summary.flagged as u64);
     Ok(summary)
 }
 
@@ -515,6 +527,7 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                 .await?;
                 let message_id = mail.message_id.clone();
                 drop(mail); // zeroizes the PIN
+                crate::metrics::inc(&crate::metrics::COUNTERS.pin_mails_initial);
                 crash_point("process:after-mail");
                 c.rec.completed(&message_id, deps.clock.now())?;
                 tracing::info!(request_id = %c.rec.request_id, ye_shipment_id = %ye_id, "shipment complete");

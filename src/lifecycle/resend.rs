@@ -96,6 +96,7 @@ pub async fn resend_pin(
         message_id,
     };
     deps.mailer.send_pin(&mail).await?;
+    crate::metrics::inc(&crate::metrics::COUNTERS.pin_mails_resent);
     tracing::info!(target: "fido_connector::audit", caller, shipment_id, message_id = %mail.message_id, "PIN resent");
     Ok(())
 }

@@ -9,6 +9,7 @@ mod crash;
 mod e2e;
 mod lifecycle;
 mod list;
+mod metrics;
 mod recovery;
 mod replicas;
 mod secrets;

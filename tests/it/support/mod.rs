@@ -23,6 +23,8 @@ pub enum Backend {
 pub struct World {
     pub sb: Sandbox,
     pub base: String,
+    /// `http://<addr>` of the metrics listener, when the configuration enables it.
+    pub metrics: Option<String>,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub state: fido_connector::app::AppState,
@@ -71,6 +73,7 @@ impl World {
         sb.config = Config::load(&Env::from_map(&sb.env)).unwrap();
         let app = fido_connector::app::build(sb.config.clone()).await.unwrap();
         let base = format!("http://{}", app.addr);
+        let metrics = app.metrics_addr.map(|a| format!("http://{a}"));
         let state = app.state.clone();
         let shutdown = app.shutdown_handle();
         let task = tokio::spawn(async move {
@@ -79,6 +82,7 @@ impl World {
         World {
             sb,
             base,
+            metrics,
             http: reqwest::Client::new(),
             dir,
             state,

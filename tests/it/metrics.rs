@@ -1,0 +1,71 @@
+//! `GET /metrics`: off by default, on its own listener when enabled, and its counters move
+//! as a shipment goes through.
+
+use crate::support::{alice, Backend, World};
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+async fn scrape(w: &World) -> String {
+    let r = w
+        .http
+        .get(format!("{}/metrics", w.metrics.as_ref().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_are_off_by_default_and_move_with_a_shipment() {
+    let off = World::start(Backend::Embedded).await;
+    assert!(off.metrics.is_none());
+    // Never on the API's address.
+    let (s, _) = off.get("/metrics").await;
+    assert_eq!(s, 404);
+    off.stop().await;
+
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_METRICS_LISTEN".into(), "127.0.0.1:0".into());
+    })
+    .await;
+    let before = scrape(&w).await;
+    let id = w.create_ok(alice()).await;
+    w.sb.ye.advance(&id);
+    assert_eq!(w.process().await, 204);
+    let (s, _) = w.get(&format!("/v1/operations/resend-pin/{id}")).await;
+    assert_eq!(s, 204);
+    // The store gauges are recomputed at most every 15 s; counters move at once.
+    let after = scrape(&w).await;
+    for (series, at_least) in [
+        ("fido_connector_creates_total{outcome=\"created\"}", 1.0),
+        ("fido_connector_processing_runs_total", 1.0),
+        (
+            "fido_connector_processed_shipments_total{outcome=\"completed\"}",
+            1.0,
+        ),
+        ("fido_connector_pin_mails_total{kind=\"initial\"}", 1.0),
+        ("fido_connector_pin_mails_total{kind=\"resend\"}", 1.0),
+    ] {
+        assert!(
+            value(&after, series) - value(&before, series) >= at_least,
+            "{series} did not move"
+        );
+    }
+    assert_eq!(value(&after, "fido_connector_store_up"), 1.0);
+    assert!(value(&after, "fido_connector_shipments{state=\"ongoing\"}") >= 0.0);
+    // No user, shipment id or secret in any label.
+    assert!(!after.contains(alice()) && !after.contains(&id));
+    assert!(!after.contains(&w.sb.api_key));
+    w.stop().await;
+}
