@@ -7,7 +7,8 @@ pub fn init(level: LogLevel) {
     let filter = crate::config::log_filter(level);
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_current_span(false)
+        .with_current_span(true)
+        .with_span_list(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stdout)
         .try_init();

@@ -73,7 +73,17 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                 exhausted = continuation.is_none();
             }
             match queue.pop_front() {
-                Some(v) => inflight.push(process_one(deps, v)),
+                Some(v) => {
+                    // One span per shipment's processing, carrying its ids (never a
+                    // secret), so its log lines can be followed together.
+                    let span = tracing::info_span!(
+                        "shipment",
+                        request_id = %v.value.request_id,
+                        ye_shipment_id = v.value.ye_shipment_id.as_deref().unwrap_or(""),
+                        step = v.value.step.as_str(),
+                    );
+                    inflight.push(tracing::Instrument::instrument(process_one(deps, v), span))
+                }
                 None => break,
             }
         }
