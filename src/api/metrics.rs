@@ -121,6 +121,19 @@ pub async fn render(deps: &Deps) -> String {
             ("outcome=\"flagged_unknown\"", l(&c.shipments_flagged)),
         ],
     );
+    let retries: Vec<(String, u64)> = crate::metrics::RETRY_CAUSES
+        .iter()
+        .zip(c.retries.iter())
+        .map(|(cause, n)| (format!("cause=\"{cause}\""), l(n)))
+        .collect();
+    let retries: Vec<(&str, u64)> = retries.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    series(
+        &mut out,
+        "fido_connector_retries_total",
+        "counter",
+        "Transient failures that put a shipment back to wait, by cause.",
+        &retries,
+    );
     series(
         &mut out,
         "fido_connector_pin_mails_total",

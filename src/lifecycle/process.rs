@@ -304,6 +304,9 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
                 );
                 tracing::info!(request_id = %c.rec.request_id, attempts = c.rec.attempts + 1,
                         error = %msg, next_attempt = %next, "transient failure; will retry");
+                crate::metrics::inc(
+                    &crate::metrics::COUNTERS.retries[crate::metrics::retry_cause(&msg)],
+                );
                 if c.rec.retry_later(msg, next, now).is_err() {
                     return Outcome::Skipped;
                 }

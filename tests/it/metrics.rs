@@ -63,6 +63,24 @@ async fn metrics_are_off_by_default_and_move_with_a_shipment() {
         );
     }
     assert_eq!(value(&after, "fido_connector_store_up"), 1.0);
+
+    // A mail relay outage: retries counted under their cause.
+    let id2 = w.create_ok(alice()).await;
+    w.sb.ye.advance(&id2);
+    w.sb.mail
+        .faults
+        .set(fido_connector::sandbox::faults::FaultConfig {
+            error_rate: 1.0,
+            ..Default::default()
+        });
+    assert_eq!(w.process().await, 204);
+    w.sb.mail.faults.clear();
+    let outage = scrape(&w).await;
+    assert!(
+        value(&outage, "fido_connector_retries_total{cause=\"mail\"}")
+            > value(&after, "fido_connector_retries_total{cause=\"mail\"}"),
+        "{outage}"
+    );
     assert!(value(&after, "fido_connector_shipments{state=\"ongoing\"}") >= 0.0);
     // No user, shipment id or secret in any label.
     assert!(!after.contains(alice()) && !after.contains(&id));
