@@ -53,8 +53,13 @@ impl App {
         let router = crate::api::router(self.state.clone());
         let metrics = self.metrics_listener.map(|l| {
             let router = crate::api::metrics::router(self.state.deps.clone());
+            // The same connection loop as the API (header-read timeout); stopped by abort.
+            let options = crate::server::ServeOptions {
+                header_read_timeout: self.state.deps.config.header_read_timeout,
+                drain: std::time::Duration::ZERO,
+            };
             tokio::spawn(async move {
-                let _ = axum::serve(l, router).await;
+                let _ = crate::server::serve(l, router, options, std::future::pending()).await;
             })
         });
         let jobs = self.state.jobs.clone();

@@ -372,11 +372,11 @@ pub(crate) const ISO_3166_ALPHA2: [&str; 249] = [
 ];
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+pub(crate) mod test_support {
+    use serde_json::{json, Value};
 
-    fn valid() -> Value {
+    /// A valid create body (the tests' base).
+    pub(crate) fn valid() -> Value {
         json!({
             "user_id": "alice@contoso.example",
             "pin_request": {"type": "generate", "length": 8},
@@ -409,7 +409,7 @@ mod tests {
     }
 
     /// Sets a value at a dotted path (array index `[0]` supported for shipment_items).
-    fn with(mut v: Value, path: &str, val: Value) -> Value {
+    pub(crate) fn with(mut v: Value, path: &str, val: Value) -> Value {
         let mut cur = &mut v;
         let parts: Vec<&str> = path.split('.').collect();
         for (i, p) in parts.iter().enumerate() {
@@ -431,6 +431,13 @@ mod tests {
         }
         v
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{valid, with};
+    use super::*;
+    use serde_json::json;
 
     fn field_of(v: Value) -> String {
         ShipmentRequest::parse(&v).unwrap_err().field

@@ -284,14 +284,7 @@ impl ShipmentRecord {
         if self.ye_state_id != Some(ye_state_id) {
             self.note(
                 "ye_state",
-                Some(format!(
-                    "{ye_state_id}: {}",
-                    match ye_state_id {
-                        103 => "shipped",
-                        104 => "delivered",
-                        c => ye_state_meaning(c).unwrap_or("in progress"),
-                    }
-                )),
+                Some(format!("{ye_state_id}: {}", ye_state_label(ye_state_id))),
                 None,
                 now,
             );
@@ -616,6 +609,15 @@ pub fn ye_state_meaning(id: i64) -> Option<&'static str> {
         106 => "delivery exception",
         _ => return None,
     })
+}
+
+/// A YubiEnterprise state's meaning, for every state (listings, history).
+pub fn ye_state_label(code: i64) -> &'static str {
+    match code {
+        103 => "shipped",
+        104 => "delivered",
+        c => ye_state_meaning(c).unwrap_or("in progress"),
+    }
 }
 
 /// Whether YubiEnterprise has programmed the key (responses available).

@@ -787,55 +787,8 @@ fn explain(path: String, message: &str) -> super::ValidationError {
 mod tests {
     use serde_json::{json, Value};
 
+    use crate::domain::request::test_support::{valid, with};
     use crate::domain::ShipmentRequest;
-
-    fn valid() -> Value {
-        json!({
-            "user_id": "alice@contoso.example",
-            "pin_request": {"type": "generate", "length": 8},
-            "enrollment_contacts": {"emails_to": ["a@example.org"]},
-            "yubico_shipment_request": {
-                "delivery_type": 1,
-                "address_validation_bypass": false,
-                "recipient": {
-                    "recipient_company": "Contoso",
-                    "recipient_email": "alice@contoso.example",
-                    "recipient_firstname": "Alice",
-                    "recipient_lastname": "Liddell",
-                    "recipient_telephone": "5555555555"
-                },
-                "mailing_address": {
-                    "street_line1": "1 Main Street",
-                    "street_line2": "Apt 2",
-                    "city": "Seattle",
-                    "region": "WA",
-                    "postal_code": "98101",
-                    "country_code_2": "US"
-                },
-                "shipment_items": [{
-                    "product_id": 1, "inventory_product_id": 106, "product_quantity": 1,
-                    "customization_id": "CUSTID",
-                    "fc_additional_data": {"yubikey_name": "Primary"}
-                }]
-            }
-        })
-    }
-
-    fn set(v: &mut Value, path: &str, val: Value) {
-        let mut cur = v;
-        let parts: Vec<&str> = path.split('.').collect();
-        for (i, p) in parts.iter().enumerate() {
-            if i == parts.len() - 1 {
-                cur[*p] = val;
-                return;
-            }
-            cur = if let Ok(n) = p.parse::<usize>() {
-                &mut cur[n]
-            } else {
-                &mut cur[*p]
-            };
-        }
-    }
 
     fn validator() -> jsonschema::Validator {
         let mut doc = serde_json::to_value(crate::api::openapi::document()).unwrap();
@@ -903,7 +856,7 @@ mod tests {
         let y = "yubico_shipment_request";
         let r = format!("{y}.recipient");
         let a = format!("{y}.mailing_address");
-        let i = format!("{y}.shipment_items.0");
+        let i = format!("{y}.shipment_items[0]");
         let mut cases: Vec<(String, Value)> = Vec::new();
         let mut add = |path: &str, values: Vec<Value>| {
             for v in values {
@@ -991,10 +944,9 @@ mod tests {
                     "80331",
                     "",
                 ] {
-                    let mut v = base.clone();
-                    set(&mut v, &format!("{a}.country_code_2"), json!(country));
-                    set(&mut v, &format!("{a}.region"), json!(region));
-                    set(&mut v, &format!("{a}.postal_code"), json!(postal));
+                    let v = with(base.clone(), &format!("{a}.country_code_2"), json!(country));
+                    let v = with(v, &format!("{a}.region"), json!(region));
+                    let v = with(v, &format!("{a}.postal_code"), json!(postal));
                     whole.push(("<whole>".into(), v));
                 }
             }
@@ -1065,9 +1017,7 @@ mod tests {
             let doc = if path == "<whole>" {
                 value.clone()
             } else {
-                let mut d = base.clone();
-                set(&mut d, &path, value.clone());
-                d
+                with(base.clone(), &path, value.clone())
             };
             total += 1;
             if validator.is_valid(&doc) {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::{Deps, LifecycleError};
-use crate::domain::shipment::{ye_state_meaning, ye_state_ready};
+use crate::domain::shipment::{ye_state_label, ye_state_meaning, ye_state_ready};
 use crate::domain::{ShipmentRecord, Step};
 use crate::store::Query;
 
@@ -84,14 +84,6 @@ pub struct ListPage {
     pub next_cursor: Option<String>,
 }
 
-pub fn ye_state_label(code: i64) -> &'static str {
-    match code {
-        103 => "shipped",
-        104 => "delivered",
-        c => ye_state_meaning(c).unwrap_or("in progress"),
-    }
-}
-
 /// Whether someone should look at the shipment: a YubiEnterprise error state, a failed
 /// shipment, a create whose outcome is unknown, or a challenge that expires within
 /// `attention` while Yubico has not programmed the key.
@@ -140,20 +132,24 @@ fn item(rec: &ShipmentRecord, now: DateTime<Utc>, attention: Duration) -> ListIt
     }
 }
 
-fn matches(f: &ListFilter, rec: &ShipmentRecord, it: &ListItem) -> bool {
+/// The filters that need only the record (checked before an item is built).
+fn record_matches(f: &ListFilter, rec: &ShipmentRecord) -> bool {
     let user_ok = f.user.as_ref().is_none_or(|u| {
         rec.user_id.eq_ignore_ascii_case(u) || rec.entra_user_id.eq_ignore_ascii_case(u)
     });
-    let state_ok = match f.state {
+    let after_ok = f.created_after.is_none_or(|t| rec.created_at >= t);
+    let before_ok = f.created_before.is_none_or(|t| rec.created_at < t);
+    user_ok && after_ok && before_ok
+}
+
+fn state_matches(f: &ListFilter, it: &ListItem) -> bool {
+    match f.state {
         None => true,
         Some(StateFilter::Ongoing) => it.state == "ongoing",
         Some(StateFilter::Complete) => it.state == "complete",
         Some(StateFilter::Failed) => it.state == "failed",
         Some(StateFilter::NeedsAttention) => it.needs_attention,
-    };
-    let after_ok = f.created_after.is_none_or(|t| rec.created_at >= t);
-    let before_ok = f.created_before.is_none_or(|t| rec.created_at < t);
-    user_ok && state_ok && after_ok && before_ok
+    }
 }
 
 /// The position after an item: (created at, request id), newest first.
@@ -188,9 +184,13 @@ async fn matching(
     let mut continuation = None;
     loop {
         let page = deps.store.query(&Query::All, continuation, 1000).await?;
-        for v in page.items {
+        for v in page
+            .items
+            .into_iter()
+            .filter(|v| record_matches(f, &v.value))
+        {
             let it = item(&v.value, now, attention);
-            if matches(f, &v.value, &it) {
+            if state_matches(f, &it) {
                 out.push(((v.value.created_at, v.value.request_id.clone()), it));
             }
         }
@@ -244,13 +244,7 @@ pub struct History {
 /// The history of a shipment, by YubiEnterprise's id or (for a create that never got
 /// one) the request id.
 pub async fn history(deps: &Deps, id: &str) -> Result<History, LifecycleError> {
-    let found = match deps.store.get_by_shipment_id(id).await? {
-        Some(v) => Some(v),
-        None => deps.store.get(id).await?,
-    };
-    let rec = found
-        .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?
-        .value;
+    let rec = super::find_by_any_id(deps, id).await?.value;
     Ok(History {
         shipment_id: rec.ye_shipment_id,
         request_id: rec.request_id,

@@ -96,6 +96,19 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// A record by YubiEnterprise's shipment id or, for a create that never got one, by the
+/// request id.
+pub(crate) async fn find_by_any_id(
+    deps: &Deps,
+    id: &str,
+) -> Result<crate::store::Versioned<crate::domain::ShipmentRecord>, LifecycleError> {
+    let found = match deps.store.get_by_shipment_id(id).await? {
+        Some(v) => Some(v),
+        None => deps.store.get(id).await?,
+    };
+    found.ok_or_else(|| LifecycleError::NotFound(id.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,14 +21,10 @@ pub async fn retry_shipment(
     resolution: Option<Resolution>,
     caller: &str,
 ) -> Result<(), LifecycleError> {
-    let found = match deps.store.get_by_shipment_id(id).await? {
-        Some(v) => Some(v),
-        None => deps.store.get(id).await?,
-    };
     let Versioned {
         value: mut rec,
         etag,
-    } = found.ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+    } = super::find_by_any_id(deps, id).await?;
     let now = deps.clock.now();
     let action = match (rec.step, resolution) {
         (Step::Unknown, None) => {

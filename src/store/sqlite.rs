@@ -340,57 +340,45 @@ impl ShipmentStore for SqliteStore {
         let limit = limit.clamp(1, 1000);
         let after = continuation.unwrap_or_default();
         self.read(move |c| {
-            let rows: Vec<(String, String, String)> = match &q {
-                Query::All => {
-                    let mut st = c
-                        .prepare_cached(
-                            "SELECT request_id, data, etag FROM shipments
-                             WHERE request_id > ?1 ORDER BY request_id LIMIT ?2",
-                        )
-                        .map_err(other)?;
-                    let it = st
-                        .query_map(params![after, limit as i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })
-                        .map_err(other)?;
-                    it.collect::<Result<_, _>>().map_err(other)?
-                }
-                Query::Open => {
-                    let mut st = c
-                        .prepare_cached(
-                            "SELECT request_id, data, etag FROM shipments
-                             WHERE open = 1 AND request_id > ?1 ORDER BY request_id LIMIT ?2",
-                        )
-                        .map_err(other)?;
-                    let it = st
-                        .query_map(params![after, limit as i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })
-                        .map_err(other)?;
-                    it.collect::<Result<_, _>>().map_err(other)?
-                }
-                Query::EndedBefore(t) => {
-                    let mut st = c
-                        .prepare_cached(
-                            "SELECT request_id, data, etag FROM shipments
-                             WHERE step IN (?1, ?2) AND completed_at < ?3 AND request_id > ?4
-                             ORDER BY request_id LIMIT ?5",
-                        )
-                        .map_err(other)?;
-                    let it = st
-                        .query_map(
-                            params![
-                                Step::Complete.as_str(),
-                                Step::Failed.as_str(),
-                                ts(t),
-                                after,
-                                limit as i64
-                            ],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                        )
-                        .map_err(other)?;
-                    it.collect::<Result<_, _>>().map_err(other)?
-                }
+            // (request_id, data, etag) rows of one statement.
+            fn rows(
+                c: &Connection,
+                sql: &str,
+                args: &[&dyn rusqlite::ToSql],
+            ) -> Result<Vec<(String, String, String)>, StoreError> {
+                let mut st = c.prepare_cached(sql).map_err(other)?;
+                let it = st
+                    .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(other)?;
+                it.collect::<Result<_, _>>().map_err(other)
+            }
+            let lim = limit as i64;
+            let rows = match &q {
+                Query::All => rows(
+                    c,
+                    "SELECT request_id, data, etag FROM shipments
+                     WHERE request_id > ?1 ORDER BY request_id LIMIT ?2",
+                    params![after, lim],
+                )?,
+                Query::Open => rows(
+                    c,
+                    "SELECT request_id, data, etag FROM shipments
+                     WHERE open = 1 AND request_id > ?1 ORDER BY request_id LIMIT ?2",
+                    params![after, lim],
+                )?,
+                Query::EndedBefore(t) => rows(
+                    c,
+                    "SELECT request_id, data, etag FROM shipments
+                     WHERE step IN (?1, ?2) AND completed_at < ?3 AND request_id > ?4
+                     ORDER BY request_id LIMIT ?5",
+                    params![
+                        Step::Complete.as_str(),
+                        Step::Failed.as_str(),
+                        ts(t),
+                        after,
+                        lim
+                    ],
+                )?,
             };
             let next = if rows.len() == limit {
                 rows.last().map(|r| r.0.clone())
