@@ -1,23 +1,19 @@
 //! `GET /metrics` in the Prometheus text format, on its own listener
 //! (`FIDO_CONNECTOR_METRICS_LISTEN`, off by default) so it is never public by accident:
 //! the process-wide counters ([`crate::metrics`]) and gauges of the store computed when
-//! scraped (at most every 15 s; one scan of the records). No label carries a user, a
+//! scraped (at most every 15 s; one scan of the open records). No label carries a user, a
 //! shipment id or a secret.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::lifecycle::Deps;
-use crate::metrics::COUNTERS;
+use crate::metrics::METRICS;
 
 /// Counts of the store, by state, with the needs-attention count.
 #[derive(Clone, Default)]
 struct StoreGauges {
     ongoing: u64,
-    complete: u64,
-    failed: u64,
     needs_attention: u64,
 }
 
@@ -30,164 +26,32 @@ async fn store_gauges(deps: &Deps) -> Option<StoreGauges> {
             return Some(g.clone());
         }
     }
-    let items =
-        crate::lifecycle::list::all_shipments(deps, &crate::lifecycle::list::ListFilter::default())
-            .await
-            .ok()?;
-    let mut g = StoreGauges::default();
-    for it in &items {
-        match it.state {
-            "complete" => g.complete += 1,
-            "failed" => g.failed += 1,
-            _ => g.ongoing += 1,
-        }
-        if it.needs_attention {
-            g.needs_attention += 1;
-        }
-    }
+    let (open, flagged) = crate::lifecycle::list::open_counts(deps).await.ok()?;
+    let g = StoreGauges {
+        ongoing: open,
+        needs_attention: flagged,
+    };
     *GAUGES.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), g.clone()));
     Some(g)
 }
 
-fn series(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, v) in values {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    }
-}
-
-/// The exposition text.
+/// The exposition: the registry, with the store gauges set from a scan of the open
+/// records (cached 15 s).
 pub async fn render(deps: &Deps) -> String {
-    let c = &*COUNTERS;
-    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::new();
-    series(
-        &mut out,
-        "fido_connector_creates_total",
-        "counter",
-        "Create requests by outcome.",
-        &[
-            ("outcome=\"created\"", l(&c.creates_created)),
-            ("outcome=\"refused\"", l(&c.creates_refused)),
-            ("outcome=\"failed\"", l(&c.creates_failed)),
-        ],
-    );
-    series(
-        &mut out,
-        "fido_connector_processing_runs_total",
-        "counter",
-        "Processing runs finished.",
-        &[("", l(&c.runs))],
-    );
-    series(
-        &mut out,
-        "fido_connector_processing_run_seconds_total",
-        "counter",
-        "Time spent in processing runs.",
-        &[],
-    );
-    let _ = writeln!(
-        out,
-        "fido_connector_processing_run_seconds_total {:.3}",
-        l(&c.run_millis_total) as f64 / 1000.0
-    );
-    series(
-        &mut out,
-        "fido_connector_processing_last_run_seconds",
-        "gauge",
-        "Duration of the last processing run.",
-        &[],
-    );
-    let _ = writeln!(
-        out,
-        "fido_connector_processing_last_run_seconds {:.3}",
-        l(&c.run_millis_last) as f64 / 1000.0
-    );
-    series(
-        &mut out,
-        "fido_connector_processed_shipments_total",
-        "counter",
-        "Shipments handled by processing runs, by outcome.",
-        &[
-            ("outcome=\"completed\"", l(&c.shipments_completed)),
-            ("outcome=\"failed\"", l(&c.shipments_failed)),
-            ("outcome=\"retrying\"", l(&c.shipments_retried)),
-            ("outcome=\"waiting\"", l(&c.shipments_waiting)),
-            ("outcome=\"flagged_unknown\"", l(&c.shipments_flagged)),
-        ],
-    );
-    let retries: Vec<(String, u64)> = crate::metrics::RETRY_CAUSES
-        .iter()
-        .zip(c.retries.iter())
-        .map(|(cause, n)| (format!("cause=\"{cause}\""), l(n)))
-        .collect();
-    let retries: Vec<(&str, u64)> = retries.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    series(
-        &mut out,
-        "fido_connector_retries_total",
-        "counter",
-        "Transient failures that put a shipment back to wait, by cause.",
-        &retries,
-    );
-    series(
-        &mut out,
-        "fido_connector_pin_mails_total",
-        "counter",
-        "PIN mails accepted by the relay.",
-        &[
-            ("kind=\"initial\"", l(&c.pin_mails_initial)),
-            ("kind=\"resend\"", l(&c.pin_mails_resent)),
-        ],
-    );
-    series(
-        &mut out,
-        "fido_connector_key_set_fetches_total",
-        "counter",
-        "Fetches of published key sets (Yubico's and the callers' token keys).",
-        &[("", l(&c.key_set_fetches))],
-    );
+    let m = &*METRICS;
     match store_gauges(deps).await {
         Some(g) => {
-            series(
-                &mut out,
-                "fido_connector_shipments",
-                "gauge",
-                "Shipments in the store by state.",
-                &[
-                    ("state=\"ongoing\"", g.ongoing),
-                    ("state=\"complete\"", g.complete),
-                    ("state=\"failed\"", g.failed),
-                ],
-            );
-            series(
-                &mut out,
-                "fido_connector_shipments_needing_attention",
-                "gauge",
-                "Shipments that need someone to look at them.",
-                &[("", g.needs_attention)],
-            );
-            series(
-                &mut out,
-                "fido_connector_store_up",
-                "gauge",
-                "1 when the store answered the last scrape.",
-                &[("", 1)],
-            );
+            m.shipments
+                .get_or_create(&crate::metrics::State { state: "ongoing" })
+                .set(g.ongoing as i64);
+            m.needing_attention.set(g.needs_attention as i64);
+            m.store_up.set(1);
         }
-        None => series(
-            &mut out,
-            "fido_connector_store_up",
-            "gauge",
-            "1 when the store answered the last scrape.",
-            &[("", 0)],
-        ),
+        None => {
+            m.store_up.set(0);
+        }
     }
-    out
+    crate::metrics::encode()
 }
 
 /// The metrics listener's router.
@@ -200,7 +64,7 @@ pub fn router(deps: std::sync::Arc<Deps>) -> axum::Router {
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     render(&deps).await,
                 )

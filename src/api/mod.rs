@@ -215,12 +215,22 @@ pub async fn list_shipments(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/csv"));
     if wants_csv {
-        // Every matching shipment (paging does not apply), one row per chunk.
-        let items = list::all_shipments(&state.deps, &filter).await?;
-        let rows = std::iter::once(list::CSV_HEADER.to_string())
-            .chain(items.iter().map(list::csv_row).collect::<Vec<_>>())
-            .map(|r| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(r)));
-        let body = axum::body::Body::from_stream(futures::stream::iter(rows));
+        // Every matching shipment (paging does not apply), read and sent page by page. A
+        // store failure mid-stream ends the body early (the client sees a broken transfer,
+        // never a silently short report).
+        use futures::StreamExt;
+        let rows = futures::stream::once(async { Ok(list::CSV_HEADER.to_string()) })
+            .chain(
+                list::stream_shipments((*state.deps).clone(), filter)
+                    .map(|r| r.map(|it| list::csv_row(&it))),
+            )
+            .map(|r| {
+                r.map(axum::body::Bytes::from).map_err(|e| {
+                    tracing::warn!(error = %e, "CSV export ended early");
+                    std::io::Error::other(e.to_string())
+                })
+            });
+        let body = axum::body::Body::from_stream(rows);
         return Ok((
             StatusCode::OK,
             [

@@ -2,13 +2,32 @@
 //! `CRON_DATA_CLEANUP_COMPLETED_DAYS` (0 = never) and purges their response keys. The key
 //! goes first: a record without its key is harmless, a key without its record would be an
 //! orphaned secret.
+//!
+//! Once a day (per process) it also has the store repair index entries a crash may have
+//! left out ([`crate::store::ShipmentStore::repair_indexes`]): a safety net behind the
+//! write order that keeps them consistent.
 
 use chrono::Duration;
 
 use super::{Deps, LifecycleError};
 use crate::store::{Query, StoreError};
 
+/// When this process last repaired the store's indexes (Unix seconds of the deps' clock).
+static LAST_REPAIR: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+const REPAIR_EVERY: i64 = 24 * 3600;
+
 pub async fn cleanup(deps: &Deps) -> Result<usize, LifecycleError> {
+    use std::sync::atomic::Ordering;
+    let now = deps.clock.now().timestamp();
+    let last = LAST_REPAIR.load(Ordering::Relaxed);
+    if last == i64::MIN || now - last >= REPAIR_EVERY {
+        LAST_REPAIR.store(now, Ordering::Relaxed);
+        match deps.store.repair_indexes().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(repaired = n, "store index entries repaired"),
+            Err(e) => tracing::warn!(error = %e, "could not check the store's indexes"),
+        }
+    }
     let days = deps.config.cron_data_cleanup_completed_days;
     if days == 0 {
         return Ok(0);

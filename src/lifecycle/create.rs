@@ -141,11 +141,10 @@ pub async fn create_shipment(
     caller: &str,
 ) -> Result<String, LifecycleError> {
     let r = create_inner(deps, req, idempotency, caller).await;
-    let m = &*crate::metrics::COUNTERS;
-    crate::metrics::inc(match &r {
-        Ok(_) => &m.creates_created,
-        Err(e) if e.is_refusal() => &m.creates_refused,
-        Err(_) => &m.creates_failed,
+    crate::metrics::created(match &r {
+        Ok(_) => "created",
+        Err(e) if e.is_refusal() => "refused",
+        Err(_) => "failed",
     });
     r
 }

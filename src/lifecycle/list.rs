@@ -2,13 +2,14 @@
 //! user (UPN or object id, either finds both), state, and creation time, paged with an
 //! opaque cursor.
 //!
-//! The store is read in key order and the listing filtered and ordered here, so that the
-//! embedded store and Azure Tables (which cannot order by time) answer alike. A listing
-//! therefore reads every shipment record once per page: fine for the thousands of records a
-//! rollout holds (measured in docs/performance.md), and the reason `limit` goes up to 1000.
+//! The store serves shipments newest first from an index by creation time (per user when
+//! the filter names one: [`Query::Created`]); the state filter and the exact time bounds
+//! are checked here. A page reads at most [`SCAN_BUDGET`] records, so a rare state never
+//! makes one request walk the whole table.
 
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::{Deps, LifecycleError};
@@ -173,64 +174,126 @@ pub fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, String)> {
     Some((t, id.to_string()))
 }
 
-/// Every matching shipment, newest first (CSV exports), or one page of them.
-async fn matching(
+/// Records a page request reads at most before it answers (with fewer than `limit` items
+/// and a cursor when a rare state filter matched little), so one request never walks the
+/// whole table.
+const SCAN_BUDGET: usize = 2000;
+
+/// Reads the store's creation-time index from `position` on, newest first, keeping
+/// matching items until `want` are found or `budget` records were read. Returns the items
+/// with their positions, and the position to continue from (`None`: nothing more).
+async fn walk(
     deps: &Deps,
     f: &ListFilter,
-) -> Result<Vec<(Position, ListItem)>, LifecycleError> {
+    position: Option<String>,
+    want: usize,
+    budget: usize,
+) -> Result<(Vec<(Position, ListItem)>, Option<String>), LifecycleError> {
     let now = deps.clock.now();
     let attention = Duration::from_std(deps.config.attention_window).unwrap_or(Duration::days(3));
+    let q = Query::Created {
+        user: f.user.clone(),
+        after: f.created_after,
+        before: f.created_before,
+    };
     let mut out = Vec::new();
-    let mut continuation = None;
+    let mut read = 0;
+    let mut continuation = position;
     loop {
-        let page = deps.store.query(&Query::All, continuation, 1000).await?;
-        for v in page
-            .items
-            .into_iter()
-            .filter(|v| record_matches(f, &v.value))
-        {
-            let it = item(&v.value, now, attention);
-            if state_matches(f, &it) {
-                out.push(((v.value.created_at, v.value.request_id.clone()), it));
+        let page_size = (want - out.len()).clamp(50, 1000);
+        let page = deps
+            .store
+            .query(&q, continuation.clone(), page_size)
+            .await?;
+        for v in &page.items {
+            read += 1;
+            let rec = &v.value;
+            if record_matches(f, rec) {
+                let it = item(rec, now, attention);
+                if state_matches(f, &it) {
+                    out.push(((rec.created_at, rec.request_id.clone()), it));
+                }
+            }
+            if out.len() == want || read >= budget {
+                // Stop after this record: continue right after it.
+                let next = crate::store::position(&rec.created_at, &rec.request_id);
+                return Ok((out, Some(next)));
             }
         }
         match page.next {
             Some(n) => continuation = Some(n),
-            None => break,
+            None => return Ok((out, None)),
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
-    Ok(out)
 }
 
-/// One page: at most `limit` items after `cursor`.
+/// Shipments still in processing, and how many of them need attention: one processing
+/// scan (its cost follows the open shipments, not every shipment ever made).
+pub async fn open_counts(deps: &Deps) -> Result<(u64, u64), LifecycleError> {
+    let now = deps.clock.now();
+    let attention = Duration::from_std(deps.config.attention_window).unwrap_or(Duration::days(3));
+    let (mut open, mut flagged) = (0, 0);
+    let mut continuation = None;
+    loop {
+        let page = deps.store.query(&Query::Open, continuation, 1000).await?;
+        for v in &page.items {
+            open += 1;
+            if needs_attention(&v.value, now, attention) {
+                flagged += 1;
+            }
+        }
+        continuation = page.next;
+        if continuation.is_none() {
+            return Ok((open, flagged));
+        }
+    }
+}
+
+/// One page: at most `limit` items after `cursor`. A page may hold fewer than `limit`
+/// items and still carry a cursor (a state filter that matched few of the records read).
 pub async fn list_shipments(
     deps: &Deps,
     f: &ListFilter,
     cursor: Option<&(DateTime<Utc>, String)>,
     limit: usize,
 ) -> Result<ListPage, LifecycleError> {
-    let all = matching(deps, f).await?;
-    let start = match cursor {
-        None => 0,
-        Some(c) => all.partition_point(|(p, _)| p >= c),
+    let start = cursor.map(|(t, id)| crate::store::position(t, id));
+    // One more than asked, to know whether a next page exists.
+    let (mut found, rest) = walk(deps, f, start, limit + 1, SCAN_BUDGET).await?;
+    let next_cursor = if found.len() > limit {
+        found.truncate(limit);
+        found.last().map(|(p, _)| encode_cursor(p))
+    } else {
+        rest.as_deref()
+            .and_then(crate::store::parse_position)
+            .map(|p| encode_cursor(&p))
     };
-    let rest = &all[start..];
-    let take = rest.len().min(limit);
-    let next_cursor = (rest.len() > take).then(|| encode_cursor(&rest[take - 1].0));
     Ok(ListPage {
-        items: rest[..take].iter().map(|(_, it)| it.clone()).collect(),
+        items: found.into_iter().map(|(_, it)| it).collect(),
         next_cursor,
     })
 }
 
-/// Every matching shipment, newest first.
-pub async fn all_shipments(deps: &Deps, f: &ListFilter) -> Result<Vec<ListItem>, LifecycleError> {
-    Ok(matching(deps, f)
-        .await?
-        .into_iter()
-        .map(|(_, it)| it)
-        .collect())
+/// Every matching shipment, newest first, read page by page as the stream is consumed
+/// (CSV exports).
+pub fn stream_shipments(
+    deps: Deps,
+    f: ListFilter,
+) -> impl futures::Stream<Item = Result<ListItem, LifecycleError>> + Send {
+    futures::stream::unfold(Some(None), move |state: Option<Option<String>>| {
+        let (deps, f) = (deps.clone(), f.clone());
+        async move {
+            let position = state?;
+            match walk(&deps, &f, position, 500, SCAN_BUDGET).await {
+                Ok((items, next)) => {
+                    let items: Vec<_> = items.into_iter().map(|(_, it)| Ok(it)).collect();
+                    Some((futures::stream::iter(items), next.map(Some)))
+                }
+                Err(e) => Some((futures::stream::iter(vec![Err(e)]), None)),
+            }
+        }
+    })
+    .flatten()
 }
 
 /// A shipment's history, oldest first.

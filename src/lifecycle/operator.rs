@@ -82,7 +82,12 @@ pub async fn retry_shipment(
         Some(caller),
         now,
     );
-    deps.store.replace(&rec, &etag).await.map_err(|e| match e {
+    let written = if rec.step.is_open() {
+        deps.store.reopen(&rec, &etag).await
+    } else {
+        deps.store.replace(&rec, &etag).await
+    };
+    written.map_err(|e| match e {
         crate::store::StoreError::Conflict => {
             LifecycleError::WrongState("the shipment changed meanwhile; try again".into())
         }

@@ -101,17 +101,21 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
         }
     }
     tracing::info!(?summary, "processing run finished");
-    let m = &*crate::metrics::COUNTERS;
-    let millis = started.elapsed().as_millis() as u64;
-    crate::metrics::inc(&m.runs);
-    m.run_millis_last
-        .store(millis, std::sync::atomic::Ordering::Relaxed);
-    crate::metrics::add(&m.run_millis_total, millis);
-    crate::metrics::add(&m.shipments_completed, summary.completed as u64);
-    crate::metrics::add(&m.shipments_failed, summary.failed as u64);
-    crate::metrics::add(&m.shipments_retried, summary.retried as u64);
-    crate::metrics::add(&m.shipments_waiting, summary.waiting as u64);
-    crate::metrics::add(&m.shipments_flagged, summary.flagged as u64);
+    let m = &*crate::metrics::METRICS;
+    m.runs.inc();
+    m.run_seconds.observe(started.elapsed().as_secs_f64());
+    m.run_shipments.observe(summary.examined as f64);
+    for (outcome, n) in [
+        ("completed", summary.completed),
+        ("failed", summary.failed),
+        ("retrying", summary.retried),
+        ("waiting", summary.waiting),
+        ("flagged_unknown", summary.flagged),
+    ] {
+        m.processed
+            .get_or_create(&crate::metrics::Outcome { outcome })
+            .inc_by(n as u64);
+    }
     Ok(summary)
 }
 
@@ -252,6 +256,14 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
     ) {
         return Outcome::Skipped;
     }
+    if rec
+        .lease_owner
+        .as_deref()
+        .is_some_and(|o| o != deps.owner())
+    {
+        // Another process held it and let the claim lapse (or this replica restarted).
+        crate::metrics::METRICS.claim_takeovers.inc();
+    }
     if rec.step == Step::Accepted {
         // Its creating request's claim is gone: that process died or its call outlived
         // the claim. What YubiEnterprise did is unknown; an operator resolves it.
@@ -304,9 +316,7 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
                 );
                 tracing::info!(request_id = %c.rec.request_id, attempts = c.rec.attempts + 1,
                         error = %msg, next_attempt = %next, "transient failure; will retry");
-                crate::metrics::inc(
-                    &crate::metrics::COUNTERS.retries[crate::metrics::retry_cause(&msg)],
-                );
+                crate::metrics::retried(&msg);
                 if c.rec.retry_later(msg, next, now).is_err() {
                     return Outcome::Skipped;
                 }
@@ -531,16 +541,18 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                 };
                 // Renew before the side effect; stop if the record changed hands.
                 c.save().await?;
-                c.bounded("PIN mail", async {
-                    deps.mailer
-                        .send_pin(&mail)
-                        .await
-                        .map_err(|e| upstream("PIN mail", e))
-                })
-                .await?;
+                let sent = c
+                    .bounded("PIN mail", async {
+                        deps.mailer
+                            .send_pin(&mail)
+                            .await
+                            .map_err(|e| upstream("PIN mail", e))
+                    })
+                    .await;
+                crate::metrics::pin_mail("initial", sent.is_ok());
+                sent?;
                 let message_id = mail.message_id.clone();
                 drop(mail); // zeroizes the PIN
-                crate::metrics::inc(&crate::metrics::COUNTERS.pin_mails_initial);
                 crash_point("process:after-mail");
                 c.rec.completed(&message_id, deps.clock.now())?;
                 tracing::info!(request_id = %c.rec.request_id, ye_shipment_id = %ye_id, "shipment complete");

@@ -95,8 +95,9 @@ pub async fn resend_pin(
         pin: pin.pin,
         message_id,
     };
-    deps.mailer.send_pin(&mail).await?;
-    crate::metrics::inc(&crate::metrics::COUNTERS.pin_mails_resent);
+    let sent = deps.mailer.send_pin(&mail).await;
+    crate::metrics::pin_mail("resend", sent.is_ok());
+    sent?;
     tracing::info!(target: "fido_connector::audit", caller, shipment_id, message_id = %mail.message_id, "PIN resent");
     Ok(())
 }

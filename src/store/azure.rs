@@ -7,6 +7,14 @@
 //! | `shipment` | request id (ours: a UUID or `idem-<sha256 hex>`) | `Step`, `Open`, `CompletedAt`, `YeShipmentId`, `Data` (the record as JSON) |
 //! | `ye` | hex of YubiEnterprise's shipment id | `RequestId` |
 //! | `lease` | lease name | `Owner`, `Until` |
+//! | `open` | request id of a record that may still have work | (none) |
+//! | `created` | `<inverted creation µs, 19 digits>_<request id>` | `RequestId` |
+//! | `u-<sha256 hex of the lower-cased UPN or object id>` | as `created` | `RequestId` |
+//! | `meta` | `layout` | `Version` (2: the index partitions above exist) |
+//!
+//! The index partitions let the processing scan read only open shipments and a listing
+//! read only the rows of its user and time range; see docs/storage.md for the rules that
+//! keep them consistent without transactions across partitions.
 //!
 //! Keys never hold raw outside input: YubiEnterprise's id is hex-encoded, so `/ \ # ?`,
 //! quotes and control characters cannot reach a key; the only filter values are ours and
@@ -33,6 +41,15 @@ use crate::domain::{ShipmentRecord, Step};
 const PK_SHIPMENT: &str = "shipment";
 const PK_INDEX: &str = "ye";
 const PK_LEASE: &str = "lease";
+const PK_OPEN: &str = "open";
+const PK_CREATED: &str = "created";
+const PK_META: &str = "meta";
+const LAYOUT_VERSION: i64 = 2;
+/// An `open` entry whose record does not exist is removed only once it is this old: a
+/// create writes the entry just before its record.
+const ORPHAN_GRACE_MINUTES: i64 = 60;
+/// Point reads in flight while resolving index entries.
+const INDEX_READS: usize = 16;
 
 /// How the service authenticates to the storage account.
 pub enum AzureTablesAuth {
@@ -44,6 +61,42 @@ pub enum AzureTablesAuth {
 
 pub struct AzureTableStore {
     table: TableClient,
+}
+
+/// The row key of the time-ordered indexes: newest first, ties by request id.
+fn created_key(t: &DateTime<Utc>, request_id: &str) -> String {
+    format!("{}_{request_id}", inverted(t))
+}
+
+fn inverted(t: &DateTime<Utc>) -> String {
+    format!("{:019}", i64::MAX - t.timestamp_micros())
+}
+
+fn user_partition(key: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key.to_lowercase().as_bytes());
+    format!(
+        "u-{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// The index entities a record is listed by (its creation time and user never change).
+fn listing_entries(rec: &ShipmentRecord) -> Vec<Value> {
+    let rk = created_key(&rec.created_at, &rec.request_id);
+    let mut parts = vec![PK_CREATED.to_string(), user_partition(&rec.user_id)];
+    let entra = user_partition(&rec.entra_user_id);
+    if !parts.contains(&entra) {
+        parts.push(entra);
+    }
+    parts
+        .into_iter()
+        .map(|pk| json!({"PartitionKey": pk, "RowKey": rk, "RequestId": rec.request_id}))
+        .collect()
+}
+
+fn open_entry(request_id: &str) -> Value {
+    json!({"PartitionKey": PK_OPEN, "RowKey": request_id})
 }
 
 /// Adapts an azure_core 1.x credential (azure_identity 1.x) to the 0.21 trait the tables
@@ -182,11 +235,21 @@ impl AzureTableStore {
             }
             Err(e) => return Err(unavailable(e)),
         }
-        Ok(Arc::new(super::Timed::new(
-            AzureTableStore { table },
-            timeout,
-            "Azure Tables",
-        )))
+        let store = AzureTableStore { table };
+        // A table written by an earlier version gets its index entries once (each call
+        // bounded like every other).
+        let built = tokio::time::timeout(timeout * 20, store.backfill(false))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("building the table's indexes took too long".into())
+            })??;
+        if built > 0 {
+            tracing::info!(
+                built,
+                "index entries written for an earlier version's table"
+            );
+        }
+        Ok(Arc::new(super::Timed::new(store, timeout, "Azure Tables")))
     }
 
     async fn get_entity(&self, pk: &str, rk: &str) -> Result<Option<(Value, Etag)>, StoreError> {
@@ -264,10 +327,32 @@ impl AzureTableStore {
 #[async_trait]
 impl ShipmentStore for AzureTableStore {
     async fn insert(&self, rec: &ShipmentRecord) -> Result<ETag, StoreError> {
+        // Index entries first: one that points at no record is skipped by its readers; a
+        // record without its entries would be invisible to them.
+        let mut entries = listing_entries(rec);
+        if rec.step.is_open() {
+            entries.push(open_entry(&rec.request_id));
+        }
+        futures::future::try_join_all(entries.iter().map(|v| self.upsert(v))).await?;
         if let Some(ye) = &rec.ye_shipment_id {
             self.index(ye, &rec.request_id).await?;
         }
         self.insert_entity(&entity(rec)?).await.map(|e| etag_of(&e))
+    }
+
+    async fn reopen(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
+        // The entry before the record (a crash in between leaves an entry the scan
+        // removes) and again after it: the scan may have removed the first one after
+        // reading the record still closed.
+        let entry = open_entry(&rec.request_id);
+        self.upsert(&entry).await?;
+        let e = self.replace(rec, etag).await?;
+        self.upsert(&entry).await?;
+        Ok(e)
+    }
+
+    async fn repair_indexes(&self) -> Result<usize, StoreError> {
+        self.backfill(true).await
     }
 
     async fn get(&self, request_id: &str) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
@@ -307,14 +392,22 @@ impl ShipmentStore for AzureTableStore {
     }
 
     async fn delete(&self, request_id: &str, etag: Option<&ETag>) -> Result<(), StoreError> {
-        let ye = self
-            .get(request_id)
-            .await?
-            .and_then(|v| v.value.ye_shipment_id);
+        let Some(cur) = self.get(request_id).await? else {
+            return Ok(());
+        };
         self.delete_entity(PK_SHIPMENT, request_id, etag.map(|e| e.0.as_str()))
             .await?;
-        if let Some(ye) = ye {
-            self.delete_entity(PK_INDEX, &hex(&ye), None).await?;
+        // The record is gone: its index entries point at nothing (a crash here leaves
+        // entries that readers skip). Their keys hold the creation time, so a later
+        // record reusing the request id never shares them.
+        if let Some(ye) = &cur.value.ye_shipment_id {
+            self.delete_entity(PK_INDEX, &hex(ye), None).await?;
+        }
+        for v in listing_entries(&cur.value) {
+            let (pk, rk) = (v["PartitionKey"].as_str(), v["RowKey"].as_str());
+            if let (Some(pk), Some(rk)) = (pk, rk) {
+                self.delete_entity(pk, rk, None).await?;
+            }
         }
         Ok(())
     }
@@ -326,7 +419,16 @@ impl ShipmentStore for AzureTableStore {
         limit: usize,
     ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
         let filter = match q {
-            Query::Open => format!("PartitionKey eq {} and Open eq true", lit(PK_SHIPMENT)),
+            Query::Open => return self.open_page(continuation, limit).await,
+            Query::Created {
+                user,
+                after,
+                before,
+            } => {
+                return self
+                    .created_page(user.as_deref(), *after, *before, continuation, limit)
+                    .await
+            }
             Query::All => format!("PartitionKey eq {}", lit(PK_SHIPMENT)),
             Query::EndedBefore(t) => format!(
                 "PartitionKey eq {} and (Step eq {} or Step eq {}) and CompletedAt lt {} and CompletedAt ne ''",
@@ -439,6 +541,228 @@ impl ShipmentStore for AzureTableStore {
 }
 
 impl AzureTableStore {
+    async fn upsert(&self, v: &Value) -> Result<(), StoreError> {
+        let (Some(pk), Some(rk)) = (v["PartitionKey"].as_str(), v["RowKey"].as_str()) else {
+            return Err(StoreError::Other("entity without keys".into()));
+        };
+        let client = self.table.partition_key_client(pk).entity_client(rk);
+        match client.insert_or_replace(v) {
+            Ok(b) => b.await.map(|_| ()).map_err(unavailable),
+            Err(e) => Err(StoreError::Other(e.to_string())),
+        }
+    }
+
+    /// One page of entities of a query (`filter` is built from our own literals).
+    async fn entities(
+        &self,
+        filter: String,
+        continuation: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Value>, Option<String>), StoreError> {
+        let mut builder = self
+            .table
+            .query()
+            .filter(Filter::new(filter))
+            .top(Top::new(limit.clamp(1, 1000) as u32));
+        if let Some(c) = continuation {
+            let (pk, rk) = c.split_once('\n').unwrap_or((c.as_str(), ""));
+            builder = builder.initial_partition_key(pk.to_string());
+            if !rk.is_empty() {
+                builder = builder.initial_row_key(rk.to_string());
+            }
+        }
+        let mut stream = builder.into_stream::<Value>();
+        let Some(page) = stream.next().await else {
+            return Ok((vec![], None));
+        };
+        let page = page.map_err(unavailable)?;
+        let next = page
+            .continuation()
+            .map(|(pk, rk)| format!("{pk}\n{}", rk.unwrap_or_default()));
+        Ok((page.entities, next))
+    }
+
+    /// The records the index entries name, in their order; `None` where a record is
+    /// missing.
+    async fn resolve(
+        &self,
+        entries: &[Value],
+    ) -> Result<Vec<Option<Versioned<ShipmentRecord>>>, StoreError> {
+        let ids: Vec<&str> = entries
+            .iter()
+            .map(|v| {
+                v["RequestId"]
+                    .as_str()
+                    .or(v["RowKey"].as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INDEX_READS) {
+            for r in futures::future::join_all(chunk.iter().map(|id| self.get(id))).await {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of the processing scan: the `open` entries, resolved to open records. An
+    /// entry whose record has ended (or, after a grace period, never appeared) is removed,
+    /// conditionally on the ETag read with the page, so that a reopen that rewrote it in
+    /// the meantime wins.
+    async fn open_page(
+        &self,
+        continuation: Option<String>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
+        let (entries, next) = self
+            .entities(
+                format!("PartitionKey eq {}", lit(PK_OPEN)),
+                continuation,
+                limit,
+            )
+            .await?;
+        let records = self.resolve(&entries).await?;
+        let grace = Utc::now() - chrono::Duration::minutes(ORPHAN_GRACE_MINUTES);
+        let mut items = Vec::with_capacity(records.len());
+        for (entry, rec) in entries.iter().zip(records) {
+            let stale = match &rec {
+                Some(v) => !v.value.step.is_open(),
+                None => entry["Timestamp"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t < grace),
+            };
+            match rec {
+                Some(v) if v.value.step.is_open() => items.push(v),
+                _ if stale => {
+                    let (Some(rk), Some(etag)) =
+                        (entry["RowKey"].as_str(), entry["odata.etag"].as_str())
+                    else {
+                        continue;
+                    };
+                    match self.delete_entity(PK_OPEN, rk, Some(etag)).await {
+                        Ok(()) | Err(StoreError::Conflict) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Page { items, next })
+    }
+
+    /// A page of a listing from the `created` or a user's index, newest first.
+    async fn created_page(
+        &self,
+        user: Option<&str>,
+        after: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+        continuation: Option<String>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ShipmentRecord>>, StoreError> {
+        let pk = match user {
+            Some(u) => user_partition(u),
+            None => PK_CREATED.to_string(),
+        };
+        let mut filter = format!("PartitionKey eq {}", lit(&pk));
+        // Row keys start with the inverted time: `before` is a lower bound on the key,
+        // `after` an upper one (both inclusive at the microsecond).
+        if let Some(b) = before {
+            filter += &format!(" and RowKey ge {}", lit(&inverted(&b)));
+        }
+        if let Some(a) = after {
+            filter += &format!(" and RowKey lt {}", lit(&format!("{}`", inverted(&a))));
+        }
+        if let Some(c) = continuation {
+            let (t, id) = super::parse_position(&c)
+                .ok_or_else(|| StoreError::Other("bad continuation".into()))?;
+            filter += &format!(" and RowKey gt {}", lit(&created_key(&t, &id)));
+        }
+        let (entries, _) = self.entities(filter, None, limit).await?;
+        let full = entries.len() == limit.clamp(1, 1000);
+        let last_key = entries
+            .last()
+            .and_then(|v| v["RowKey"].as_str())
+            .map(str::to_string);
+        let records = self.resolve(&entries).await?;
+        let items: Vec<_> = records.into_iter().flatten().collect();
+        // Continue after the last entry read, even if its record is gone.
+        let next = match (full, last_key) {
+            (true, Some(rk)) => {
+                let (inv, id) = rk.split_once('_').unwrap_or((rk.as_str(), ""));
+                let micros = i64::MAX - inv.parse::<i64>().unwrap_or(i64::MAX);
+                DateTime::from_timestamp_micros(micros).map(|t| super::position(&t, id))
+            }
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Writes the index entries of every record (upserts: idempotent), then the layout
+    /// marker. Run at connect when a table made by an earlier version has no marker
+    /// (`force`: always, from the cleanup job, which repairs entries lost to a crash).
+    async fn backfill(&self, force: bool) -> Result<usize, StoreError> {
+        if !force && self.get_entity(PK_META, "layout").await?.is_some() {
+            return Ok(0);
+        }
+        let open: std::collections::HashSet<String> = {
+            let mut set = std::collections::HashSet::new();
+            let mut c = None;
+            loop {
+                let (page, next) = self
+                    .entities(format!("PartitionKey eq {}", lit(PK_OPEN)), c, 1000)
+                    .await?;
+                set.extend(
+                    page.iter()
+                        .filter_map(|v| v["RowKey"].as_str().map(str::to_string)),
+                );
+                c = next;
+                if c.is_none() {
+                    break set;
+                }
+            }
+        };
+        let mut repaired = 0;
+        let mut c = None;
+        loop {
+            // `force` (the periodic repair) only needs open records: the listing entries
+            // of every record were written before it.
+            let filter = if force {
+                format!("PartitionKey eq {} and Open eq true", lit(PK_SHIPMENT))
+            } else {
+                format!("PartitionKey eq {}", lit(PK_SHIPMENT))
+            };
+            let (page, next) = self.entities(filter, c, 1000).await?;
+            for v in &page {
+                let rec = record_of(v)?;
+                let mut entries = if force { vec![] } else { listing_entries(&rec) };
+                if rec.step.is_open() && !open.contains(&rec.request_id) {
+                    entries.push(open_entry(&rec.request_id));
+                    repaired += 1;
+                }
+                futures::future::try_join_all(entries.iter().map(|e| self.upsert(e))).await?;
+            }
+            c = next;
+            if c.is_none() {
+                break;
+            }
+        }
+        if !force {
+            self.upsert(
+                &json!({"PartitionKey": PK_META, "RowKey": "layout", "Version": LAYOUT_VERSION}),
+            )
+            .await?;
+        }
+        if repaired > 0 {
+            tracing::warn!(
+                repaired,
+                "open shipments were missing from the open index; added"
+            );
+        }
+        Ok(repaired)
+    }
+
     /// Upserts the index entity YE id → request id (idempotent; written before the record).
     async fn index(&self, ye: &str, request_id: &str) -> Result<(), StoreError> {
         let v = json!({"PartitionKey": PK_INDEX, "RowKey": hex(ye), "RequestId": request_id});

@@ -39,6 +39,30 @@ pub enum Query {
     EndedBefore(DateTime<Utc>),
     /// Every shipment record (listings and exports filter and order them).
     All,
+    /// Shipments by creation time, newest first (ties by request id), optionally only one
+    /// user's (UPN or object id, case-insensitive), created in `[after, before]` at
+    /// microsecond precision (callers re-check exact bounds). Served from an index, never
+    /// a scan of every record. The continuation is a [`position`].
+    Created {
+        user: Option<String>,
+        after: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+    },
+}
+
+/// A continuation for [`Query::Created`]: continue after the record created at `t` with
+/// this request id.
+pub fn position(t: &DateTime<Utc>, request_id: &str) -> String {
+    format!(
+        "{}\n{request_id}",
+        t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+}
+
+pub fn parse_position(s: &str) -> Option<(DateTime<Utc>, String)> {
+    let (t, id) = s.split_once('\n')?;
+    let t = DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc);
+    Some((t, id.to_string()))
 }
 
 /// A claim or lease owner is `<replica>/<boot id>`; this is its replica part.
@@ -96,6 +120,17 @@ pub trait ShipmentStore: Send + Sync {
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Replaces a record that was not open (failed, or a create of unknown outcome) with
+    /// one that is: an operator's retry. Stores that index open records make sure the
+    /// record is found by the next processing scan.
+    async fn reopen(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
+        self.replace(rec, etag).await
+    }
+    /// Repairs index entries a crash may have left out (run now and then by the cleanup
+    /// job); returns how many were added.
+    async fn repair_indexes(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Bounds every call of a remote store: an answer that does not come within `limit` is
@@ -172,5 +207,12 @@ impl<S: ShipmentStore> ShipmentStore for Timed<S> {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(self.inner.ping()).await
+    }
+    async fn reopen(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
+        self.run(self.inner.reopen(rec, etag)).await
+    }
+    async fn repair_indexes(&self) -> Result<usize, StoreError> {
+        // A scan of the open records: bounded per page by the store's own calls.
+        self.inner.repair_indexes().await
     }
 }

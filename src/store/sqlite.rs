@@ -16,6 +16,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{ETag, Page, Query, ShipmentStore, StoreError, Versioned};
 use crate::domain::{ShipmentRecord, Step};
 
+/// Columns added after the first release: (name, index over it). `open` adds missing ones
+/// and fills them from the record, so an older file keeps working.
+const LISTING_COLUMNS: &str = "
+CREATE INDEX IF NOT EXISTS shipments_created ON shipments(created_at, request_id);
+CREATE INDEX IF NOT EXISTS shipments_user ON shipments(user_key, created_at, request_id);
+CREATE INDEX IF NOT EXISTS shipments_entra ON shipments(entra_key, created_at, request_id);
+";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shipments (
     request_id     TEXT PRIMARY KEY,
@@ -23,6 +31,9 @@ CREATE TABLE IF NOT EXISTS shipments (
     step           TEXT NOT NULL,
     open           INTEGER NOT NULL,
     completed_at   TEXT,
+    created_at     TEXT,
+    user_key       TEXT,
+    entra_key      TEXT,
     etag           TEXT NOT NULL,
     data           TEXT NOT NULL
 );
@@ -134,6 +145,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(other)?;
         conn.execute_batch(SCHEMA).map_err(other)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Vec::new()),
@@ -200,6 +212,56 @@ impl SqliteStore {
     }
 }
 
+/// Adds the listing columns to a file made by an earlier version and fills them from the
+/// records, in one transaction (idempotent: only rows without `created_at`).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let mut cols = Vec::new();
+    {
+        let mut st = conn
+            .prepare("SELECT name FROM pragma_table_info('shipments')")
+            .map_err(other)?;
+        let names = st.query_map([], |r| r.get::<_, String>(0)).map_err(other)?;
+        for n in names {
+            cols.push(n.map_err(other)?);
+        }
+    }
+    let tx = conn.unchecked_transaction().map_err(other)?;
+    for col in ["created_at", "user_key", "entra_key"] {
+        if !cols.iter().any(|c| c == col) {
+            tx.execute_batch(&format!("ALTER TABLE shipments ADD COLUMN {col} TEXT"))
+                .map_err(other)?;
+        }
+    }
+    let missing: Vec<(String, String)> = {
+        let mut st = tx
+            .prepare("SELECT request_id, data FROM shipments WHERE created_at IS NULL")
+            .map_err(other)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(other)?;
+        rows.collect::<Result<_, _>>().map_err(other)?
+    };
+    for (id, data) in &missing {
+        let rec: ShipmentRecord = serde_json::from_str(data).map_err(other)?;
+        tx.execute(
+            "UPDATE shipments SET created_at = ?2, user_key = ?3, entra_key = ?4 WHERE request_id = ?1",
+            params![
+                id,
+                ts(&rec.created_at),
+                rec.user_id.to_lowercase(),
+                rec.entra_user_id.to_lowercase()
+            ],
+        )
+        .map_err(other)?;
+    }
+    tx.execute_batch(LISTING_COLUMNS).map_err(other)?;
+    tx.commit().map_err(other)?;
+    if !missing.is_empty() {
+        tracing::info!(records = missing.len(), "listing columns filled in");
+    }
+    Ok(())
+}
+
 fn encode(rec: &ShipmentRecord) -> Result<String, StoreError> {
     serde_json::to_string(rec).map_err(other)
 }
@@ -223,8 +285,9 @@ impl ShipmentStore for SqliteStore {
         self.with(move |c| {
             let etag = new_etag();
             let r = c.execute(
-                "INSERT INTO shipments (request_id, ye_shipment_id, step, open, completed_at, etag, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO shipments (request_id, ye_shipment_id, step, open, completed_at, etag, data,
+                                        created_at, user_key, entra_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     rec.request_id,
                     rec.ye_shipment_id,
@@ -232,7 +295,10 @@ impl ShipmentStore for SqliteStore {
                     rec.step.is_open(),
                     rec.ended_at().as_ref().map(ts),
                     etag,
-                    data
+                    data,
+                    ts(&rec.created_at),
+                    rec.user_id.to_lowercase(),
+                    rec.entra_user_id.to_lowercase()
                 ],
             );
             match r {
@@ -366,6 +432,48 @@ impl ShipmentStore for SqliteStore {
                      WHERE open = 1 AND request_id > ?1 ORDER BY request_id LIMIT ?2",
                     params![after, lim],
                 )?,
+                Query::Created {
+                    user,
+                    after: lower,
+                    before: upper,
+                } => {
+                    // Newest first: (created_at desc, request_id asc); the continuation is
+                    // the position of the last row returned.
+                    let (pos_t, pos_id) = match super::parse_position(&after) {
+                        Some((t, id)) => (ts(&t), id),
+                        None if after.is_empty() => ("9999".to_string(), String::new()),
+                        None => return Err(StoreError::Other("bad continuation".into())),
+                    };
+                    let lower = lower.as_ref().map(ts).unwrap_or_default();
+                    // Inclusive at the microsecond: callers re-check the exact bound.
+                    let upper = upper.as_ref().map(ts).unwrap_or_else(|| "9999".into());
+                    let user = user.as_ref().map(|u| u.to_lowercase());
+                    let mut st = c
+                        .prepare_cached(
+                            "SELECT request_id, data, etag, created_at FROM shipments
+                             WHERE (?1 IS NULL OR user_key = ?1 OR entra_key = ?1)
+                               AND created_at >= ?2 AND created_at <= ?3
+                               AND (created_at < ?4 OR (created_at = ?4 AND request_id > ?5))
+                             ORDER BY created_at DESC, request_id ASC LIMIT ?6",
+                        )
+                        .map_err(other)?;
+                    let found = st
+                        .query_map(params![user, lower, upper, pos_t, pos_id, lim], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .map_err(other)?
+                        .collect::<Result<Vec<(String, String, String)>, _>>()
+                        .map_err(other)?;
+                    let items = found
+                        .iter()
+                        .map(|(_, d, e)| decode(d, e.clone()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let next = (items.len() == limit).then(|| {
+                        let last: &Versioned<ShipmentRecord> = &items[items.len() - 1];
+                        super::position(&last.value.created_at, &last.value.request_id)
+                    });
+                    return Ok(Page { items, next });
+                }
                 Query::EndedBefore(t) => rows(
                     c,
                     "SELECT request_id, data, etag FROM shipments

@@ -220,7 +220,9 @@ impl GraphClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let resp = req.send().await.map_err(|e| transport_error(SERVICE, &e))?;
+            let resp = crate::metrics::send("entra", req)
+                .await
+                .map_err(|e| transport_error(SERVICE, &e))?;
             let status = resp.status();
             if status.as_u16() == 401 && attempt == 0 {
                 self.tokens.invalidate();

@@ -71,9 +71,7 @@ fn fetcher(http: reqwest::Client, url: Url, use_: &'static str) -> super::keyset
 }
 
 async fn fetch(http: &reqwest::Client, url: Url) -> Result<Value, UpstreamError> {
-    let resp = http
-        .get(url)
-        .send()
+    let resp = crate::metrics::send("yubico_keys", http.get(url))
         .await
         .map_err(|e| transport_error(SERVICE, &e))?;
     let status = resp.status();

@@ -131,7 +131,7 @@ impl<K: Send + Sync + 'static> KeySetCache<K> {
             return cur;
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::inc(&crate::metrics::COUNTERS.key_set_fetches);
+        crate::metrics::METRICS.key_set_fetches.inc();
         let now = Instant::now();
         let next = match (self.fetch)().await {
             Ok(keys) => Snapshot {

@@ -146,9 +146,7 @@ impl Mailer for HttpMailer {
             value.set_sensitive(true);
             req = req.header(reqwest::header::AUTHORIZATION, value);
         }
-        let resp = req
-            .body(body)
-            .send()
+        let resp = crate::metrics::send("mail", req.body(body))
             .await
             // reqwest errors can include the URL: never pass them on.
             .map_err(|e| transport_error(SERVICE, &e.without_url()))?;

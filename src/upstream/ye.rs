@@ -106,7 +106,7 @@ impl YeClient {
         };
         let mut token = self.token(false).await?;
         for attempt in 0..2 {
-            let resp = match build(&token).send().await {
+            let resp = match crate::metrics::send("yubienterprise", build(&token)).await {
                 Ok(r) => r,
                 Err(e) if creating && !e.is_connect() => {
                     return Err(unknown(format!(

@@ -3,12 +3,13 @@
 
 use crate::support::{alice, Backend, World};
 
+/// A series' value; a labelled series that has not been counted yet is absent (0).
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+        .unwrap_or(0.0)
 }
 
 async fn scrape(w: &World) -> String {
@@ -22,7 +23,7 @@ async fn scrape(w: &World) -> String {
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     r.text().await.unwrap()
 }
 
@@ -54,8 +55,27 @@ async fn metrics_are_off_by_default_and_move_with_a_shipment() {
             "fido_connector_processed_shipments_total{outcome=\"completed\"}",
             1.0,
         ),
-        ("fido_connector_pin_mails_total{kind=\"initial\"}", 1.0),
-        ("fido_connector_pin_mails_total{kind=\"resend\"}", 1.0),
+        (
+            "fido_connector_pin_mails_total{kind=\"initial\",outcome=\"sent\"}",
+            1.0,
+        ),
+        (
+            "fido_connector_pin_mails_total{kind=\"resend\",outcome=\"sent\"}",
+            1.0,
+        ),
+        // Upstream calls by service and outcome, with latency histograms.
+        (
+            "fido_connector_upstream_request_seconds_count{service=\"yubienterprise\",outcome=\"ok\"}",
+            2.0,
+        ),
+        (
+            "fido_connector_upstream_request_seconds_count{service=\"entra\",outcome=\"ok\"}",
+            2.0,
+        ),
+        (
+            "fido_connector_upstream_request_seconds_count{service=\"mail\",outcome=\"ok\"}",
+            2.0,
+        ),
     ] {
         assert!(
             value(&after, series) - value(&before, series) >= at_least,
@@ -63,6 +83,10 @@ async fn metrics_are_off_by_default_and_move_with_a_shipment() {
         );
     }
     assert_eq!(value(&after, "fido_connector_store_up"), 1.0);
+    assert!(after.contains("fido_connector_upstream_request_seconds_bucket{le=\"0.005\",service=\"yubienterprise\",outcome=\"ok\"}")
+        || after.contains("fido_connector_upstream_request_seconds_bucket{service=\"yubienterprise\",outcome=\"ok\",le=\"0.005\"}"), "{after}");
+    assert!(after.contains("# TYPE fido_connector_claim_takeovers counter"));
+    assert!(after.trim_end().ends_with("# EOF"));
 
     // A mail relay outage: retries counted under their cause.
     let id2 = w.create_ok(alice()).await;
@@ -80,6 +104,22 @@ async fn metrics_are_off_by_default_and_move_with_a_shipment() {
         value(&outage, "fido_connector_retries_total{cause=\"mail\"}")
             > value(&after, "fido_connector_retries_total{cause=\"mail\"}"),
         "{outage}"
+    );
+    assert!(
+        value(
+            &outage,
+            "fido_connector_upstream_request_seconds_count{service=\"mail\",outcome=\"server_error\"}"
+        ) > value(
+            &after,
+            "fido_connector_upstream_request_seconds_count{service=\"mail\",outcome=\"server_error\"}"
+        ),
+        "{outage}"
+    );
+    assert!(
+        value(
+            &outage,
+            "fido_connector_pin_mails_total{kind=\"initial\",outcome=\"failed\"}"
+        ) >= 1.0
     );
     assert!(value(&after, "fido_connector_shipments{state=\"ongoing\"}") >= 0.0);
     // No user, shipment id or secret in any label.

@@ -179,6 +179,141 @@ async fn leases_are_exclusive_and_expire(s: Arc<dyn ShipmentStore>) {
     s.ping().await.unwrap();
 }
 
+fn listed(
+    p: &fido_connector::store::Page<fido_connector::store::Versioned<ShipmentRecord>>,
+) -> Vec<String> {
+    p.items.iter().map(|v| v.value.request_id.clone()).collect()
+}
+
+/// Every page of a query, following the continuation.
+async fn all_pages(s: &Arc<dyn ShipmentStore>, q: &Query, page: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut next = None;
+    loop {
+        let p = s.query(q, next, page).await.unwrap();
+        assert!(p.items.len() <= page);
+        seen.extend(listed(&p));
+        next = p.next;
+        if next.is_none() {
+            return seen;
+        }
+    }
+}
+
+/// Listings come from an index by creation time (per user when asked), newest first, with
+/// time bounds and paging; deleted records leave the listing.
+async fn listings_by_time_and_user(s: Arc<dyn ShipmentStore>) {
+    let t0 = Utc::now() - Duration::days(10);
+    for i in 0..9i64 {
+        let (upn, oid) = if i % 3 == 0 {
+            ("Bob@Contoso.example", "OID-BOB")
+        } else {
+            ("alice@contoso.example", "oid-alice")
+        };
+        let mut r = ShipmentRecord::accepted(
+            format!("l{i}"),
+            upn,
+            oid,
+            format!("fpr-l{i}"),
+            t0 + Duration::days(i),
+        );
+        if i == 4 {
+            r.step = Step::Complete;
+            r.completed_at = Some(t0 + Duration::days(5));
+        }
+        s.insert(&r).await.unwrap();
+    }
+    let all = |user: Option<&str>, after, before| Query::Created {
+        user: user.map(str::to_string),
+        after,
+        before,
+    };
+    let newest_first: Vec<String> = (0..9).rev().map(|i| format!("l{i}")).collect();
+    assert_eq!(all_pages(&s, &all(None, None, None), 2).await, newest_first);
+    assert_eq!(
+        all_pages(&s, &all(None, None, None), 1000).await,
+        newest_first
+    );
+    // Either of a user's ids finds the same shipments, whatever the case.
+    for who in ["bob@contoso.example", "oid-bob", "BOB@CONTOSO.EXAMPLE"] {
+        assert_eq!(
+            all_pages(&s, &all(Some(who), None, None), 2).await,
+            ["l6", "l3", "l0"],
+            "{who}"
+        );
+    }
+    assert!(
+        all_pages(&s, &all(Some("nobody@contoso.example"), None, None), 5)
+            .await
+            .is_empty()
+    );
+    // Time bounds (inclusive at the microsecond; the listing re-checks exact bounds).
+    let window = all(
+        None,
+        Some(t0 + Duration::days(2)),
+        Some(t0 + Duration::days(5)),
+    );
+    assert_eq!(all_pages(&s, &window, 2).await, ["l5", "l4", "l3", "l2"]);
+    let alice_window = all(
+        Some("alice@contoso.example"),
+        Some(t0 + Duration::days(2)),
+        None,
+    );
+    assert_eq!(
+        all_pages(&s, &alice_window, 1).await,
+        ["l8", "l7", "l5", "l4", "l2"]
+    );
+    // A position continues right after that record.
+    let p = s
+        .query(
+            &all(None, None, None),
+            Some(fido_connector::store::position(
+                &(t0 + Duration::days(6)),
+                "l6",
+            )),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed(&p), ["l5", "l4", "l3"]);
+    // Deleted records leave the listing and the user's listing.
+    s.delete("l3", None).await.unwrap();
+    assert_eq!(
+        all_pages(&s, &all(Some("OID-BOB"), None, None), 10).await,
+        ["l6", "l0"]
+    );
+    assert!(!all_pages(&s, &all(None, None, None), 4)
+        .await
+        .contains(&"l3".to_string()));
+}
+
+/// The processing scan sees a record while it is open, not once it ended, and again after
+/// an operator reopens it (also when a scan ran in between).
+async fn the_open_scan_follows_a_reopen(s: Arc<dyn ShipmentStore>) {
+    let mut r = record("o1");
+    let e1 = s.insert(&r).await.unwrap();
+    assert_eq!(all_pages(&s, &Query::Open, 10).await, ["o1"]);
+    r.step = Step::Failed;
+    r.completed_at = Some(Utc::now());
+    let e2 = s.replace(&r, &e1).await.unwrap();
+    assert!(all_pages(&s, &Query::Open, 10).await.is_empty());
+    // A second scan after the first removed what it no longer needs.
+    assert!(all_pages(&s, &Query::Open, 10).await.is_empty());
+    r.step = Step::Ongoing;
+    r.completed_at = None;
+    let e3 = s.reopen(&r, &e2).await.unwrap();
+    assert_eq!(all_pages(&s, &Query::Open, 10).await, ["o1"]);
+    // Ended again and reopened while scans run: never lost.
+    r.step = Step::Failed;
+    let e4 = s.replace(&r, &e3).await.unwrap();
+    r.step = Step::Registered;
+    let (scan, reopened) = tokio::join!(all_pages(&s, &Query::Open, 10), s.reopen(&r, &e4));
+    reopened.unwrap();
+    assert!(scan.len() <= 1);
+    assert_eq!(all_pages(&s, &Query::Open, 10).await, ["o1"]);
+    assert_eq!(s.repair_indexes().await.unwrap(), 0, "nothing to repair");
+}
+
 macro_rules! conformance {
     ($backend:ident) => {
         mod $backend {
@@ -203,6 +338,14 @@ macro_rules! conformance {
                 super::queries_page_through_each_record_once(super::$backend().await).await
             }
             #[tokio::test]
+            async fn listings_by_time_and_user() {
+                super::listings_by_time_and_user(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn the_open_scan_follows_a_reopen() {
+                super::the_open_scan_follows_a_reopen(super::$backend().await).await
+            }
+            #[tokio::test]
             async fn leases_are_exclusive_and_expire() {
                 super::leases_are_exclusive_and_expire(super::$backend().await).await
             }
@@ -223,6 +366,91 @@ async fn the_sqlite_file_survives_a_reopen() {
     }
     let s = fido_connector::store::sqlite::SqliteStore::open(&path).unwrap();
     assert!(s.get("keep").await.unwrap().is_some());
+}
+
+/// A file written by the previous version (no listing columns) is opened, its columns
+/// added and filled in, and its records listed.
+#[tokio::test]
+async fn an_older_sqlite_file_gains_its_listing_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite3");
+    let rec = record("old1");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE shipments (request_id TEXT PRIMARY KEY, ye_shipment_id TEXT UNIQUE,
+                step TEXT NOT NULL, open INTEGER NOT NULL, completed_at TEXT,
+                etag TEXT NOT NULL, data TEXT NOT NULL);
+             CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until TEXT NOT NULL);",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO shipments (request_id, step, open, etag, data) VALUES ('old1', 'accepted', 1, 'e1', ?1)",
+            [serde_json::to_string(&rec).unwrap()],
+        )
+        .unwrap();
+    }
+    let s: Arc<dyn ShipmentStore> =
+        Arc::new(fido_connector::store::sqlite::SqliteStore::open(&path).unwrap());
+    let q = Query::Created {
+        user: Some("OID".into()),
+        after: None,
+        before: None,
+    };
+    assert_eq!(all_pages(&s, &q, 10).await, ["old1"]);
+    s.insert(&record("new1")).await.unwrap();
+    assert_eq!(all_pages(&s, &q, 10).await, ["new1", "old1"]);
+}
+
+/// A table written by the previous version (records only, no index entities) is indexed
+/// when the first replica of this version connects: its records are listed and its open
+/// records processed.
+#[tokio::test]
+async fn an_older_azure_table_is_indexed_at_connect() {
+    let endpoint = crate::support::azurite::azurite_endpoint().await;
+    let table = format!("t{}", uuid::Uuid::new_v4().simple());
+    let service = azure_data_tables::clients::TableServiceClientBuilder::with_location(
+        azure_storage::CloudLocation::Custom {
+            account: crate::support::azurite::ACCOUNT.into(),
+            uri: endpoint.trim_end_matches('/').to_string(),
+        },
+        azure_storage::prelude::StorageCredentials::access_key(
+            crate::support::azurite::ACCOUNT,
+            crate::support::azurite::KEY.to_string(),
+        ),
+    )
+    .build();
+    let client = service.table_client(&table);
+    client.create().await.unwrap();
+    // The previous version's entity: the record in the `shipment` partition.
+    let rec = record("legacy1");
+    let legacy = serde_json::json!({
+        "PartitionKey": "shipment", "RowKey": "legacy1", "Step": "accepted", "Open": true,
+        "CompletedAt": "", "YeShipmentId": "", "Data": serde_json::to_string(&rec).unwrap(),
+    });
+    client
+        .insert::<_, serde_json::Value>(&legacy)
+        .unwrap()
+        .await
+        .unwrap();
+    let s = fido_connector::store::azure::AzureTableStore::connect(
+        &endpoint.parse().unwrap(),
+        &table,
+        fido_connector::store::azure::AzureTablesAuth::SharedKey {
+            account: crate::support::azurite::ACCOUNT.into(),
+            key: crate::support::azurite::KEY.to_string().into(),
+        },
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all_pages(&s, &Query::Open, 10).await, ["legacy1"]);
+    let q = Query::Created {
+        user: Some("alice@contoso.example".into()),
+        after: None,
+        before: None,
+    };
+    assert_eq!(all_pages(&s, &q, 10).await, ["legacy1"]);
 }
 
 /// Azure Tables that accepts connections and never answers: the start fails within the
