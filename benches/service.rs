@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use fido_connector::domain::{ShipmentRecord, Step};
 use fido_connector::sandbox::faults::FaultConfig;
-use fido_connector::sandbox::run::{prepare, Sandbox, DEMO_USERS};
+use fido_connector::sandbox::run::{prepare, Sandbox};
 use fido_connector::store::ShipmentStore;
 use serde_json::{json, Value};
 
@@ -31,20 +31,25 @@ fn env_usize(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
+/// Users of the seeded records: 1,000 of them, so a user's listing holds n / 1,000.
+const BENCH_USERS: usize = 1000;
+
+/// Seeded records: one a second going back from now, 1 in 10 still in processing (a
+/// rollout's table is mostly ended shipments), spread over [`BENCH_USERS`] users.
 fn record(i: usize) -> ShipmentRecord {
-    let t = Utc::now();
+    let t = Utc::now() - chrono::Duration::seconds(i as i64);
     let mut r = ShipmentRecord::accepted(
         format!("bench-{i:08}"),
-        "alice@contoso.example",
-        DEMO_USERS[0].1,
+        format!("user{}@contoso.example", i % BENCH_USERS),
+        format!("oid-{}", i % BENCH_USERS),
         format!("fpr-{i}"),
         t,
     );
     r.ye_shipment_id = Some(format!("ship{i:08}"));
-    r.step = if i.is_multiple_of(2) {
-        Step::Complete
-    } else {
+    r.step = if i.is_multiple_of(10) {
         Step::Ongoing
+    } else {
+        Step::Complete
     };
     r.ye_state_id = Some(0);
     r.emails_to = vec!["alice@contoso.example".into()];
@@ -129,6 +134,81 @@ async fn load(base: &str, key: Option<&str>, n: usize, conns: usize, secs: u64) 
         p99: pct(0.99),
         errors,
     }
+}
+
+/// Mean latency of one listing request (sequential, `rounds` times).
+async fn list_ms(base: &str, key: &str, query: &str, rounds: usize) -> (f64, usize) {
+    let http = reqwest::Client::new();
+    let mut items = 0;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let r = http
+            .get(format!("{base}/v1/fpr/shipments{query}"))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{query}");
+        let v: Value = r.json().await.unwrap();
+        items = v["items"].as_array().map_or(0, Vec::len);
+    }
+    (t.elapsed().as_secs_f64() * 1000.0 / rounds as f64, items)
+}
+
+/// Listings through the API (indexed by time and user) and the processing scan (open
+/// records only) against a full read of every record.
+async fn listings(label: &str, base: &str, key: &str, store: &Arc<dyn ShipmentStore>) {
+    use fido_connector::store::Query;
+    let rounds = if label == "azurite" { 3 } else { 20 };
+    let window = (Utc::now() - chrono::Duration::seconds(600))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (what, q) in [
+        ("newest 100", "?limit=100".to_string()),
+        (
+            "one user's (n/1000)",
+            "?user_id=user7@contoso.example&limit=1000".to_string(),
+        ),
+        (
+            "last 10 minutes, 100",
+            format!("?created_after={window}&limit=100"),
+        ),
+        (
+            "state=ongoing, 100 (1 in 10 match)",
+            "?state=ongoing&limit=100".to_string(),
+        ),
+        (
+            "state=failed (none match: one scan budget)",
+            "?state=failed&limit=100".to_string(),
+        ),
+    ] {
+        let (ms, items) = list_ms(base, key, &q, rounds).await;
+        println!("[{label}] listing {what}: {ms:.1} ms per page ({items} items)");
+    }
+    let scan = |q: Query| {
+        let store = store.clone();
+        async move {
+            let t = Instant::now();
+            let (mut count, mut next) = (0, None);
+            loop {
+                let p = store.query(&q, next, 1000).await.unwrap();
+                count += p.items.len();
+                next = p.next;
+                if next.is_none() {
+                    break;
+                }
+            }
+            (t.elapsed(), count)
+        }
+    };
+    let (open_t, open_n) = scan(Query::Open).await;
+    let (all_t, all_n) = scan(Query::All).await;
+    println!(
+        "[{label}] processing scan: {open_n} open of {all_n} records in {} ({:.1} µs per open record) |          full read of every record: {} | ratio {:.2}",
+        ms(open_t),
+        open_t.as_secs_f64() * 1e6 / open_n.max(1) as f64,
+        ms(all_t),
+        open_t.as_secs_f64() / all_t.as_secs_f64().max(1e-9)
+    );
 }
 
 /// The baseline: a minimal axum handler returning the same JSON from memory.
@@ -224,7 +304,7 @@ fn ms(d: Duration) -> String {
 }
 
 async fn read_path(label: &str, sb: &Sandbox, store: Arc<dyn ShipmentStore>, dir: &Path, n: usize) {
-    let seeded = seed(store, n).await;
+    let seeded = seed(store.clone(), n).await;
     println!(
         "[{label}] seeded {n} records in {:.1} s",
         seeded.as_secs_f64()
@@ -265,6 +345,7 @@ async fn read_path(label: &str, sb: &Sandbox, store: Arc<dyn ShipmentStore>, dir
         ours.rps, ms(ours.p50), ms(ours.p99), ours.errors, per_req(key_cpu, &ours), theirs.rps, ms(theirs.p50), ms(theirs.p99),
         ours.rps / theirs.rps.max(1.0)
     );
+    listings(label, &proc_.1, &sb.api_key, &store).await;
     println!(
         "[{label}] footprint: start-up to ready {}, RSS idle {} MiB, under read load {} MiB",
         ms(startup),

@@ -190,6 +190,7 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
             graph_endpoint: config.graph_endpoint.clone(),
             api_version: config.entra_fido_api_version.clone(),
             challenge_timeout_minutes: config.entra_fido_api_challenge_timeout_minutes,
+            policy_cache: config.policy_cache,
         },
         tokens,
         http.clone(),

@@ -126,6 +126,54 @@ pub struct ApiKeyConfig {
     pub grants: Vec<String>,
 }
 
+/// `FIDO_CONNECTOR_PREFLIGHT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreflightMode {
+    /// Failed checks refuse the create; checks that cannot be evaluated are logged.
+    Warn,
+    /// Checks that cannot be evaluated refuse the create too.
+    Strict,
+    /// No pre-flight checks beyond the user's existence.
+    Off,
+}
+
+/// AAGUIDs Yubico publishes for current YubiKey 5 Series models (firmware 5.1 to 5.7):
+/// YubiKey 5 / 5 Nano, 5 NFC / 5C NFC, 5Ci. What a key ordered by a product id not in
+/// `FIDO_CONNECTOR_PRODUCT_AAGUIDS` may report.
+pub const YUBIKEY_5_AAGUIDS: [&str; 7] = [
+    "cb69481e-8ff7-4039-93ec-0a2729a154a8", // YubiKey 5 (5.1)
+    "ee882879-721c-4913-9775-3dfcce97072a", // YubiKey 5, 5 Nano (5.2, 5.4)
+    "fa2b99dc-9e39-4257-8f92-4a30d23c4118", // YubiKey 5 NFC (5.1)
+    "2fc0579f-8113-47ea-b116-bb5a8db9202a", // YubiKey 5 NFC, 5C NFC (5.2, 5.4)
+    "c5ef55ff-ad9a-4b9f-b580-adebafe026d0", // YubiKey 5Ci (5.2, 5.4)
+    "a25342c0-3cdc-4414-8e46-f4807fca511c", // YubiKey 5 NFC (5.7)
+    "d7781e5d-e353-46aa-afe2-3ca49f13332a", // YubiKey 5 NFC (5.7.4)
+];
+
+/// Parses `FIDO_CONNECTOR_PRODUCT_AAGUIDS`: `<product_id>=<aaguid>[|<aaguid>…]`, pairs
+/// separated by `;` or `,`.
+pub fn parse_product_aaguids(
+    s: &str,
+) -> Result<std::collections::BTreeMap<u32, Vec<String>>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in s.split([';', ',']).map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, list) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not <product_id>=<aaguid>[|<aaguid>]"))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{id}` is not a product id"))?;
+        let mut aaguids = Vec::new();
+        for a in list.split('|').map(str::trim) {
+            let u = uuid::Uuid::parse_str(a).map_err(|_| format!("`{a}` is not an AAGUID"))?;
+            aaguids.push(u.hyphenated().to_string());
+        }
+        out.insert(id, aaguids);
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     // ---- the vendor's variables (shown by /v1/status) ----
@@ -205,6 +253,15 @@ pub struct Config {
     pub attention_window: Duration,
     /// Time a client has to send a request's headers (slow-header clients are cut off).
     pub header_read_timeout: Duration,
+    /// What the pre-flight checks of a create do (`FIDO_CONNECTOR_PREFLIGHT`).
+    pub preflight: PreflightMode,
+    /// How long the tenant's passkey policy is reused between creates
+    /// (`FIDO_CONNECTOR_POLICY_CACHE_SECONDS`, 300).
+    pub policy_cache: Duration,
+    /// YubiEnterprise `product_id` → the AAGUIDs its keys report
+    /// (`FIDO_CONNECTOR_PRODUCT_AAGUIDS`); products not named here may be any model of
+    /// [`YUBIKEY_5_AAGUIDS`].
+    pub product_aaguids: std::collections::BTreeMap<u32, Vec<String>>,
     /// Inbound requests served at once; more are shed with 503 + Retry-After.
     pub max_concurrent_requests: usize,
     pub upstream_timeout: Duration,
@@ -728,6 +785,30 @@ impl Config {
         let attention_days: u64 = env.num_in("FIDO_CONNECTOR_ATTENTION_DAYS", 3, 0..=90)?;
         let header_read_timeout_s: u64 =
             env.num_in("FIDO_CONNECTOR_HEADER_READ_TIMEOUT_SECONDS", 10, 1..=300)?;
+        let preflight = match env
+            .get("FIDO_CONNECTOR_PREFLIGHT")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "warn" => PreflightMode::Warn,
+            "strict" => PreflightMode::Strict,
+            "off" => PreflightMode::Off,
+            other => {
+                return Err(ConfigError::new(
+                    "FIDO_CONNECTOR_PREFLIGHT",
+                    format!("`{other}` is not one of warn, strict, off"),
+                ))
+            }
+        };
+        let policy_cache_s: u64 =
+            env.num_in("FIDO_CONNECTOR_POLICY_CACHE_SECONDS", 300, 0..=86400)?;
+        let product_aaguids = parse_product_aaguids(
+            &env.get("FIDO_CONNECTOR_PRODUCT_AAGUIDS")
+                .unwrap_or_default(),
+        )
+        .map_err(|m| ConfigError::new("FIDO_CONNECTOR_PRODUCT_AAGUIDS", m))?;
         let max_concurrent_requests: usize =
             env.num_in("FIDO_CONNECTOR_MAX_CONCURRENT_REQUESTS", 512, 1..=100_000)?;
         let timeout_s: u64 = env.num_in("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", 30, 1..=600)?;
@@ -817,6 +898,9 @@ impl Config {
             resend_window: Duration::from_secs(resend_window_s),
             request_timeout: Duration::from_secs(request_timeout_s),
             header_read_timeout: Duration::from_secs(header_read_timeout_s),
+            preflight,
+            policy_cache: Duration::from_secs(policy_cache_s),
+            product_aaguids,
             attention_window: Duration::from_secs(attention_days * 86400),
             max_concurrent_requests,
             upstream_timeout: Duration::from_secs(timeout_s),

@@ -241,10 +241,12 @@ impl From<crate::lifecycle::LifecycleError> for ApiError {
             L::IdempotencyMismatch => ApiError::IdempotencyMismatch {
                 message: e.to_string(),
             },
-            L::UserNotFound(_) | L::IdpRejected { .. } => ApiError::Idp {
-                status: StatusCode::BAD_REQUEST,
-                message: e.to_string(),
-            },
+            L::UserNotFound(_) | L::IdpRejected { .. } | L::PreflightFailed { .. } => {
+                ApiError::Idp {
+                    status: StatusCode::BAD_REQUEST,
+                    message: e.to_string(),
+                }
+            }
             L::YeRejected {
                 status,
                 code,

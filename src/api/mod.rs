@@ -78,8 +78,10 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
 /// `POST /v1/fpr/shipments`.
 #[utoipa::path(post, path = "/v1/fpr/shipments", tag = "shipments",
     request_body = openapi::CreateShipmentRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the same shipment")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the same shipment"),
+        ("dry_run" = Option<bool>, Query, description = "`true`: validate and run every pre-flight check, store and send nothing, answer 200 with the checks")),
     responses(
+        (status = 200, description = "Dry run: each pre-flight check's result", body = crate::lifecycle::DryRun),
         (status = 201, description = "Shipment created at YubiEnterprise", body = openapi::CreatedBody),
         (status = 400, description = "Validation (`api_error`), YubiEnterprise (`ye_error`) or identity provider (`idp_error`) error", body = openapi::ErrorBody),
         (status = 401, description = "Missing or invalid credentials, or YubiEnterprise refused the connector's token", body = openapi::ErrorBody),
@@ -94,9 +96,16 @@ pub async fn create_shipment(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::ShipmentsCreate)?;
+    let dry_run = match params.get("dry_run").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" || v.is_empty() => false,
+        Some(_) => return Err(ApiError::validation("`dry_run` must be true or false")),
+    };
     let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
         key,
         body_sha256: crate::lifecycle::hex(&Sha256::digest(&body.raw)),
@@ -107,6 +116,11 @@ pub async fn create_shipment(
         &state.deps.config.allowed_mail_domains,
         &req.mail_recipients(),
     )?;
+    if dry_run {
+        auth::audit(&caller, "shipment.dry_run", None);
+        let report = crate::lifecycle::dry_run(&state.deps, &req).await?;
+        return Ok((StatusCode::OK, Json(report)).into_response());
+    }
     auth::audit(&caller, "shipment.create", None);
     // The create runs to its end in its own task: a client that disconnects (or the
     // request timeout) must not cut it between the record and YubiEnterprise's answer, which

@@ -33,7 +33,9 @@ pub use crate::domain::wire::{
         YubicoShipmentRequest, Recipient, MailingAddress, ShipmentItem, AdditionalData,
         CreatedBody, crate::lifecycle::list::ListPage, crate::lifecycle::list::ListItem,
         crate::lifecycle::list::YeState, crate::lifecycle::list::History,
-        crate::domain::shipment::Event, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData
+        crate::domain::shipment::Event, CreatedData, ShipmentStatusBody, ErrorBody, ErrorData,
+        crate::lifecycle::DryRun, crate::lifecycle::preflight::Check,
+        crate::lifecycle::preflight::CheckResult
     )),
     modifiers(&Security),
     tags((name = "shipments"), (name = "operations"), (name = "status"), (name = "health"))

@@ -149,6 +149,50 @@ pub async fn create_shipment(
     r
 }
 
+/// What `POST /v1/fpr/shipments?dry_run=true` answers: every pre-flight check, and whether
+/// the create would go ahead. Nothing is stored and nothing is sent to Yubico.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DryRun {
+    pub dry_run: bool,
+    /// False when a check failed (or, with `FIDO_CONNECTOR_PREFLIGHT=strict`, could not be
+    /// evaluated).
+    pub would_create: bool,
+    pub checks: Vec<super::preflight::Check>,
+}
+
+/// Runs validation's sequel for a create without creating: the user lookup and every
+/// pre-flight check.
+pub async fn dry_run(deps: &Deps, req: &ShipmentRequest) -> Result<DryRun, LifecycleError> {
+    use super::preflight::{Check, CheckResult};
+    let checks = match deps.idp.get_user(&req.user_id).await {
+        Ok(user) => super::preflight::run(deps, req, &user).await,
+        Err(UpstreamError::NotFound { .. }) => vec![Check {
+            name: "user_exists",
+            result: CheckResult::Fail,
+            message: format!("Could not find user: {}", req.user_id.as_str()),
+        }],
+        Err(e) => return Err(e.into()),
+    };
+    let strict = deps.config.preflight == crate::config::PreflightMode::Strict;
+    let blocking = |c: &Check| {
+        c.result == CheckResult::Fail
+            || (strict && c.result == CheckResult::Unknown)
+            || (c.name == "user_exists" && c.result != CheckResult::Pass)
+    };
+    let would_create = if deps.config.preflight == crate::config::PreflightMode::Off {
+        checks
+            .iter()
+            .all(|c| c.name != "user_exists" || c.result == CheckResult::Pass)
+    } else {
+        !checks.iter().any(blocking)
+    };
+    Ok(DryRun {
+        dry_run: true,
+        would_create,
+        checks,
+    })
+}
+
 async fn create_inner(
     deps: &Deps,
     req: ShipmentRequest,
@@ -175,6 +219,8 @@ async fn create_inner(
         }
         other => other.into(),
     })?;
+    // Before anything is stored or sent to Yubico: would the key register once shipped?
+    super::preflight::enforce(deps, &req, &user).await?;
     let options = deps
         .idp
         .creation_options(&user.id)

@@ -34,6 +34,12 @@ pub enum LifecycleError {
     /// Entra has no such user.
     #[error("Could not find user: {0}")]
     UserNotFound(String),
+    /// A pre-flight check failed: the key would not register if it were shipped.
+    #[error("Pre-flight check {check} failed: {message}")]
+    PreflightFailed {
+        check: &'static str,
+        message: String,
+    },
     /// Entra refused (e.g. creation options for the user).
     #[error("Entra refused {what} for the user: {code}")]
     IdpRejected { what: &'static str, code: String },
@@ -129,6 +135,7 @@ impl LifecycleError {
             LifecycleError::IdempotencyMismatch
                 | LifecycleError::UserNotFound(_)
                 | LifecycleError::IdpRejected { .. }
+                | LifecycleError::PreflightFailed { .. }
                 | LifecycleError::YeRejected { .. }
                 | LifecycleError::Invalid(_)
                 | LifecycleError::InProgress { .. }

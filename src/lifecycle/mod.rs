@@ -21,11 +21,12 @@ mod create;
 mod error;
 pub mod list;
 mod operator;
+pub mod preflight;
 mod process;
 mod resend;
 
 pub use cleanup::cleanup;
-pub use create::{create_shipment, Idempotency};
+pub use create::{create_shipment, dry_run, DryRun, Idempotency};
 pub use error::LifecycleError;
 pub use operator::retry_shipment;
 pub use process::{process_shipments, RunSummary};

@@ -84,6 +84,30 @@ struct Inner {
     tokens: HashMap<String, (DateTime<Utc>, String)>,
     token_requests: usize,
     registrations: usize,
+    /// Per object id: (accountEnabled, userType); absent = (true, "Member").
+    user_state: HashMap<String, (bool, String)>,
+    /// The tenant's passkey policy (`fido2AuthenticationMethodConfiguration`), or `None`
+    /// for the default (enabled for all users, self-service on, no key restrictions).
+    policy: Option<Value>,
+    /// The app lacks the permission to read the policy (403).
+    policy_forbidden: bool,
+    policy_reads: usize,
+    /// Group id → member object ids (checkMemberGroups).
+    groups: HashMap<String, Vec<String>>,
+}
+
+/// The policy of a tenant that lets every user register passkeys, any key model.
+pub fn default_fido2_policy() -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration",
+        "id": "Fido2",
+        "state": "enabled",
+        "isSelfServiceRegistrationAllowed": true,
+        "isAttestationEnforced": true,
+        "excludeTargets": [],
+        "keyRestrictions": {"isEnforced": false, "enforcementType": "block", "aaGuids": []},
+        "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": false}]
+    })
 }
 
 /// Claims of a caller token for the connector's API.
@@ -199,6 +223,11 @@ impl EntraSim {
         };
         let graph = Router::new()
             .route("/{root}/users/{id}", get(get_user))
+            .route("/{root}/users/{id}/checkMemberGroups", post(check_member_groups))
+            .route(
+                "/{root}/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{method}",
+                get(get_method_policy),
+            )
             .route(
                 "/{root}/users/{id}/authentication/fido2Methods",
                 get(list_methods).post(register),
@@ -273,6 +302,35 @@ impl EntraSim {
 
     pub fn add_user(&self, upn: &str, object_id: &str) {
         self.st.lock().users.push((upn.into(), object_id.into()));
+    }
+    /// Sets a user's `accountEnabled` and `userType` (`Member`, `Guest`).
+    pub fn set_user_state(&self, object_id: &str, account_enabled: bool, user_type: &str) {
+        self.st
+            .lock()
+            .user_state
+            .insert(object_id.into(), (account_enabled, user_type.into()));
+    }
+    /// Replaces the tenant's passkey policy (Graph's JSON shape, see
+    /// [`default_fido2_policy`]).
+    pub fn set_fido2_policy(&self, policy: Value) {
+        self.st.lock().policy = Some(policy);
+    }
+    /// Whether the app is refused reading the policy (403, as without
+    /// Policy.Read.AuthenticationMethod).
+    pub fn forbid_policy_read(&self, forbidden: bool) {
+        self.st.lock().policy_forbidden = forbidden;
+    }
+    /// Policy reads served so far.
+    pub fn policy_reads(&self) -> usize {
+        self.st.lock().policy_reads
+    }
+    pub fn add_group_member(&self, group_id: &str, object_id: &str) {
+        self.st
+            .lock()
+            .groups
+            .entry(group_id.into())
+            .or_default()
+            .push(object_id.into());
     }
     /// Methods registered for a user (by object id): (id, displayName).
     pub fn registered_methods(&self, object_id: &str) -> Vec<(String, String)> {
@@ -539,16 +597,123 @@ async fn get_user(
     State(st): State<St>,
     headers: HeaderMap,
     Path((ver, id)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = check_token(&st, &headers) {
         return r;
     }
-    match find_user(&st.lock(), &id) {
-        Some((upn, oid)) => Json(json!({"@odata.context": format!("https://graph.microsoft.com/{ver}/$metadata#users/$entity"),
-            "id": oid, "userPrincipalName": upn, "displayName": upn.split('@').next().unwrap_or("")}))
-        .into_response(),
-        None => not_found(&id),
+    let g = st.lock();
+    let Some((upn, oid)) = find_user(&g, &id) else {
+        return not_found(&id);
+    };
+    let (enabled, user_type) = g
+        .user_state
+        .get(&oid)
+        .cloned()
+        .unwrap_or((true, "Member".into()));
+    let all = json!({"id": oid, "userPrincipalName": upn,
+        "displayName": upn.split('@').next().unwrap_or(""), "mail": upn,
+        "accountEnabled": enabled, "userType": user_type});
+    // Like Graph: the default property set without $select (no accountEnabled, no
+    // userType), exactly the named properties with it.
+    let selected: Vec<&str> = match q.get("$select") {
+        Some(s) => s.split(',').map(str::trim).collect(),
+        None => vec!["id", "userPrincipalName", "displayName", "mail"],
+    };
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "https://graph.microsoft.com/{ver}/$metadata#users/$entity"
+        )),
+    );
+    for k in selected {
+        if let Some(v) = all.get(k) {
+            body.insert(k.to_string(), v.clone());
+        }
     }
+    Json(Value::Object(body)).into_response()
+}
+
+async fn get_method_policy(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path((ver, method)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = check_token(&st, &headers) {
+        return r;
+    }
+    let mut g = st.lock();
+    if !method.eq_ignore_ascii_case("fido2") {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            "The authentication method configuration was not found.",
+        );
+    }
+    if g.policy_forbidden {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "accessDenied",
+            "Request Authorization failed",
+        );
+    }
+    g.policy_reads += 1;
+    let mut p = g.policy.clone().unwrap_or_else(default_fido2_policy);
+    if let Some(o) = p.as_object_mut() {
+        o.insert(
+            "@odata.context".into(),
+            json!(format!(
+                "https://graph.microsoft.com/{ver}/$metadata#authenticationMethodConfigurations/$entity"
+            )),
+        );
+        o.insert(
+            "includeTargets@odata.context".into(),
+            json!(format!(
+                "https://graph.microsoft.com/{ver}/$metadata#policies/authenticationMethodsPolicy/authenticationMethodConfigurations('Fido2')/microsoft.graph.fido2AuthenticationMethodConfiguration/includeTargets"
+            )),
+        );
+    }
+    Json(p).into_response()
+}
+
+async fn check_member_groups(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path((ver, id)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = check_token(&st, &headers) {
+        return r;
+    }
+    let g = st.lock();
+    let Some((_, oid)) = find_user(&g, &id) else {
+        return not_found(&id);
+    };
+    let Some(ids) = body["groupIds"].as_array() else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "groupIds is required",
+        );
+    };
+    if ids.len() > 20 {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "Too many groupIds: at most 20 are allowed",
+        );
+    }
+    let member: Vec<&str> = ids
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|gid| g.groups.get(*gid).is_some_and(|m| m.contains(&oid)))
+        .collect();
+    Json(json!({
+        "@odata.context": format!("https://graph.microsoft.com/{ver}/$metadata#Collection(Edm.String)"),
+        "value": member
+    }))
+    .into_response()
 }
 
 /// The three encodings Graph uses for credential ids in excludeCredentials.

@@ -448,15 +448,23 @@ impl ShipmentStore for SqliteStore {
                     // Inclusive at the microsecond: callers re-check the exact bound.
                     let upper = upper.as_ref().map(ts).unwrap_or_else(|| "9999".into());
                     let user = user.as_ref().map(|u| u.to_lowercase());
-                    let mut st = c
-                        .prepare_cached(
-                            "SELECT request_id, data, etag, created_at FROM shipments
-                             WHERE (?1 IS NULL OR user_key = ?1 OR entra_key = ?1)
-                               AND created_at >= ?2 AND created_at <= ?3
-                               AND (created_at < ?4 OR (created_at = ?4 AND request_id > ?5))
-                             ORDER BY created_at DESC, request_id ASC LIMIT ?6",
-                        )
-                        .map_err(other)?;
+                    // Two statements so that each uses its own index: a user's rows
+                    // through the user indexes (an OR of two index lookups, then a sort of
+                    // that user's few rows), all rows through the time index.
+                    let sql = if user.is_some() {
+                        "SELECT request_id, data, etag, created_at FROM shipments
+                         WHERE (user_key = ?1 OR entra_key = ?1)
+                           AND created_at >= ?2 AND created_at <= ?3
+                           AND (created_at < ?4 OR (created_at = ?4 AND request_id > ?5))
+                         ORDER BY created_at DESC, request_id ASC LIMIT ?6"
+                    } else {
+                        "SELECT request_id, data, etag, created_at FROM shipments
+                         WHERE ?1 IS NULL
+                           AND created_at >= ?2 AND created_at <= ?3
+                           AND (created_at < ?4 OR (created_at = ?4 AND request_id > ?5))
+                         ORDER BY created_at DESC, request_id ASC LIMIT ?6"
+                    };
+                    let mut st = c.prepare_cached(sql).map_err(other)?;
                     let found = st
                         .query_map(params![user, lower, upper, pos_t, pos_id, lim], |r| {
                             Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))

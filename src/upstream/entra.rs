@@ -18,7 +18,8 @@ use url::Url;
 
 use super::http::{read_text_capped, retry, retry_after, scrub, status_error, transport_error};
 use super::{
-    AttestedCredential, CreationOptions, EntraUser, Fido2Method, IdentityProvider, UpstreamError,
+    AttestedCredential, CreationOptions, EntraUser, Fido2Method, Fido2Policy, IdentityProvider,
+    KeyRestrictions, UpstreamError,
 };
 use crate::azure_auth::Credentials;
 use crate::config::{Config, EntraCredentialKind};
@@ -176,12 +177,65 @@ pub struct GraphClientConfig {
     /// `beta` (pre-registration with a challenge timeout) or `v1.0`.
     pub api_version: String,
     pub challenge_timeout_minutes: u32,
+    /// How long a read passkey policy is reused (0: read it for every check).
+    pub policy_cache: std::time::Duration,
 }
 
 pub struct GraphClient {
     cfg: GraphClientConfig,
     tokens: Arc<dyn TokenSource>,
     http: reqwest::Client,
+    /// The tenant's passkey policy and when it was read.
+    policy: std::sync::Mutex<Option<(std::time::Instant, Fido2Policy)>>,
+}
+
+fn targets(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t["targetType"].as_str().unwrap_or("group").to_string(),
+                        t["id"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Graph's `fido2AuthenticationMethodConfiguration`.
+pub fn fido2_policy_of(v: &Value) -> Result<Fido2Policy, UpstreamError> {
+    let invalid = |m: &str| UpstreamError::Invalid {
+        service: SERVICE,
+        message: format!("passkey policy: {m}"),
+    };
+    let state = v["state"].as_str().ok_or_else(|| invalid("no state"))?;
+    let kr = &v["keyRestrictions"];
+    Ok(Fido2Policy {
+        enabled: state.eq_ignore_ascii_case("enabled"),
+        self_service_registration: v["isSelfServiceRegistrationAllowed"]
+            .as_bool()
+            .unwrap_or(false),
+        include_targets: targets(&v["includeTargets"]),
+        exclude_targets: targets(&v["excludeTargets"]),
+        key_restrictions: kr.is_object().then(|| KeyRestrictions {
+            enforced: kr["isEnforced"].as_bool().unwrap_or(false),
+            enforcement_type: kr["enforcementType"]
+                .as_str()
+                .unwrap_or("block")
+                .to_ascii_lowercase(),
+            aaguids: kr["aaGuids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_ascii_lowercase)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
+    })
 }
 
 impl GraphClient {
@@ -190,7 +244,12 @@ impl GraphClient {
         tokens: Arc<dyn TokenSource>,
         http: reqwest::Client,
     ) -> Self {
-        Self { cfg, tokens, http }
+        Self {
+            cfg,
+            tokens,
+            http,
+            policy: std::sync::Mutex::new(None),
+        }
     }
 
     /// `{graph}/{ver}/` + path, where `path` is already escaped.
@@ -323,7 +382,12 @@ fn method_of(v: &Value) -> Option<Fido2Method> {
 #[async_trait]
 impl IdentityProvider for GraphClient {
     async fn get_user(&self, user: &UserId) -> Result<EntraUser, UpstreamError> {
-        let url = self.url(&format!("users/{}", seg(user.as_str())))?;
+        // accountEnabled and userType are returned only when named in $select.
+        let mut url = self.url(&format!("users/{}", seg(user.as_str())))?;
+        url.query_pairs_mut().append_pair(
+            "$select",
+            "id,userPrincipalName,displayName,accountEnabled,userType,mail",
+        );
         let v = self.read(&url).await?;
         Ok(EntraUser {
             id: v["id"]
@@ -335,7 +399,56 @@ impl IdentityProvider for GraphClient {
                 .to_string(),
             user_principal_name: v["userPrincipalName"].as_str().map(str::to_string),
             display_name: v["displayName"].as_str().map(str::to_string),
+            account_enabled: v["accountEnabled"].as_bool(),
+            user_type: v["userType"].as_str().map(str::to_string),
+            mail: v["mail"].as_str().map(str::to_string),
         })
+    }
+
+    async fn fido2_policy(&self) -> Result<Fido2Policy, UpstreamError> {
+        if let Some((at, p)) = self
+            .policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if at.elapsed() < self.cfg.policy_cache {
+                return Ok(p.clone());
+            }
+        }
+        let url = self
+            .url("policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2")?;
+        let p = fido2_policy_of(&self.read(&url).await?)?;
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), p.clone()));
+        Ok(p)
+    }
+
+    async fn member_groups(
+        &self,
+        user_object_id: &str,
+        group_ids: &[String],
+    ) -> Result<Vec<String>, UpstreamError> {
+        let url = self.url(&format!("users/{}/checkMemberGroups", seg(user_object_id)))?;
+        let mut found = Vec::new();
+        // Graph takes at most 20 group ids per call.
+        for chunk in group_ids.chunks(20) {
+            let body = serde_json::json!({ "groupIds": chunk });
+            // A read despite the POST: safe to retry.
+            let v = retry(READ_ATTEMPTS, READ_RETRY_BUDGET, || {
+                self.call(reqwest::Method::POST, &url, Some(&body))
+            })
+            .await?;
+            found.extend(
+                v["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string),
+            );
+        }
+        Ok(found)
     }
 
     async fn creation_options(

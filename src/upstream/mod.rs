@@ -107,6 +107,34 @@ pub struct EntraUser {
     pub id: String,
     pub user_principal_name: Option<String>,
     pub display_name: Option<String>,
+    /// `accountEnabled` (Graph returns it only when named in `$select`).
+    pub account_enabled: Option<bool>,
+    /// `userType`: `Member` or `Guest`.
+    pub user_type: Option<String>,
+    pub mail: Option<String>,
+}
+
+/// The tenant's passkey (FIDO2) method policy: Graph's
+/// `fido2AuthenticationMethodConfiguration`, the parts the pre-flight checks read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fido2Policy {
+    /// `state == "enabled"`.
+    pub enabled: bool,
+    pub self_service_registration: bool,
+    /// `includeTargets`: (`targetType`, `id`); the id `all_users` targets everyone.
+    pub include_targets: Vec<(String, String)>,
+    /// `excludeTargets`: (`targetType`, `id`).
+    pub exclude_targets: Vec<(String, String)>,
+    pub key_restrictions: Option<KeyRestrictions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRestrictions {
+    pub enforced: bool,
+    /// `allow` or `block`.
+    pub enforcement_type: String,
+    /// Lower-cased AAGUIDs.
+    pub aaguids: Vec<String>,
 }
 
 /// Entra's `creationOptions` answer, `@odata.*` keys stripped, `value` wrapper removed.
@@ -149,6 +177,16 @@ pub trait IdentityProvider: Send + Sync {
         credential: &AttestedCredential,
     ) -> Result<Fido2Method, UpstreamError>;
     async fn list_methods(&self, user_object_id: &str) -> Result<Vec<Fido2Method>, UpstreamError>;
+    /// `GET /{ver}/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2`
+    /// (cached by the client for a few minutes).
+    async fn fido2_policy(&self) -> Result<Fido2Policy, UpstreamError>;
+    /// `POST /{ver}/users/{id}/checkMemberGroups`: which of `group_ids` (at most 20) the
+    /// user is a member of, transitively.
+    async fn member_groups(
+        &self,
+        user_object_id: &str,
+        group_ids: &[String],
+    ) -> Result<Vec<String>, UpstreamError>;
 }
 
 // ---------------------------------------------------------------- mail

@@ -10,6 +10,7 @@ mod e2e;
 mod lifecycle;
 mod list;
 mod metrics;
+mod preflight;
 mod recovery;
 mod replicas;
 mod secrets;

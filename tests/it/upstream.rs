@@ -193,6 +193,7 @@ async fn workload_identity_tokens_work_and_are_cached() {
                 graph_endpoint: cfg.graph_endpoint.clone(),
                 api_version: ver.into(),
                 challenge_timeout_minutes: 60,
+                policy_cache: Duration::from_secs(300),
             },
             tokens,
             http.clone(),
