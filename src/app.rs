@@ -215,8 +215,16 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
         http.clone(),
         mail_auth,
     ));
+    let alerter = config.alert_webhook_secret.as_deref().map(|name| {
+        Arc::new(crate::upstream::alert::WebhookAlerter::new(
+            secrets.clone(),
+            name,
+            http.clone(),
+        )) as Arc<dyn crate::upstream::alert::Alerter>
+    });
     let instance_id = format!("{}/{}", config.replica_name, config.boot_id);
     Ok(Deps {
+        alerter,
         config,
         store,
         secrets,

@@ -255,6 +255,9 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// What the pre-flight checks of a create do (`FIDO_CONNECTOR_PREFLIGHT`).
     pub preflight: PreflightMode,
+    /// Name of the secret holding the alert webhook's URL (`FIDO_CONNECTOR_ALERT_WEBHOOK`);
+    /// `None`: alerts are only logged and recorded.
+    pub alert_webhook_secret: Option<String>,
     /// How long the tenant's passkey policy is reused between creates
     /// (`FIDO_CONNECTOR_POLICY_CACHE_SECONDS`, 300).
     pub policy_cache: Duration,
@@ -802,6 +805,18 @@ impl Config {
                 ))
             }
         };
+        let alert_webhook_secret = env
+            .get("FIDO_CONNECTOR_ALERT_WEBHOOK")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(name) = &alert_webhook_secret {
+            if name.len() > 127 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(ConfigError::new(
+                    "FIDO_CONNECTOR_ALERT_WEBHOOK",
+                    "names the secret that holds the webhook URL: letters, digits and dashes (a Key Vault secret name), not the URL itself",
+                ));
+            }
+        }
         let policy_cache_s: u64 =
             env.num_in("FIDO_CONNECTOR_POLICY_CACHE_SECONDS", 300, 0..=86400)?;
         let product_aaguids = parse_product_aaguids(
@@ -899,6 +914,7 @@ impl Config {
             request_timeout: Duration::from_secs(request_timeout_s),
             header_read_timeout: Duration::from_secs(header_read_timeout_s),
             preflight,
+            alert_webhook_secret,
             policy_cache: Duration::from_secs(policy_cache_s),
             product_aaguids,
             attention_window: Duration::from_secs(attention_days * 86400),

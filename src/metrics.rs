@@ -38,6 +38,12 @@ pub struct Call {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Alert {
+    pub cause: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct State {
     pub state: &'static str,
 }
@@ -55,6 +61,7 @@ pub struct Metrics {
     pub pin_mails: Family<Mail, Counter>,
     pub key_set_fetches: Counter,
     pub claim_takeovers: Counter,
+    pub alerts: Family<Alert, Counter>,
     pub upstream: HistogramFamily<Call>,
     pub shipments: Family<State, Gauge>,
     pub needing_attention: Gauge,
@@ -80,6 +87,7 @@ impl Metrics {
             pin_mails: Family::default(),
             key_set_fetches: Counter::default(),
             claim_takeovers: Counter::default(),
+            alerts: Family::default(),
             upstream: Family::new_with_constructor(upstream_histogram),
             shipments: Family::default(),
             needing_attention: Gauge::default(),
@@ -127,6 +135,11 @@ impl Metrics {
             m.claim_takeovers.clone(),
         );
         registry.register(
+            "alerts",
+            "Alerts by cause and outcome (sent, skipped without a webhook, failed)",
+            m.alerts.clone(),
+        );
+        registry.register(
             "upstream_request_seconds",
             "Calls to upstream services by service and outcome, with their latency",
             m.upstream.clone(),
@@ -172,6 +185,13 @@ pub fn retry_cause(message: &str) -> &'static str {
         5
     };
     RETRY_CAUSES[idx]
+}
+
+pub fn alert(cause: &'static str, outcome: &'static str) {
+    METRICS
+        .alerts
+        .get_or_create(&Alert { cause, outcome })
+        .inc();
 }
 
 pub fn created(outcome: &'static str) {

@@ -175,7 +175,39 @@ pub struct ShipmentRecord {
     /// repeats of one retry cause are counted in one event). Never a PIN or a token.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Alerts about this shipment, one per cause (see `lifecycle::alerts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertMark>,
 }
+
+/// The state of one alert (a shipment and a cause): claimed by a replica while it posts
+/// it, then sent (or skipped when no webhook is configured).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertMark {
+    pub cause: String,
+    /// When the cause was first seen.
+    pub since: DateTime<Utc>,
+    #[serde(default)]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// True when it was settled without a post (no webhook configured).
+    #[serde(default)]
+    pub skipped: bool,
+    /// The replica posting it, until when (a dead replica's claim lapses).
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    /// Failed posts so far (retried by later processing runs).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// Alert cause of a failed shipment (one that reached YubiEnterprise).
+pub const ALERT_FAILED: &str = "failed";
+/// Alert cause of a shipment in (or failed by) a YubiEnterprise error state.
+pub const ALERT_YE_ERROR: &str = "ye_error_state";
+/// Alert cause of a create whose outcome is unknown.
+pub const ALERT_UNKNOWN: &str = "unknown_outcome";
 
 /// Events kept per shipment.
 pub const MAX_EVENTS: usize = 64;
@@ -248,6 +280,7 @@ impl ShipmentRecord {
             lease_owner: None,
             lease_until: None,
             events: Vec::new(),
+            alerts: Vec::new(),
         }
     }
 
@@ -367,6 +400,38 @@ impl ShipmentRecord {
         self.lease_owner = None;
         self.lease_until = None;
         Ok(())
+    }
+
+    /// Whether the alert for `cause` has been settled (sent, or skipped without a webhook).
+    pub fn alert_settled(&self, cause: &str) -> bool {
+        self.alerts
+            .iter()
+            .any(|a| a.cause == cause && a.sent_at.is_some())
+    }
+
+    /// The alert cause of a failed shipment: a YubiEnterprise error state, or any other
+    /// failure.
+    pub fn failure_alert_cause(&self) -> &'static str {
+        if self
+            .ye_state_id
+            .is_some_and(|s| ye_state_meaning(s).is_some())
+        {
+            ALERT_YE_ERROR
+        } else {
+            ALERT_FAILED
+        }
+    }
+
+    /// Whether the processing scan must still read this record: it has work left, or it
+    /// ended in a way someone must be told about and the alert is not settled yet.
+    pub fn needs_scan(&self) -> bool {
+        match self.step {
+            Step::Failed => {
+                self.ye_shipment_id.is_some() && !self.alert_settled(self.failure_alert_cause())
+            }
+            Step::Unknown => !self.alert_settled(ALERT_UNKNOWN),
+            s => s.is_open(),
+        }
     }
 
     /// Whether this record is a create that provably made nothing at YubiEnterprise.

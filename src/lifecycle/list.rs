@@ -236,7 +236,7 @@ pub async fn open_counts(deps: &Deps) -> Result<(u64, u64), LifecycleError> {
     let mut continuation = None;
     loop {
         let page = deps.store.query(&Query::Open, continuation, 1000).await?;
-        for v in &page.items {
+        for v in page.items.iter().filter(|v| v.value.step.is_open()) {
             open += 1;
             if needs_attention(&v.value, now, attention) {
                 flagged += 1;

@@ -16,6 +16,7 @@ use crate::secrets::SecretStore;
 use crate::store::ShipmentStore;
 use crate::upstream::{IdentityProvider, Mailer, UpstreamError, YubiEnterprise, YubicoKeys};
 
+pub mod alerts;
 mod cleanup;
 mod create;
 mod error;
@@ -43,6 +44,9 @@ pub struct Deps {
     pub idp: Arc<dyn IdentityProvider>,
     pub mailer: Arc<dyn Mailer>,
     pub keys: Arc<dyn YubicoKeys>,
+    /// Where alerts go; `None` when no webhook is configured (alerts are then only
+    /// logged and recorded).
+    pub alerter: Option<Arc<dyn crate::upstream::alert::Alerter>>,
     pub clock: Arc<dyn Clock>,
     /// Identifies this process in leases and claims: `<replica name>/<boot id>`.
     pub instance_id: String,

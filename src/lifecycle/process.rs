@@ -82,7 +82,21 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                         ye_shipment_id = v.value.ye_shipment_id.as_deref().unwrap_or(""),
                         step = v.value.step.as_str(),
                     );
-                    inflight.push(tracing::Instrument::instrument(process_one(deps, v), span))
+                    // Alerts are judged after the step, on a fresh read (the step may have
+                    // found the key programmed, or failed the shipment); only records that
+                    // had a cause when scanned are read again.
+                    let alert_check = super::alerts::any_cause(deps, &v.value)
+                        .then(|| v.value.request_id.clone());
+                    let work = async move {
+                        let outcome = process_one(deps, v).await;
+                        if let Some(id) = alert_check {
+                            if let Ok(Some(fresh)) = deps.store.get(&id).await {
+                                super::alerts::handle(deps, fresh).await;
+                            }
+                        }
+                        outcome
+                    };
+                    inflight.push(tracing::Instrument::instrument(work, span))
                 }
                 None => break,
             }

@@ -9,6 +9,7 @@ pub mod mail;
 pub mod run;
 pub mod tls;
 pub mod webauthn;
+pub mod webhook;
 pub mod ye;
 
 use std::net::SocketAddr;

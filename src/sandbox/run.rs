@@ -35,6 +35,8 @@ pub struct Sandbox {
     pub ye: YeSim,
     pub entra: EntraSim,
     pub mail: MailSink,
+    /// Where alerts go (a Slack/Teams-like webhook).
+    pub webhook: crate::sandbox::webhook::WebhookSink,
     pub api_key: String,
     /// What the Entra simulator expects as `X-IDENTITY-HEADER` (managed identity) and as
     /// the federated assertion (workload identity), for tests of those credentials.
@@ -44,10 +46,13 @@ pub struct Sandbox {
     pub env: HashMap<String, String>,
 }
 
+/// The secret holding the sandbox's alert webhook URL.
+pub const SANDBOX_ALERT_SECRET: &str = "alert-webhook-url";
+
 /// Starts the simulators and prepares the connector's configuration and secrets.
 /// `data_dir` holds the SQLite file and the secret files; `listen` is the connector's address.
-/// `sim_base_port`: the simulators listen on this port and the next three (YE, Entra,
-/// mail); `None` picks free ports (tests).
+/// `sim_base_port`: the simulators listen on this port and the next four (YE, Entra,
+/// mail, Entra's HTTPS login host, the alert webhook); `None` picks free ports (tests).
 pub async fn prepare(
     data_dir: &std::path::Path,
     listen: &str,
@@ -93,6 +98,13 @@ pub async fn prepare(
     let mail = MailSink::start_on(port(2))
         .await
         .map_err(|e| format!("mail sink: {e}"))?;
+    let webhook = crate::sandbox::webhook::WebhookSink::start_on(port(4))
+        .await
+        .map_err(|e| format!("webhook sink: {e}"))?;
+    secrets
+        .set(SANDBOX_ALERT_SECRET, &SecretString::from(webhook.url()))
+        .await
+        .map_err(|e| e.to_string())?;
     // The trigger admits only the connector's identity, as infra/main.bicep configures it.
     mail.require_token(entra.token_check(MAIL_TRIGGER_AUDIENCE));
     // The simulators' HTTPS endpoints (Entra's login host) use the sandbox CA.
@@ -138,6 +150,7 @@ pub async fn prepare(
     set("YE_JWKS_SIGN_ENDPOINT", ye.sign_jwks_url());
     set("YE_JWKS_TRANSPORT_ENDPOINT", ye.transport_jwks_url());
     set("EMAIL_API_SEND_ENDPOINT", mail.unsigned_url());
+    set("FIDO_CONNECTOR_ALERT_WEBHOOK", SANDBOX_ALERT_SECRET.into());
     set("FIDO_CONNECTOR_ALLOWED_AUDIENCES", SANDBOX_AUDIENCE.into());
     set(
         "FIDO_CONNECTOR_API_KEYS",
@@ -154,6 +167,7 @@ pub async fn prepare(
         ye,
         entra,
         mail,
+        webhook,
         api_key,
         identity_header,
         federated_assertion,

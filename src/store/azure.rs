@@ -160,7 +160,7 @@ fn entity(rec: &ShipmentRecord) -> Result<Value, StoreError> {
         "PartitionKey": PK_SHIPMENT,
         "RowKey": rec.request_id,
         "Step": rec.step.as_str(),
-        "Open": rec.step.is_open(),
+        "Open": rec.needs_scan(),
         "CompletedAt": rec.ended_at().as_ref().map(ts).unwrap_or_default(),
         "YeShipmentId": rec.ye_shipment_id.clone().unwrap_or_default(),
         "Data": serde_json::to_string(rec).map_err(|e| StoreError::Other(e.to_string()))?,
@@ -330,7 +330,7 @@ impl ShipmentStore for AzureTableStore {
         // Index entries first: one that points at no record is skipped by its readers; a
         // record without its entries would be invisible to them.
         let mut entries = listing_entries(rec);
-        if rec.step.is_open() {
+        if rec.needs_scan() {
             entries.push(open_entry(&rec.request_id));
         }
         futures::future::try_join_all(entries.iter().map(|v| self.upsert(v))).await?;
@@ -627,14 +627,14 @@ impl AzureTableStore {
         let mut items = Vec::with_capacity(records.len());
         for (entry, rec) in entries.iter().zip(records) {
             let stale = match &rec {
-                Some(v) => !v.value.step.is_open(),
+                Some(v) => !v.value.needs_scan(),
                 None => entry["Timestamp"]
                     .as_str()
                     .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                     .is_some_and(|t| t < grace),
             };
             match rec {
-                Some(v) if v.value.step.is_open() => items.push(v),
+                Some(v) if v.value.needs_scan() => items.push(v),
                 _ if stale => {
                     let (Some(rk), Some(etag)) =
                         (entry["RowKey"].as_str(), entry["odata.etag"].as_str())
@@ -737,7 +737,7 @@ impl AzureTableStore {
             for v in &page {
                 let rec = record_of(v)?;
                 let mut entries = if force { vec![] } else { listing_entries(&rec) };
-                if rec.step.is_open() && !open.contains(&rec.request_id) {
+                if rec.needs_scan() && !open.contains(&rec.request_id) {
                     entries.push(open_entry(&rec.request_id));
                     repaired += 1;
                 }

@@ -33,7 +33,9 @@ pub struct Page<T> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
-    /// Records whose step still has work: accepted, ongoing, registered.
+    /// Records the processing scan must read ([`ShipmentRecord::needs_scan`]): those whose
+    /// step still has work (accepted, ongoing, registered), and ended ones whose alert is
+    /// not settled yet.
     Open,
     /// Ended records (complete or failed) that ended strictly before the time.
     EndedBefore(DateTime<Utc>),

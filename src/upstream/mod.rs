@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::domain::{Pin, UserId};
 
+pub mod alert;
 pub mod entra;
 pub mod http;
 pub mod jwks;

@@ -1,6 +1,7 @@
 //! The one integration-test binary. Each module is a group of scenarios; `support` holds
 //! the shared world (connector + simulators) and the Azurite helper.
 
+mod alerts;
 mod api;
 mod auth;
 mod bulk;
