@@ -247,6 +247,8 @@ impl EntraSim {
             .route("/{root}/discovery/v2.0/keys", get(keys))
             .route("/_sim/caller-token", post(ctl_caller_token))
             .route("/_sim/users", post(ctl_add_user))
+            .route("/_sim/user-state", post(ctl_user_state))
+            .route("/_sim/fido2-policy", post(ctl_fido2_policy))
             .route("/_sim/methods", get(ctl_methods))
             .with_state(st.clone());
         let router = faults.wrap(graph).merge(open);
@@ -961,6 +963,24 @@ async fn ctl_caller_token(State(st): State<St>, Json(c): Json<CallerClaims>) -> 
         Ok(t) => Json(json!({"access_token": t, "token_type": "Bearer"})).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
+}
+
+/// `{"id": UPN or object id, "account_enabled": bool, "user_type": "Member"|"Guest"}`.
+async fn ctl_user_state(State(st): State<St>, Json(v): Json<Value>) -> StatusCode {
+    let mut g = st.lock();
+    let Some((_, oid)) = v["id"].as_str().and_then(|id| find_user(&g, id)) else {
+        return StatusCode::NOT_FOUND;
+    };
+    let enabled = v["account_enabled"].as_bool().unwrap_or(true);
+    let user_type = v["user_type"].as_str().unwrap_or("Member").to_string();
+    g.user_state.insert(oid, (enabled, user_type));
+    StatusCode::NO_CONTENT
+}
+
+/// The passkey policy in Graph's shape; `{}` restores the default.
+async fn ctl_fido2_policy(State(st): State<St>, Json(v): Json<Value>) -> StatusCode {
+    st.lock().policy = v.as_object().filter(|o| !o.is_empty()).map(|_| v.clone());
+    StatusCode::NO_CONTENT
 }
 
 async fn ctl_add_user(State(st): State<St>, Json(v): Json<Value>) -> StatusCode {

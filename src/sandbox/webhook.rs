@@ -2,13 +2,13 @@
 //! ("when a webhook request is received"), where the connector posts its alerts. The URL
 //! carries a random token, as theirs do (`POST /hooks/<token>`); a wrong token is 404. It
 //! checks the body has what both read (`text`; an Adaptive Card attachment) and keeps
-//! every body it accepted.
+//! every body it accepted (`GET /_sim/hooks` lists them).
 
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
@@ -40,11 +40,16 @@ impl WebhookSink {
             received: received.clone(),
             token: token.clone(),
         };
-        let router = faults.wrap(
-            Router::new()
-                .route("/hooks/{token}", post(hook))
-                .with_state(st),
-        );
+        let control = Router::new()
+            .route("/_sim/hooks", get(list))
+            .with_state(st.clone());
+        let router = faults
+            .wrap(
+                Router::new()
+                    .route("/hooks/{token}", post(hook))
+                    .with_state(st),
+            )
+            .merge(control);
         let served = serve(router, port).await?;
         Ok(WebhookSink {
             served,
@@ -66,6 +71,15 @@ impl WebhookSink {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+async fn list(State(st): State<St>) -> Json<Value> {
+    Json(Value::Array(
+        st.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    ))
 }
 
 async fn hook(

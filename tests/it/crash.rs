@@ -69,6 +69,8 @@ async fn named_record(run: &Run, answer: &Value) -> fido_connector::domain::Ship
     store(run).get(id).await.unwrap().unwrap().value
 }
 
+/// Records with processing work left (the processing scan also reads ended records whose
+/// alert is not settled yet; those are not open).
 async fn open_records(run: &Run) -> Vec<fido_connector::domain::ShipmentRecord> {
     store(run)
         .query(&Query::Open, None, 1000)
@@ -77,6 +79,7 @@ async fn open_records(run: &Run) -> Vec<fido_connector::domain::ShipmentRecord> 
         .items
         .into_iter()
         .map(|v| v.value)
+        .filter(|r| r.step.is_open())
         .collect()
 }
 
