@@ -4,13 +4,13 @@
 //!
 //! | PartitionKey | RowKey | properties |
 //! |---|---|---|
-//! | `shipment` | request id (ours: a UUID or `idem-<sha256 hex>`) | `Step`, `Open`, `CompletedAt`, `YeShipmentId`, `Data` (the record as JSON) |
-//! | `ye` | hex of YubiEnterprise's shipment id | `RequestId` |
+//! | `shipment-<x>` (`x`: the first hex digit of the request id's SHA-256; `shipment` in tables an earlier version made) | request id (ours: a UUID or `idem-<sha256 hex>`) | `Step`, `Open`, `CompletedAt`, `YeShipmentId`, `Data` (the record as JSON) |
+//! | `ye-<x>` (`x` from the SHA-256 of the id; `ye` in tables an earlier version made) | hex of YubiEnterprise's shipment id | `RequestId` |
 //! | `lease` | lease name | `Owner`, `Until` |
 //! | `open` | request id of a record that may still have work | (none) |
 //! | `created` | `<inverted creation µs, 19 digits>_<request id>` | `RequestId` |
 //! | `u-<sha256 hex of the lower-cased UPN or object id>` | as `created` | `RequestId` |
-//! | `meta` | `layout` | `Version` (2: the index partitions above exist) |
+//! | `meta` | `layout` | `Version`: 3 (records in 16 partitions), 2 (records in one) |
 //!
 //! The index partitions let the processing scan read only open shipments and a listing
 //! read only the rows of its user and time range; see docs/storage.md for the rules that
@@ -44,7 +44,11 @@ const PK_LEASE: &str = "lease";
 const PK_OPEN: &str = "open";
 const PK_CREATED: &str = "created";
 const PK_META: &str = "meta";
-const LAYOUT_VERSION: i64 = 2;
+/// Layout 2: the index partitions, records in the one `shipment` partition (a table an
+/// earlier version made, indexed at connect). Layout 3: the same, records spread over 16
+/// partitions `shipment-0` … `shipment-f` by a hash of the request id (new tables).
+const LAYOUT_INDEXED: i64 = 2;
+const LAYOUT_SHARDED: i64 = 3;
 /// An `open` entry whose record does not exist is removed only once it is this old: a
 /// create writes the entry just before its record.
 const ORPHAN_GRACE_MINUTES: i64 = 60;
@@ -61,6 +65,8 @@ pub enum AzureTablesAuth {
 
 pub struct AzureTableStore {
     table: TableClient,
+    /// Records spread over 16 partitions (layout 3) or in one (layout 2).
+    sharded: bool,
 }
 
 /// The row key of the time-ordered indexes: newest first, ties by request id.
@@ -155,9 +161,9 @@ fn etag_of(e: &Etag) -> ETag {
     ETag(e.to_string())
 }
 
-fn entity(rec: &ShipmentRecord) -> Result<Value, StoreError> {
+fn entity(pk: &str, rec: &ShipmentRecord) -> Result<Value, StoreError> {
     Ok(json!({
-        "PartitionKey": PK_SHIPMENT,
+        "PartitionKey": pk,
         "RowKey": rec.request_id,
         "Step": rec.step.as_str(),
         "Open": rec.needs_scan(),
@@ -235,20 +241,17 @@ impl AzureTableStore {
             }
             Err(e) => return Err(unavailable(e)),
         }
-        let store = AzureTableStore { table };
-        // A table written by an earlier version gets its index entries once (each call
-        // bounded like every other).
-        let built = tokio::time::timeout(timeout * 20, store.backfill(false))
+        let mut store = AzureTableStore {
+            table,
+            sharded: false,
+        };
+        // The layout (a table written by an earlier version gets its index entries once;
+        // each call is bounded like every other).
+        store.sharded = tokio::time::timeout(timeout * 20, store.layout())
             .await
             .map_err(|_| {
                 StoreError::Unavailable("building the table's indexes took too long".into())
             })??;
-        if built > 0 {
-            tracing::info!(
-                built,
-                "index entries written for an earlier version's table"
-            );
-        }
         Ok(Arc::new(super::Timed::new(store, timeout, "Azure Tables")))
     }
 
@@ -337,7 +340,9 @@ impl ShipmentStore for AzureTableStore {
         if let Some(ye) = &rec.ye_shipment_id {
             self.index(ye, &rec.request_id).await?;
         }
-        self.insert_entity(&entity(rec)?).await.map(|e| etag_of(&e))
+        self.insert_entity(&entity(&self.record_pk(&rec.request_id), rec)?)
+            .await
+            .map(|e| etag_of(&e))
     }
 
     async fn reopen(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
@@ -356,7 +361,10 @@ impl ShipmentStore for AzureTableStore {
     }
 
     async fn get(&self, request_id: &str) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
-        match self.get_entity(PK_SHIPMENT, request_id).await? {
+        match self
+            .get_entity(&self.record_pk(request_id), request_id)
+            .await?
+        {
             Some((v, e)) => Ok(Some(Versioned {
                 value: record_of(&v)?,
                 etag: etag_of(&e),
@@ -369,7 +377,10 @@ impl ShipmentStore for AzureTableStore {
         &self,
         ye_shipment_id: &str,
     ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
-        let Some((idx, _)) = self.get_entity(PK_INDEX, &hex(ye_shipment_id)).await? else {
+        let Some((idx, _)) = self
+            .get_entity(&self.ye_pk(ye_shipment_id), &hex(ye_shipment_id))
+            .await?
+        else {
             return Ok(None);
         };
         let Some(request_id) = idx["RequestId"].as_str() else {
@@ -386,7 +397,8 @@ impl ShipmentStore for AzureTableStore {
         if let Some(ye) = &rec.ye_shipment_id {
             self.index(ye, &rec.request_id).await?;
         }
-        self.update_entity(PK_SHIPMENT, &rec.request_id, &entity(rec)?, &etag.0)
+        let pk = self.record_pk(&rec.request_id);
+        self.update_entity(&pk, &rec.request_id, &entity(&pk, rec)?, &etag.0)
             .await
             .map(|e| etag_of(&e))
     }
@@ -395,13 +407,17 @@ impl ShipmentStore for AzureTableStore {
         let Some(cur) = self.get(request_id).await? else {
             return Ok(());
         };
-        self.delete_entity(PK_SHIPMENT, request_id, etag.map(|e| e.0.as_str()))
-            .await?;
+        self.delete_entity(
+            &self.record_pk(request_id),
+            request_id,
+            etag.map(|e| e.0.as_str()),
+        )
+        .await?;
         // The record is gone: its index entries point at nothing (a crash here leaves
         // entries that readers skip). Their keys hold the creation time, so a later
         // record reusing the request id never shares them.
         if let Some(ye) = &cur.value.ye_shipment_id {
-            self.delete_entity(PK_INDEX, &hex(ye), None).await?;
+            self.delete_entity(&self.ye_pk(ye), &hex(ye), None).await?;
         }
         for v in listing_entries(&cur.value) {
             let (pk, rk) = (v["PartitionKey"].as_str(), v["RowKey"].as_str());
@@ -429,10 +445,10 @@ impl ShipmentStore for AzureTableStore {
                     .created_page(user.as_deref(), *after, *before, continuation, limit)
                     .await
             }
-            Query::All => format!("PartitionKey eq {}", lit(PK_SHIPMENT)),
+            Query::All => self.records_filter(),
             Query::EndedBefore(t) => format!(
-                "PartitionKey eq {} and (Step eq {} or Step eq {}) and CompletedAt lt {} and CompletedAt ne ''",
-                lit(PK_SHIPMENT),
+                "{} and (Step eq {} or Step eq {}) and CompletedAt lt {} and CompletedAt ne ''",
+                self.records_filter(),
                 lit(Step::Complete.as_str()),
                 lit(Step::Failed.as_str()),
                 lit(&ts(t))
@@ -699,13 +715,86 @@ impl AzureTableStore {
         Ok(Page { items, next })
     }
 
-    /// Writes the index entries of every record (upserts: idempotent), then the layout
-    /// marker. Run at connect when a table made by an earlier version has no marker
-    /// (`force`: always, from the cleanup job, which repairs entries lost to a crash).
-    async fn backfill(&self, force: bool) -> Result<usize, StoreError> {
-        if !force && self.get_entity(PK_META, "layout").await?.is_some() {
-            return Ok(0);
+    /// The partition of a record.
+    fn record_pk(&self, request_id: &str) -> String {
+        if self.sharded {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(request_id.as_bytes());
+            format!("{PK_SHIPMENT}-{:x}", d[0] >> 4)
+        } else {
+            PK_SHIPMENT.to_string()
         }
+    }
+
+    /// The partition of a YubiEnterprise id's index entry (every read by shipment id reads
+    /// one, so it is spread like the records).
+    fn ye_pk(&self, ye_shipment_id: &str) -> String {
+        if self.sharded {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(ye_shipment_id.as_bytes());
+            format!("{PK_INDEX}-{:x}", d[0] >> 4)
+        } else {
+            PK_INDEX.to_string()
+        }
+    }
+
+    /// A filter for every record (one partition, or the range of the 16).
+    fn records_filter(&self) -> String {
+        if self.sharded {
+            // '-' < '.': every `shipment-<x>` and nothing else.
+            format!(
+                "PartitionKey ge {} and PartitionKey lt {}",
+                lit(&format!("{PK_SHIPMENT}-")),
+                lit(&format!("{PK_SHIPMENT}."))
+            )
+        } else {
+            format!("PartitionKey eq {}", lit(PK_SHIPMENT))
+        }
+    }
+
+    /// Reads (or settles) the table's layout: whether records are sharded. A new table
+    /// gets layout 3; a table of an earlier version (records in `shipment`, no marker) gets
+    /// its index entries written, then layout 2.
+    async fn layout(&self) -> Result<bool, StoreError> {
+        if let Some((m, _)) = self.get_entity(PK_META, "layout").await? {
+            return Ok(m["Version"].as_i64().unwrap_or(LAYOUT_INDEXED) >= LAYOUT_SHARDED);
+        }
+        // Any record in the one-partition layout? (An empty page may still carry a
+        // continuation: follow it rather than take a legacy table for a new one.)
+        let mut legacy = false;
+        let mut c = None;
+        loop {
+            let (page, next) = self
+                .entities(format!("PartitionKey eq {}", lit(PK_SHIPMENT)), c, 1)
+                .await?;
+            if !page.is_empty() {
+                legacy = true;
+                break;
+            }
+            match next {
+                Some(n) => c = Some(n),
+                None => break,
+            }
+        }
+        if !legacy {
+            self.upsert(
+                &json!({"PartitionKey": PK_META, "RowKey": "layout", "Version": LAYOUT_SHARDED}),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let built = self.backfill(false).await?;
+        tracing::info!(
+            built,
+            "index entries written for an earlier version's table"
+        );
+        Ok(false)
+    }
+
+    /// Writes the index entries of every record (upserts: idempotent), then the layout
+    /// marker (layout 2). Run at connect for a table an earlier version made (`force`:
+    /// from the cleanup job, which repairs `open` entries lost to a crash).
+    async fn backfill(&self, force: bool) -> Result<usize, StoreError> {
         let open: std::collections::HashSet<String> = {
             let mut set = std::collections::HashSet::new();
             let mut c = None;
@@ -729,9 +818,9 @@ impl AzureTableStore {
             // `force` (the periodic repair) only needs open records: the listing entries
             // of every record were written before it.
             let filter = if force {
-                format!("PartitionKey eq {} and Open eq true", lit(PK_SHIPMENT))
+                format!("{} and Open eq true", self.records_filter())
             } else {
-                format!("PartitionKey eq {}", lit(PK_SHIPMENT))
+                self.records_filter()
             };
             let (page, next) = self.entities(filter, c, 1000).await?;
             for v in &page {
@@ -750,7 +839,7 @@ impl AzureTableStore {
         }
         if !force {
             self.upsert(
-                &json!({"PartitionKey": PK_META, "RowKey": "layout", "Version": LAYOUT_VERSION}),
+                &json!({"PartitionKey": PK_META, "RowKey": "layout", "Version": LAYOUT_INDEXED}),
             )
             .await?;
         }
@@ -765,11 +854,9 @@ impl AzureTableStore {
 
     /// Upserts the index entity YE id → request id (idempotent; written before the record).
     async fn index(&self, ye: &str, request_id: &str) -> Result<(), StoreError> {
-        let v = json!({"PartitionKey": PK_INDEX, "RowKey": hex(ye), "RequestId": request_id});
-        let client = self
-            .table
-            .partition_key_client(PK_INDEX)
-            .entity_client(hex(ye));
+        let pk = self.ye_pk(ye);
+        let v = json!({"PartitionKey": pk, "RowKey": hex(ye), "RequestId": request_id});
+        let client = self.table.partition_key_client(&pk).entity_client(hex(ye));
         match client.insert_or_replace(&v) {
             Ok(b) => b.await.map(|_| ()).map_err(unavailable),
             Err(e) => Err(StoreError::Other(e.to_string())),

@@ -453,6 +453,59 @@ async fn an_older_azure_table_is_indexed_at_connect() {
     assert_eq!(all_pages(&s, &q, 10).await, ["legacy1"]);
 }
 
+/// A new table spreads its records over 16 partitions (beyond one partition's throughput
+/// target), and everything still works across them.
+#[tokio::test]
+async fn a_new_azure_table_spreads_records_over_partitions() {
+    use futures::StreamExt;
+    let endpoint = crate::support::azurite::azurite_endpoint().await;
+    let table = format!("t{}", uuid::Uuid::new_v4().simple());
+    let s = fido_connector::store::azure::AzureTableStore::connect(
+        &endpoint.parse().unwrap(),
+        &table,
+        fido_connector::store::azure::AzureTablesAuth::SharedKey {
+            account: crate::support::azurite::ACCOUNT.into(),
+            key: crate::support::azurite::KEY.to_string().into(),
+        },
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    for i in 0..64 {
+        s.insert(&record(&format!("spread{i}"))).await.unwrap();
+    }
+    assert_eq!(all_pages(&s, &Query::Open, 7).await.len(), 64);
+    assert_eq!(all_pages(&s, &Query::All, 9).await.len(), 64);
+    let service = azure_data_tables::clients::TableServiceClientBuilder::with_location(
+        azure_storage::CloudLocation::Custom {
+            account: crate::support::azurite::ACCOUNT.into(),
+            uri: endpoint.trim_end_matches('/').to_string(),
+        },
+        azure_storage::prelude::StorageCredentials::access_key(
+            crate::support::azurite::ACCOUNT,
+            crate::support::azurite::KEY.to_string(),
+        ),
+    )
+    .build();
+    let mut stream = service
+        .table_client(&table)
+        .query()
+        .filter(azure_data_tables::prelude::Filter::new(
+            "PartitionKey ge 'shipment-' and PartitionKey lt 'shipment.'",
+        ))
+        .into_stream::<serde_json::Value>();
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut records = 0;
+    while let Some(page) = stream.next().await {
+        for e in page.unwrap().entities {
+            partitions.insert(e["PartitionKey"].as_str().unwrap().to_string());
+            records += 1;
+        }
+    }
+    assert_eq!(records, 64);
+    assert!(partitions.len() >= 12, "{partitions:?}");
+}
+
 /// Azure Tables that accepts connections and never answers: the start fails within the
 /// configured bound with a clear error instead of hanging.
 #[tokio::test]
