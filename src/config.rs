@@ -258,6 +258,9 @@ pub struct Config {
     /// Name of the secret holding the alert webhook's URL (`FIDO_CONNECTOR_ALERT_WEBHOOK`);
     /// `None`: alerts are only logged and recorded.
     pub alert_webhook_secret: Option<String>,
+    /// OTLP/HTTP traces endpoint (`FIDO_CONNECTOR_OTLP_ENDPOINT`, the full `/v1/traces`
+    /// URL); `None`: no trace export.
+    pub otlp_endpoint: Option<Url>,
     /// How long the tenant's passkey policy is reused between creates
     /// (`FIDO_CONNECTOR_POLICY_CACHE_SECONDS`, 300).
     pub policy_cache: Duration,
@@ -817,6 +820,24 @@ impl Config {
                 ));
             }
         }
+        let otlp_endpoint = match env
+            .get("FIDO_CONNECTOR_OTLP_ENDPOINT")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(s) => {
+                let u = Url::parse(&s)
+                    .map_err(|_| ConfigError::new("FIDO_CONNECTOR_OTLP_ENDPOINT", "not a URL"))?;
+                if !crate::upstream::http::allowed_outbound(&u) {
+                    return Err(ConfigError::new(
+                        "FIDO_CONNECTOR_OTLP_ENDPOINT",
+                        "must be https (plain http only to a loopback collector)",
+                    ));
+                }
+                Some(u)
+            }
+        };
         let policy_cache_s: u64 =
             env.num_in("FIDO_CONNECTOR_POLICY_CACHE_SECONDS", 300, 0..=86400)?;
         let product_aaguids = parse_product_aaguids(
@@ -915,6 +936,7 @@ impl Config {
             header_read_timeout: Duration::from_secs(header_read_timeout_s),
             preflight,
             alert_webhook_secret,
+            otlp_endpoint,
             policy_cache: Duration::from_secs(policy_cache_s),
             product_aaguids,
             attention_window: Duration::from_secs(attention_days * 86400),

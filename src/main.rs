@@ -59,7 +59,29 @@ async fn serve() -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    fido_connector::logging::init(config.logging_level);
+    let otlp = match &config.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let ca = config
+                .extra_root_ca_pem
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok());
+            match fido_connector::upstream::http::build_client(
+                config.upstream_timeout,
+                ca.as_deref(),
+            ) {
+                Ok(client) => Some(fido_connector::logging::Otlp {
+                    endpoint: endpoint.clone(),
+                    client,
+                }),
+                Err(e) => {
+                    eprintln!("fido-connector: OTLP client: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    fido_connector::logging::init_with(config.logging_level, otlp);
     let app = match fido_connector::app::build(config).await {
         Ok(a) => a,
         Err(e) => {
@@ -75,7 +97,10 @@ async fn serve() -> ExitCode {
         );
     }
     tracing::info!(addr = %app.addr, replica = %app.state.deps.instance_id, "fido-connector listening");
-    match app.run().await {
+    let ran = app.run().await;
+    // Spans not exported yet go out before the process ends.
+    let _ = tokio::task::spawn_blocking(fido_connector::logging::shutdown).await;
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fido-connector: {e}");

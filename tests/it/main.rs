@@ -11,6 +11,7 @@ mod e2e;
 mod lifecycle;
 mod list;
 mod metrics;
+mod otlp;
 mod preflight;
 mod recovery;
 mod replicas;
