@@ -242,6 +242,49 @@ async fn submit_one(http: &reqwest::Client, url: &str, row: &Row) -> Result<Stri
     }
 }
 
+/// What the service's dry run says of a row: the checks that did not pass, and whether
+/// the row would be created.
+struct Preflight {
+    would_create: bool,
+    notes: Vec<String>,
+}
+
+/// `POST /v1/fpr/shipments?dry_run=true` for one row (docs/preflight.md).
+async fn preflight_one(http: &reqwest::Client, url: &str, row: &Row) -> Result<Preflight, String> {
+    let r = http
+        .post(format!("{url}/v1/fpr/shipments?dry_run=true"))
+        .json(&row.body)
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {}", e.without_url()))?;
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if status != 200 {
+        return Err(format!(
+            "HTTP {status}: {}",
+            v["error_message"].as_str().unwrap_or("no error message")
+        ));
+    }
+    let notes = v["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["result"] != "pass")
+        .map(|c| {
+            format!(
+                "pre-flight {} {}: {}",
+                c["name"].as_str().unwrap_or("?"),
+                c["result"].as_str().unwrap_or("?"),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    Ok(Preflight {
+        would_create: v["would_create"].as_bool().unwrap_or(false),
+        notes,
+    })
+}
+
 struct ImportArgs {
     file: PathBuf,
     submit: bool,
@@ -299,11 +342,53 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
             return 2;
         }
     };
-    let bad = rows.iter().filter(|r| r.verdict.is_err()).count();
+    let url = a
+        .url
+        .clone()
+        .unwrap_or_else(|| settings.url.clone())
+        .trim_end_matches('/')
+        .to_string();
+    // A dry run with a credential also asks the service's dry run for each valid row: its
+    // pre-flight checks (the user, the tenant's passkey policy, the key model) are in the
+    // report before anything is ordered.
+    let mut preflight: HashMap<usize, Result<Preflight, String>> = HashMap::new();
+    if !a.submit && settings.credential().is_some() {
+        match client(settings) {
+            Ok(http) => {
+                let checked: Vec<(usize, Result<Preflight, String>)> =
+                    futures::stream::iter(rows.iter().filter(|r| r.verdict.is_ok()))
+                        .map(|row| {
+                            let (http, url) = (http.clone(), url.clone());
+                            async move { (row.line, preflight_one(&http, &url, row).await) }
+                        })
+                        .buffer_unordered(a.concurrency)
+                        .collect()
+                        .await;
+                preflight = checked.into_iter().collect();
+            }
+            Err(e) => eprintln!("pre-flight checks skipped: {e}"),
+        }
+    }
+    let mut bad = 0;
     for r in &rows {
-        match &r.verdict {
-            Ok(()) => println!("line {}: ok", r.line),
-            Err(e) => println!("line {}: {e}", r.line),
+        match (&r.verdict, preflight.get(&r.line)) {
+            (Err(e), _) => {
+                bad += 1;
+                println!("line {}: {e}", r.line)
+            }
+            (Ok(()), Some(Ok(p))) if !p.would_create => {
+                bad += 1;
+                for n in &p.notes {
+                    println!("line {}: {n}", r.line);
+                }
+            }
+            (Ok(()), Some(Ok(p))) if !p.notes.is_empty() => {
+                println!("line {}: ok ({})", r.line, p.notes.join("; "))
+            }
+            (Ok(()), Some(Err(e))) => {
+                println!("line {}: ok locally; pre-flight not run: {e}", r.line)
+            }
+            (Ok(()), _) => println!("line {}: ok", r.line),
         }
     }
     println!(
@@ -312,19 +397,16 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
         rows.len() - bad,
         if a.submit {
             ""
+        } else if preflight.is_empty() {
+            " (dry run, local checks only: nothing sent; set a credential for the service's pre-flight checks, add --submit to create the valid rows)"
         } else {
-            " (dry run: nothing sent; add --submit to create the valid rows)"
+            " (dry run with the service's pre-flight checks: nothing created; add --submit to create the valid rows)"
         }
     );
     if !a.submit {
         return u8::from(bad > 0);
     }
-    let url = a
-        .url
-        .clone()
-        .unwrap_or_else(|| settings.url.clone())
-        .trim_end_matches('/')
-        .to_string();
+    let bad = rows.iter().filter(|r| r.verdict.is_err()).count();
     let http = match client(settings) {
         Ok(h) => h,
         Err(e) => {

@@ -95,7 +95,26 @@ async fn import_reports_bad_rows_and_orders_each_good_row_once() {
         report.contains("200 rows: 195 valid, 5 with errors"),
         "{report}"
     );
+    assert!(
+        report.contains("with the service's pre-flight checks"),
+        "{report}"
+    );
     assert_eq!(w.sb.ye.created_count(), 0);
+
+    // The dry run includes the service's pre-flight checks: with bob's account disabled,
+    // his 98 locally valid rows are reported bad, naming the check.
+    let bob = fido_connector::sandbox::run::DEMO_USERS[1].1;
+    w.sb.entra.set_user_state(bob, false, "Member");
+    let (code, report) = run(&w, &["import", f]).await;
+    assert_eq!(code, 1);
+    assert!(
+        report.contains("200 rows: 97 valid, 103 with errors"),
+        "{report}"
+    );
+    let line3 = report.lines().find(|l| l.starts_with("line 3:")).unwrap();
+    assert!(line3.contains("pre-flight account_enabled fail"), "{line3}");
+    assert_eq!(w.sb.ye.created_count(), 0);
+    w.sb.entra.set_user_state(bob, true, "Member");
 
     // Submit: exactly the 195 good rows.
     let out1 = dir.path().join("first.csv");
