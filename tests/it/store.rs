@@ -67,6 +67,32 @@ async fn conditional_replace(s: Arc<dyn ShipmentStore>) {
     assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1);
 }
 
+/// Concurrent conditional writes with the same ETag (on SQLite they share one group
+/// commit): exactly one wins, and every answer is true of what was stored.
+async fn racing_replaces_have_one_winner(s: Arc<dyn ShipmentStore>) {
+    let mut r = record("race1");
+    let e = s.insert(&r).await.unwrap();
+    r.step = Step::Ongoing;
+    let futs = (0..8).map(|i| {
+        let (s, e) = (s.clone(), e.clone());
+        let mut mine = r.clone();
+        mine.yubikey_name = Some(format!("writer {i}"));
+        async move { (i, s.replace(&mine, &e).await) }
+    });
+    let results = futures::future::join_all(futs).await;
+    let winners: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+    assert_eq!(winners.len(), 1);
+    assert!(results
+        .iter()
+        .all(|(_, r)| r.is_ok() || matches!(r, Err(StoreError::Conflict))));
+    let stored = s.get("race1").await.unwrap().unwrap();
+    assert_eq!(
+        stored.value.yubikey_name,
+        Some(format!("writer {}", winners[0].0))
+    );
+    assert_eq!(&stored.etag, winners[0].1.as_ref().unwrap());
+}
+
 async fn hostile_ids_cannot_corrupt_keys_or_queries(s: Arc<dyn ShipmentStore>) {
     for (i, ye) in ["a'b", "x/y#z?w", "é€😀", "' or true or '", "back\\slash"]
         .iter()
@@ -324,6 +350,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn conditional_replace() {
                 super::conditional_replace(super::$backend().await).await
+            }
+            #[tokio::test]
+            async fn racing_replaces_have_one_winner() {
+                super::racing_replaces_have_one_winner(super::$backend().await).await
             }
             #[tokio::test]
             async fn hostile_ids_cannot_corrupt_keys_or_queries() {
