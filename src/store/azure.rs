@@ -702,7 +702,19 @@ impl AzureTableStore {
             .and_then(|v| v["RowKey"].as_str())
             .map(str::to_string);
         let records = self.resolve(&entries).await?;
-        let items: Vec<_> = records.into_iter().flatten().collect();
+        // Trust only a record that agrees with its entry: a create that lost an insert race
+        // (the same Idempotency-Key at once) wrote entries at its own time for a record it
+        // did not write; those name the record at a time it was not created.
+        let items: Vec<_> = entries
+            .iter()
+            .zip(records)
+            .filter_map(|(e, r)| {
+                r.filter(|v| {
+                    e["RowKey"].as_str()
+                        == Some(created_key(&v.value.created_at, &v.value.request_id).as_str())
+                })
+            })
+            .collect();
         // Continue after the last entry read, even if its record is gone.
         let next = match (full, last_key) {
             (true, Some(rk)) => {

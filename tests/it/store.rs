@@ -302,6 +302,29 @@ async fn listings_by_time_and_user(s: Arc<dyn ShipmentStore>) {
         .await
         .unwrap();
     assert_eq!(listed(&p), ["l5", "l4", "l3"]);
+    // A create that lost an insert race (same request id, its own time) leaves the
+    // listing as it was: the record once, at its own time.
+    let mut late = ShipmentRecord::accepted(
+        "l5",
+        "alice@contoso.example",
+        "oid-alice",
+        "fpr-late",
+        t0 + Duration::days(9),
+    );
+    late.emails_to = vec!["a@example.org".into()];
+    assert!(matches!(
+        s.insert(&late).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(all_pages(&s, &all(None, None, None), 3).await, newest_first);
+    assert_eq!(
+        all_pages(&s, &all(Some("oid-alice"), None, None), 4)
+            .await
+            .iter()
+            .filter(|id| *id == "l5")
+            .count(),
+        1
+    );
     // Deleted records leave the listing and the user's listing.
     s.delete("l3", None).await.unwrap();
     assert_eq!(
