@@ -185,8 +185,8 @@ pub struct GraphClient {
     cfg: GraphClientConfig,
     tokens: Arc<dyn TokenSource>,
     http: reqwest::Client,
-    /// The tenant's passkey policy and when it was read.
-    policy: std::sync::Mutex<Option<(std::time::Instant, Fido2Policy)>>,
+    /// The tenant's passkey policy (or Graph's refusal to show it) and when it was read.
+    policy: std::sync::Mutex<Option<(std::time::Instant, Result<Fido2Policy, UpstreamError>)>>,
 }
 
 fn targets(v: &Value) -> Vec<(String, String)> {
@@ -413,15 +413,22 @@ impl IdentityProvider for GraphClient {
             .as_ref()
         {
             if at.elapsed() < self.cfg.policy_cache {
-                return Ok(p.clone());
+                return p.clone();
             }
         }
         let url = self
             .url("policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2")?;
-        let p = fido2_policy_of(&self.read(&url).await?)?;
-        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), p.clone()));
-        Ok(p)
+        let p = match self.read(&url).await {
+            Ok(v) => fido2_policy_of(&v),
+            Err(e) => Err(e),
+        };
+        // A refusal (no permission, no such endpoint) is remembered like an answer, so
+        // that creates do not ask again each time; an outage is not.
+        if !matches!(p, Err(UpstreamError::Transient { .. })) {
+            *self.policy.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((std::time::Instant::now(), p.clone()));
+        }
+        p
     }
 
     async fn member_groups(

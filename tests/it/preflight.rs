@@ -258,3 +258,15 @@ async fn a_dry_run_creates_nothing_anywhere() {
     );
     w.stop().await;
 }
+
+/// The policy is read once per `FIDO_CONNECTOR_POLICY_CACHE_SECONDS`, not per create.
+#[tokio::test]
+async fn the_policy_is_read_once_per_cache_period() {
+    let w = World::start(Backend::Embedded).await;
+    for _ in 0..3 {
+        w.create_ok(alice()).await;
+    }
+    dry_run(&w).await;
+    assert_eq!(w.sb.entra.policy_reads(), 1);
+    w.stop().await;
+}
