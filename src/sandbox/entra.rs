@@ -94,6 +94,8 @@ struct Inner {
     policy_reads: usize,
     /// Group id → member object ids (checkMemberGroups).
     groups: HashMap<String, Vec<String>>,
+    /// Answer 400 to a user lookup with `$select` (a server without query options).
+    refuse_select: bool,
 }
 
 /// The policy of a tenant that lets every user register passkeys, any key model.
@@ -321,6 +323,10 @@ impl EntraSim {
     /// Policy.Read.AuthenticationMethod).
     pub fn forbid_policy_read(&self, forbidden: bool) {
         self.st.lock().policy_forbidden = forbidden;
+    }
+    /// Whether user lookups with `$select` are refused (400).
+    pub fn refuse_select(&self, refuse: bool) {
+        self.st.lock().refuse_select = refuse;
     }
     /// Policy reads served so far.
     pub fn policy_reads(&self) -> usize {
@@ -605,6 +611,13 @@ async fn get_user(
         return r;
     }
     let g = st.lock();
+    if g.refuse_select && q.contains_key("$select") {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Query option '$select' is not allowed.",
+        );
+    }
     let Some((upn, oid)) = find_user(&g, &id) else {
         return not_found(&id);
     };

@@ -382,13 +382,19 @@ fn method_of(v: &Value) -> Option<Fido2Method> {
 #[async_trait]
 impl IdentityProvider for GraphClient {
     async fn get_user(&self, user: &UserId) -> Result<EntraUser, UpstreamError> {
-        // accountEnabled and userType are returned only when named in $select.
-        let mut url = self.url(&format!("users/{}", seg(user.as_str())))?;
+        // accountEnabled and userType are returned only when named in $select. A server
+        // that refuses the query option (400) is asked again without it: the pre-flight
+        // checks that need those properties then answer `unknown`.
+        let plain = self.url(&format!("users/{}", seg(user.as_str())))?;
+        let mut url = plain.clone();
         url.query_pairs_mut().append_pair(
             "$select",
             "id,userPrincipalName,displayName,accountEnabled,userType,mail",
         );
-        let v = self.read(&url).await?;
+        let v = match self.read(&url).await {
+            Err(UpstreamError::Rejected { status: 400, .. }) => self.read(&plain).await?,
+            other => other?,
+        };
         Ok(EntraUser {
             id: v["id"]
                 .as_str()

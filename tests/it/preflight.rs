@@ -270,3 +270,18 @@ async fn the_policy_is_read_once_per_cache_period() {
     assert_eq!(w.sb.entra.policy_reads(), 1);
     w.stop().await;
 }
+
+/// A Graph that refuses `$select` is asked again without it: the checks that need
+/// `accountEnabled` and `userType` answer `unknown`, and the create goes ahead.
+#[tokio::test]
+async fn a_graph_without_select_leaves_the_user_checks_unknown() {
+    let w = world(false).await;
+    w.sb.entra.refuse_select(true);
+    let report = dry_run(&w).await;
+    assert_eq!(result_of(&report, "user_exists"), "pass", "{report}");
+    assert_eq!(result_of(&report, "account_enabled"), "unknown", "{report}");
+    assert_eq!(result_of(&report, "member_user"), "unknown", "{report}");
+    assert_eq!(report["would_create"], true);
+    w.create_ok(alice()).await;
+    w.stop().await;
+}
