@@ -164,6 +164,7 @@ pub struct DryRun {
 /// pre-flight check.
 pub async fn dry_run(deps: &Deps, req: &ShipmentRequest) -> Result<DryRun, LifecycleError> {
     use super::preflight::{Check, CheckResult};
+
     let checks = match deps.idp.get_user(&req.user_id).await {
         Ok(user) => super::preflight::run(deps, req, &user).await,
         Err(UpstreamError::NotFound { .. }) => vec![Check {
@@ -173,19 +174,9 @@ pub async fn dry_run(deps: &Deps, req: &ShipmentRequest) -> Result<DryRun, Lifec
         }],
         Err(e) => return Err(e.into()),
     };
-    let strict = deps.config.preflight == crate::config::PreflightMode::Strict;
-    let blocking = |c: &Check| {
-        c.result == CheckResult::Fail
-            || (strict && c.result == CheckResult::Unknown)
-            || (c.name == "user_exists" && c.result != CheckResult::Pass)
-    };
-    let would_create = if deps.config.preflight == crate::config::PreflightMode::Off {
-        checks
-            .iter()
-            .all(|c| c.name != "user_exists" || c.result == CheckResult::Pass)
-    } else {
-        !checks.iter().any(blocking)
-    };
+    let would_create = !checks
+        .iter()
+        .any(|c| super::preflight::blocks(deps.config.preflight, c));
     Ok(DryRun {
         dry_run: true,
         would_create,

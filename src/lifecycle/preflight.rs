@@ -246,6 +246,16 @@ pub async fn run(deps: &Deps, req: &ShipmentRequest, user: &EntraUser) -> Vec<Ch
     out
 }
 
+/// Whether a check refuses the create in this mode: a failure (with `off`, only an unknown
+/// user), and with `strict` an unknown result too.
+pub fn blocks(mode: PreflightMode, c: &Check) -> bool {
+    match mode {
+        PreflightMode::Off => c.name == "user_exists" && c.result == CheckResult::Fail,
+        PreflightMode::Warn => c.result == CheckResult::Fail,
+        PreflightMode::Strict => c.result != CheckResult::Pass,
+    }
+}
+
 /// Applies the checks to a create: the first failed check (or, in strict mode, the first
 /// that could not be evaluated) refuses it; the others are logged.
 pub async fn enforce(
@@ -265,7 +275,7 @@ pub async fn enforce(
     }
     match checks
         .into_iter()
-        .find(|c| c.result == CheckResult::Fail || (strict && c.result == CheckResult::Unknown))
+        .find(|c| blocks(deps.config.preflight, c))
     {
         Some(c) => Err(LifecycleError::PreflightFailed {
             check: c.name,

@@ -454,31 +454,8 @@ impl ShipmentStore for AzureTableStore {
                 lit(&ts(t))
             ),
         };
-        let mut builder = self
-            .table
-            .query()
-            .filter(Filter::new(filter))
-            .top(Top::new(limit.clamp(1, 1000) as u32));
-        if let Some(c) = continuation {
-            let (pk, rk) = c.split_once('\n').unwrap_or((c.as_str(), ""));
-            builder = builder.initial_partition_key(pk.to_string());
-            if !rk.is_empty() {
-                builder = builder.initial_row_key(rk.to_string());
-            }
-        }
-        let mut stream = builder.into_stream::<Value>();
-        let Some(page) = stream.next().await else {
-            return Ok(Page {
-                items: vec![],
-                next: None,
-            });
-        };
-        let page = page.map_err(unavailable)?;
-        let next = page
-            .continuation()
-            .map(|(pk, rk)| format!("{pk}\n{}", rk.unwrap_or_default()));
-        let items = page
-            .entities
+        let (entities, next) = self.entities(filter, continuation, limit).await?;
+        let items = entities
             .iter()
             .map(|v| {
                 Ok(Versioned {
@@ -729,25 +706,24 @@ impl AzureTableStore {
 
     /// The partition of a record.
     fn record_pk(&self, request_id: &str) -> String {
+        self.partition(PK_SHIPMENT, request_id)
+    }
+
+    /// `<base>-<x>` (`x`: the first hex digit of SHA-256(key)) in layout 3, else `base`.
+    fn partition(&self, base: &str, key: &str) -> String {
         if self.sharded {
             use sha2::Digest;
-            let d = sha2::Sha256::digest(request_id.as_bytes());
-            format!("{PK_SHIPMENT}-{:x}", d[0] >> 4)
+            let d = sha2::Sha256::digest(key.as_bytes());
+            format!("{base}-{:x}", d[0] >> 4)
         } else {
-            PK_SHIPMENT.to_string()
+            base.to_string()
         }
     }
 
     /// The partition of a YubiEnterprise id's index entry (every read by shipment id reads
     /// one, so it is spread like the records).
     fn ye_pk(&self, ye_shipment_id: &str) -> String {
-        if self.sharded {
-            use sha2::Digest;
-            let d = sha2::Sha256::digest(ye_shipment_id.as_bytes());
-            format!("{PK_INDEX}-{:x}", d[0] >> 4)
-        } else {
-            PK_INDEX.to_string()
-        }
+        self.partition(PK_INDEX, ye_shipment_id)
     }
 
     /// A filter for every record (one partition, or the range of the 16).
@@ -866,12 +842,9 @@ impl AzureTableStore {
 
     /// Upserts the index entity YE id → request id (idempotent; written before the record).
     async fn index(&self, ye: &str, request_id: &str) -> Result<(), StoreError> {
-        let pk = self.ye_pk(ye);
-        let v = json!({"PartitionKey": pk, "RowKey": hex(ye), "RequestId": request_id});
-        let client = self.table.partition_key_client(&pk).entity_client(hex(ye));
-        match client.insert_or_replace(&v) {
-            Ok(b) => b.await.map(|_| ()).map_err(unavailable),
-            Err(e) => Err(StoreError::Other(e.to_string())),
-        }
+        self.upsert(
+            &json!({"PartitionKey": self.ye_pk(ye), "RowKey": hex(ye), "RequestId": request_id}),
+        )
+        .await
     }
 }

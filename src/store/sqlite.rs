@@ -18,8 +18,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{ETag, Page, Query, ShipmentStore, StoreError, Versioned};
 use crate::domain::{ShipmentRecord, Step};
 
-/// Columns added after the first release: (name, index over it). `open` adds missing ones
-/// and fills them from the record, so an older file keeps working.
+/// Indexes over the listing columns (`created_at`, `user_key`, `entra_key`), created by
+/// [`migrate`] once the columns exist (an older file gains and fills them first).
 const LISTING_COLUMNS: &str = "
 CREATE INDEX IF NOT EXISTS shipments_created ON shipments(created_at, request_id);
 CREATE INDEX IF NOT EXISTS shipments_user ON shipments(user_key, created_at, request_id);

@@ -23,18 +23,25 @@ async fn world(strict: bool) -> World {
     .await
 }
 
-async fn dry_run(w: &World) -> Value {
+/// `POST /v1/fpr/shipments?dry_run=<flag>` with `body`: the status and the answer.
+async fn post_dry(w: &World, flag: &str, body: &Value) -> (u16, Value) {
     let r = w
         .auth(
             w.http
-                .post(format!("{}/v1/fpr/shipments?dry_run=true", w.base)),
+                .post(format!("{}/v1/fpr/shipments?dry_run={flag}", w.base)),
         )
-        .json(&shipment_body(alice()))
+        .json(body)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn dry_run(w: &World) -> Value {
+    let (s, report) = post_dry(w, "true", &shipment_body(alice())).await;
+    assert_eq!(s, 200);
+    report
 }
 
 fn result_of<'a>(report: &'a Value, name: &str) -> &'a str {
@@ -217,41 +224,15 @@ async fn a_dry_run_creates_nothing_anywhere() {
     assert!(w.sb.entra.registered_methods(ALICE_OID).is_empty());
 
     let mut nobody = shipment_body("nobody@contoso.example");
-    let r = w
-        .auth(
-            w.http
-                .post(format!("{}/v1/fpr/shipments?dry_run=true", w.base)),
-        )
-        .json(&nobody)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let report: Value = r.json().await.unwrap();
+    let (s, report) = post_dry(&w, "true", &nobody).await;
+    assert_eq!(s, 200);
     assert_eq!(result_of(&report, "user_exists"), "fail");
     assert_eq!(report["would_create"], false);
     nobody["pin_request"]["length"] = json!(3);
-    let r = w
-        .auth(
-            w.http
-                .post(format!("{}/v1/fpr/shipments?dry_run=true", w.base)),
-        )
-        .json(&nobody)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = w
-        .auth(
-            w.http
-                .post(format!("{}/v1/fpr/shipments?dry_run=maybe", w.base)),
-        )
-        .json(&shipment_body(alice()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let b: Value = r.json().await.unwrap();
+    let (s, _) = post_dry(&w, "true", &nobody).await;
+    assert_eq!(s, 400);
+    let (s, b) = post_dry(&w, "maybe", &shipment_body(alice())).await;
+    assert_eq!(s, 400);
     assert!(
         b["error_message"].as_str().unwrap().contains("dry_run"),
         "{b}"
