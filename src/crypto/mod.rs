@@ -37,10 +37,14 @@ pub enum CryptoError {
 }
 
 /// A per-shipment EC P-384 response key pair. The private JWK is a secret: it lives only
-/// in the secret store (`fpr-response-<kid>`) and in memory while used.
+/// in the secret store (`fpr-response-<kid>`) and in memory while used. The public JWK is
+/// kept beside it, and the OpenSSL key is parsed once, on the first decryption (parsing
+/// it costs about a tenth of a shipment's cryptography, and both responses use it).
 pub struct ResponseKey {
     pub kid: String,
     private_jwk: SecretString,
+    public: Jwk,
+    decrypter: std::sync::OnceLock<josekit::jwe::alg::ecdh_es::EcdhEsJweDecrypter>,
 }
 
 impl std::fmt::Debug for ResponseKey {
@@ -62,7 +66,9 @@ impl ResponseKey {
         jwk.set_algorithm(JWE_ALG);
         Ok(Self {
             kid,
+            public: public_of(&jwk)?,
             private_jwk: SecretString::from(jwk.to_string()),
+            decrypter: std::sync::OnceLock::new(),
         })
     }
 
@@ -79,7 +85,9 @@ impl ResponseKey {
             .to_string();
         Ok(Self {
             kid,
+            public: public_of(&jwk)?,
             private_jwk: json,
+            decrypter: std::sync::OnceLock::new(),
         })
     }
 
@@ -88,13 +96,77 @@ impl ResponseKey {
         &self.private_jwk
     }
 
-    fn private(&self) -> Result<Jwk, CryptoError> {
-        Jwk::from_bytes(self.private_jwk.expose_secret().as_bytes()).map_err(key)
-    }
-
     /// The public JWK (with `kid`, `use: enc`, `alg: ECDH-ES+A256KW`), sent to Yubico.
     pub fn public_jwk(&self) -> Result<Jwk, CryptoError> {
-        public_of(&self.private()?)
+        Ok(self.public.clone())
+    }
+
+    /// Decrypts a response JWE sent to this key (see [`decrypt_with`] for the checks).
+    pub fn decrypt(&self, jwe: &str) -> Result<Vec<u8>, CryptoError> {
+        check_jwe_header(jwe, Some(&self.kid))?;
+        let decrypter = match self.decrypter.get() {
+            Some(d) => d,
+            None => {
+                let jwk =
+                    Jwk::from_bytes(self.private_jwk.expose_secret().as_bytes()).map_err(key)?;
+                let d = ECDH_ES_A256KW
+                    .decrypter_from_jwk(&jwk)
+                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                self.decrypter.get_or_init(|| d)
+            }
+        };
+        josekit::jwe::deserialize_compact(jwe, decrypter)
+            .map(|(payload, _)| payload)
+            .map_err(|_| CryptoError::Decrypt("authentication failed".into()))
+    }
+}
+
+/// A Yubico transport key ready to encrypt to: the OpenSSL public key is parsed once, when
+/// the key set is fetched, not for every request.
+#[derive(Clone)]
+pub struct TransportKey {
+    jwk: Jwk,
+    encrypter: josekit::jwe::alg::ecdh_es::EcdhEsJweEncrypter,
+}
+
+impl std::fmt::Debug for TransportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportKey")
+            .field("kid", &self.jwk.key_id())
+            .finish()
+    }
+}
+
+impl TransportKey {
+    /// Checks an EC P-384 public JWK with a kid and parses it for encryption.
+    pub fn new(jwk: Jwk) -> Result<Self, CryptoError> {
+        check_ec_p384(&jwk)?;
+        if jwk.key_id().is_none() {
+            return Err(CryptoError::Encrypt("recipient key has no kid".into()));
+        }
+        let encrypter = ECDH_ES_A256KW
+            .encrypter_from_jwk(&jwk)
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+        Ok(Self { jwk, encrypter })
+    }
+
+    pub fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    pub fn key_id(&self) -> Option<&str> {
+        self.jwk.key_id()
+    }
+
+    /// Encrypts `plaintext` to this key as a compact JWE (`ECDH-ES+A256KW`, `A256GCM`).
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<String, CryptoError> {
+        let mut header = JweHeader::new();
+        header.set_content_encryption(JWE_ENC);
+        if let Some(kid) = self.jwk.key_id() {
+            header.set_key_id(kid);
+        }
+        josekit::jwe::serialize_compact(plaintext, &header, &self.encrypter)
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))
     }
 }
 
@@ -152,23 +224,12 @@ fn header_str<'a>(h: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a 
 
 /// Encrypts `plaintext` to `recipient` (an EC P-384 public JWK with a kid).
 pub fn encrypt_to(plaintext: &[u8], recipient: &Jwk) -> Result<String, CryptoError> {
-    check_ec_p384(recipient)?;
-    let kid = recipient
-        .key_id()
-        .ok_or_else(|| CryptoError::Encrypt("recipient key has no kid".into()))?;
-    let mut header = JweHeader::new();
-    header.set_content_encryption(JWE_ENC);
-    header.set_key_id(kid);
-    let encrypter = ECDH_ES_A256KW
-        .encrypter_from_jwk(recipient)
-        .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-    josekit::jwe::serialize_compact(plaintext, &header, &encrypter)
-        .map_err(|e| CryptoError::Encrypt(e.to_string()))
+    TransportKey::new(recipient.clone())?.encrypt(plaintext)
 }
 
-/// Decrypts a compact JWE with `private` after checking its header names exactly the
-/// profile's algorithms and `private`'s kid.
-pub fn decrypt_with(jwe: &str, private: &Jwk) -> Result<Vec<u8>, CryptoError> {
+/// Checks a compact JWE's header names exactly the profile's algorithms, no compression,
+/// and (when given) the expected recipient kid.
+fn check_jwe_header(jwe: &str, kid: Option<&str>) -> Result<(), CryptoError> {
     let h = protected_header(jwe, 5).map_err(CryptoError::Decrypt)?;
     if header_str(&h, "alg") != Some(JWE_ALG) || header_str(&h, "enc") != Some(JWE_ENC) {
         return Err(CryptoError::Decrypt(format!(
@@ -180,11 +241,18 @@ pub fn decrypt_with(jwe: &str, private: &Jwk) -> Result<Vec<u8>, CryptoError> {
             "compressed JWEs are not accepted".into(),
         ));
     }
-    if header_str(&h, "kid") != private.key_id() {
+    if header_str(&h, "kid") != kid {
         return Err(CryptoError::Decrypt(
             "encrypted to another key (kid mismatch)".into(),
         ));
     }
+    Ok(())
+}
+
+/// Decrypts a compact JWE with `private` after checking its header names exactly the
+/// profile's algorithms and `private`'s kid.
+pub fn decrypt_with(jwe: &str, private: &Jwk) -> Result<Vec<u8>, CryptoError> {
+    check_jwe_header(jwe, private.key_id())?;
     let decrypter = ECDH_ES_A256KW
         .decrypter_from_jwk(private)
         .map_err(|e| CryptoError::Key(e.to_string()))?;
@@ -250,7 +318,7 @@ pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, Cr
 pub fn encrypt_pin_request(
     pin: &Pin,
     response_key: &ResponseKey,
-    transport: &Jwk,
+    transport: &TransportKey,
 ) -> Result<String, CryptoError> {
     // Serialized from borrowed fields: no JSON value holds a copy of the PIN, and the one
     // buffer that does is wiped after encryption.
@@ -259,15 +327,14 @@ pub fn encrypt_pin_request(
         pin: &'a str,
         response_jwk: &'a serde_json::Map<String, Value>,
     }
-    let public = response_key.public_jwk()?;
     let body = zeroize::Zeroizing::new(
         serde_json::to_vec(&PinRequest {
             pin: pin.expose(),
-            response_jwk: public.as_ref(),
+            response_jwk: response_key.public.as_ref(),
         })
         .map_err(|e| CryptoError::Encrypt(e.to_string()))?,
     );
-    encrypt_to(&body, transport)
+    transport.encrypt(&body)
 }
 
 /// `fido_credential_requests[0]`: `{"response_jwk", "challenge_expires_at", "public_key"}`
@@ -276,15 +343,15 @@ pub fn encrypt_credential_request(
     response_key: &ResponseKey,
     challenge_expires_at: &str,
     public_key: &Value,
-    transport: &Jwk,
+    transport: &TransportKey,
 ) -> Result<String, CryptoError> {
     let body = serde_json::to_vec(&serde_json::json!({
-        "response_jwk": response_key.public_jwk()?.as_ref(),
+        "response_jwk": response_key.public.as_ref(),
         "challenge_expires_at": challenge_expires_at,
         "public_key": public_key,
     }))
     .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-    encrypt_to(&body, transport)
+    transport.encrypt(&body)
 }
 
 /// A verified `fido_pin_response`.
@@ -307,7 +374,7 @@ async fn open(
     keys: &dyn YubicoKeys,
     expected_serial: u64,
 ) -> Result<Value, CryptoError> {
-    let inner = zeroize::Zeroizing::new(decrypt_with(jwe, &response_key.private()?)?);
+    let inner = zeroize::Zeroizing::new(response_key.decrypt(jwe)?);
     let jws = std::str::from_utf8(&inner)
         .map_err(|_| CryptoError::Payload("inner JWS is not text".into()))?;
     let payload = verify_signed(jws.trim(), keys).await?;
@@ -435,11 +502,13 @@ mod tests {
 
     #[async_trait]
     impl YubicoKeys for Keys {
-        async fn transport_key(&self) -> Result<Jwk, UpstreamError> {
-            public_of(&self.transport).map_err(|e| UpstreamError::Invalid {
-                service: "test",
-                message: e.to_string(),
-            })
+        async fn transport_key(&self) -> Result<TransportKey, UpstreamError> {
+            public_of(&self.transport)
+                .and_then(TransportKey::new)
+                .map_err(|e| UpstreamError::Invalid {
+                    service: "test",
+                    message: e.to_string(),
+                })
         }
         async fn sign_key(&self, kid: &str) -> Result<Jwk, UpstreamError> {
             self.sign

@@ -14,7 +14,6 @@
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use futures::StreamExt;
 
 use super::{claim_free, service_of, Deps, LifecycleError};
 use crate::crypto::{self, CryptoError, ResponseKey};
@@ -60,7 +59,11 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
     let mut queue = std::collections::VecDeque::new();
     let mut continuation: Option<String> = None;
     let mut exhausted = false;
-    let mut inflight = futures::stream::FuturesUnordered::new();
+    // Each shipment runs as its own task so that their cryptography spreads over every
+    // worker thread (one task polling them all ran it on one core at a time). A JoinSet
+    // keeps the old cancellation: dropping the run aborts its shipments at their next
+    // await, as dropping the futures did.
+    let mut inflight = tokio::task::JoinSet::new();
     loop {
         while inflight.len() < concurrency {
             if queue.is_empty() && !exhausted {
@@ -87,22 +90,30 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                     // had a cause when scanned are read again.
                     let alert_check = super::alerts::any_cause(deps, &v.value)
                         .then(|| v.value.request_id.clone());
+                    let deps = deps.clone();
                     let work = async move {
-                        let outcome = process_one(deps, v).await;
+                        let outcome = process_one(&deps, v).await;
                         if let Some(id) = alert_check {
                             if let Ok(Some(fresh)) = deps.store.get(&id).await {
-                                super::alerts::handle(deps, fresh).await;
+                                super::alerts::handle(&deps, fresh).await;
                             }
                         }
                         outcome
                     };
-                    inflight.push(tracing::Instrument::instrument(work, span))
+                    inflight.spawn(tracing::Instrument::instrument(work, span));
                 }
                 None => break,
             }
         }
-        let Some(o) = inflight.next().await else {
-            break;
+        let o = match inflight.join_next().await {
+            Some(Ok(o)) => o,
+            Some(Err(e)) => {
+                // A panicking step leaves its record as the last write made it; its
+                // claim lapses and the next run takes it up.
+                tracing::error!(error = %e, "a shipment's processing task failed");
+                Outcome::Skipped
+            }
+            None => break,
         };
         summary.examined += 1;
         match o {
@@ -530,6 +541,9 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                     .rec
                     .serial_number
                     .ok_or_else(|| StepError::Permanent("registered without a serial".into()))?;
+                // Coming straight from registering, the claim was renewed by the write
+                // that recorded the registration a moment ago.
+                let claim_fresh = verified_pin.is_some();
                 let pin = match verified_pin.take() {
                     Some(pin) => pin,
                     None => {
@@ -554,7 +568,9 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                     message_id: PinMail::initial_message_id(&ye_id),
                 };
                 // Renew before the side effect; stop if the record changed hands.
-                c.save().await?;
+                if !claim_fresh {
+                    c.save().await?;
+                }
                 let sent = c
                     .bounded("PIN mail", async {
                         deps.mailer

@@ -24,7 +24,7 @@ pub const MAX_AGE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
 
 pub struct JwksCache {
-    transport: KeySetCache<Jwk>,
+    transport: KeySetCache<crate::crypto::TransportKey>,
     sign: KeySetCache<SignKey>,
 }
 
@@ -52,6 +52,24 @@ fn sign_fetcher(http: reqwest::Client, url: Url) -> super::keyset::Fetcher<SignK
                         },
                     ))
                 })
+                .collect())
+        })
+    })
+}
+
+/// Transport keys are parsed for encryption once per fetch; a key OpenSSL refuses is left out.
+fn transport_fetcher(
+    http: reqwest::Client,
+    url: Url,
+) -> super::keyset::Fetcher<crate::crypto::TransportKey> {
+    let inner = fetcher(http, url, "enc");
+    Box::new(move || {
+        let fut = inner();
+        Box::pin(async move {
+            Ok(fut
+                .await?
+                .into_iter()
+                .filter_map(|(kid, jwk)| Some((kid, crate::crypto::TransportKey::new(jwk).ok()?)))
                 .collect())
         })
     })
@@ -131,7 +149,7 @@ impl JwksCache {
     ) -> Self {
         Self {
             transport: KeySetCache::new(
-                fetcher(http.clone(), transport_url, "enc"),
+                transport_fetcher(http.clone(), transport_url),
                 cooldown,
                 max_age,
             ),
@@ -170,8 +188,9 @@ pub fn usable_keys(set: &Value, use_: &str) -> Vec<Jwk> {
 
 #[async_trait]
 impl YubicoKeys for JwksCache {
-    async fn transport_key(&self) -> Result<Jwk, UpstreamError> {
-        let keys: Vec<Arc<Jwk>> = self.transport.all().await.map_err(key_error)?;
+    async fn transport_key(&self) -> Result<crate::crypto::TransportKey, UpstreamError> {
+        let keys: Vec<Arc<crate::crypto::TransportKey>> =
+            self.transport.all().await.map_err(key_error)?;
         keys.choose(&mut rand::rng())
             .map(|k| k.as_ref().clone())
             .ok_or(UpstreamError::Transient {

@@ -224,8 +224,9 @@ pub trait Mailer: Send + Sync {
 /// (verify Yubico's responses). Implemented by [`jwks::JwksCache`].
 #[async_trait]
 pub trait YubicoKeys: Send + Sync {
-    /// A usable transport key (EC P-384, `use: enc`), chosen at random among them.
-    async fn transport_key(&self) -> Result<josekit::jwk::Jwk, UpstreamError>;
+    /// A usable transport key (EC P-384, `use: enc`), chosen at random among them, parsed
+    /// and ready to encrypt to.
+    async fn transport_key(&self) -> Result<crate::crypto::TransportKey, UpstreamError>;
     /// The sign key with this `kid` (refreshing the set once, with a cooldown, if unknown).
     async fn sign_key(&self, kid: &str) -> Result<josekit::jwk::Jwk, UpstreamError>;
     /// An ES384 verifier for the sign key `kid`. Implementations that cache keys build it
