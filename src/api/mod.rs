@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
-use crate::domain::{public_view, PublicError, Resolution, ShipmentRequest};
+use crate::domain::{Resolution, ShipmentRequest};
 use crate::lifecycle::Idempotency;
 
 pub mod auth;
@@ -299,30 +299,26 @@ pub async fn get_shipment(
     State(state): State<AppState>,
     caller: Caller,
     Path(shipment_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Permission::ShipmentsRead)?;
     check_shipment_id(&shipment_id)?;
     auth::audit(&caller, "shipment.read", Some(&shipment_id));
-    let rec = state
+    // The view is kept ready to serve beside the record (see ShipmentStore::public_view).
+    let view = state
         .deps
         .store
-        .get_by_shipment_id(&shipment_id)
+        .public_view(&shipment_id)
         .await
         .map_err(crate::lifecycle::LifecycleError::from)?
         .ok_or_else(|| ApiError::not_found(format!("Shipment not found: {shipment_id}")))?;
-    let (state_, error) = public_view(&rec.value);
-    let mut body = json!({"shipment_id": shipment_id, "shipment_state": state_.as_str()});
-    match error {
-        Some(PublicError::Terminal { kind, message }) => {
-            body["error_kind"] = Value::String(kind);
-            body["error_message"] = Value::String(message);
-        }
-        Some(PublicError::Retrying { message }) => {
-            body["error_message"] = Value::String(message);
-        }
-        None => {}
-    }
-    Ok(Json(body))
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        view,
+    )
+        .into_response())
 }
 
 /// `GET /v1/operations/resend-pin/{shipment_id}`.

@@ -661,6 +661,26 @@ pub fn public_view(rec: &ShipmentRecord) -> (PublicState, Option<PublicError>) {
     (state, err)
 }
 
+/// The body of `GET /v1/fpr/shipments/{id}` for this record (`None` before YubiEnterprise
+/// gave it an id). The embedded store keeps it beside the record, written with it, so a
+/// read serves it without decoding the record.
+pub fn public_view_json(rec: &ShipmentRecord) -> Option<String> {
+    let id = rec.ye_shipment_id.as_deref()?;
+    let (state, error) = public_view(rec);
+    let mut body = serde_json::json!({"shipment_id": id, "shipment_state": state.as_str()});
+    match error {
+        Some(PublicError::Terminal { kind, message }) => {
+            body["error_kind"] = serde_json::Value::String(kind);
+            body["error_message"] = serde_json::Value::String(message);
+        }
+        Some(PublicError::Retrying { message }) => {
+            body["error_message"] = serde_json::Value::String(message);
+        }
+        None => {}
+    }
+    Some(body.to_string())
+}
+
 /// Meaning of YubiEnterprise shipment states, for error messages.
 pub fn ye_state_meaning(id: i64) -> Option<&'static str> {
     Some(match id {

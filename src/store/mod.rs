@@ -95,6 +95,15 @@ pub trait ShipmentStore: Send + Sync {
         &self,
         ye_shipment_id: &str,
     ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError>;
+    /// The API's view of the record with this YubiEnterprise shipment id, as JSON
+    /// ([`crate::domain::shipment::public_view_json`]). Stores that keep the view beside
+    /// the record serve it without decoding the record.
+    async fn public_view(&self, ye_shipment_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_by_shipment_id(ye_shipment_id)
+            .await?
+            .and_then(|v| crate::domain::shipment::public_view_json(&v.value)))
+    }
     /// Replaces the record if its ETag still is `etag`.
     async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError>;
     /// Deletes the record (if `etag` is given, only if it still matches). Deleting a
@@ -179,6 +188,9 @@ impl<S: ShipmentStore> ShipmentStore for Timed<S> {
     ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
         self.run(self.inner.get_by_shipment_id(ye_shipment_id))
             .await
+    }
+    async fn public_view(&self, ye_shipment_id: &str) -> Result<Option<String>, StoreError> {
+        self.run(self.inner.public_view(ye_shipment_id)).await
     }
     async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
         self.run(self.inner.replace(rec, etag)).await

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS shipments (
     user_key       TEXT,
     entra_key      TEXT,
     etag           TEXT NOT NULL,
-    data           TEXT NOT NULL
+    data           TEXT NOT NULL,
+    view           TEXT
 );
 CREATE INDEX IF NOT EXISTS shipments_open ON shipments(open, request_id);
 CREATE INDEX IF NOT EXISTS shipments_completed ON shipments(step, completed_at, request_id);
@@ -297,7 +298,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     let tx = conn.unchecked_transaction().map_err(other)?;
-    for col in ["created_at", "user_key", "entra_key"] {
+    // `view` (the API's JSON view, written with the record) needs no filling in: a row
+    // without one is read from `data`.
+    for col in ["created_at", "user_key", "entra_key", "view"] {
         if !cols.iter().any(|c| c == col) {
             tx.execute_batch(&format!("ALTER TABLE shipments ADD COLUMN {col} TEXT"))
                 .map_err(other)?;
@@ -352,13 +355,14 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 impl ShipmentStore for SqliteStore {
     async fn insert(&self, rec: &ShipmentRecord) -> Result<ETag, StoreError> {
         let data = encode(rec)?;
+        let view = crate::domain::shipment::public_view_json(rec);
         let rec = rec.clone();
         self.with(move |c| {
             let etag = new_etag();
             let r = c.execute(
                 "INSERT INTO shipments (request_id, ye_shipment_id, step, open, completed_at, etag, data,
-                                        created_at, user_key, entra_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                        created_at, user_key, entra_key, view)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     rec.request_id,
                     rec.ye_shipment_id,
@@ -369,7 +373,8 @@ impl ShipmentStore for SqliteStore {
                     data,
                     ts(&rec.created_at),
                     rec.user_id.to_lowercase(),
-                    rec.entra_user_id.to_lowercase()
+                    rec.entra_user_id.to_lowercase(),
+                    view
                 ],
             );
             match r {
@@ -392,8 +397,32 @@ impl ShipmentStore for SqliteStore {
         self.get_where("ye_shipment_id", ye_shipment_id).await
     }
 
+    async fn public_view(&self, ye_shipment_id: &str) -> Result<Option<String>, StoreError> {
+        let value = ye_shipment_id.to_string();
+        self.read_point(move |c| {
+            let row = c
+                .prepare_cached("SELECT view, data FROM shipments WHERE ye_shipment_id = ?1")
+                .map_err(other)?
+                .query_row(params![value], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+                .map_err(other)?;
+            Ok(match row {
+                None => None,
+                Some((Some(view), _)) => Some(view),
+                // Written by an earlier version: from the record itself.
+                Some((None, data)) => {
+                    crate::domain::shipment::public_view_json(&decode(&data, String::new())?.value)
+                }
+            })
+        })
+        .await
+    }
+
     async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
         let data = encode(rec)?;
+        let view = crate::domain::shipment::public_view_json(rec);
         let rec = rec.clone();
         let old = etag.0.clone();
         self.with(move |c| {
@@ -401,7 +430,7 @@ impl ShipmentStore for SqliteStore {
             let n = c
                 .execute(
                     "UPDATE shipments SET ye_shipment_id = ?2, step = ?3, open = ?4,
-                            completed_at = ?5, etag = ?6, data = ?7
+                            completed_at = ?5, etag = ?6, data = ?7, view = ?9
                      WHERE request_id = ?1 AND etag = ?8",
                     params![
                         rec.request_id,
@@ -411,7 +440,8 @@ impl ShipmentStore for SqliteStore {
                         rec.ended_at().as_ref().map(ts),
                         new,
                         data,
-                        old
+                        old,
+                        view
                     ],
                 )
                 .map_err(|e| {

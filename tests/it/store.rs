@@ -363,6 +363,48 @@ async fn the_open_scan_follows_a_reopen(s: Arc<dyn ShipmentStore>) {
     assert_eq!(s.repair_indexes().await.unwrap(), 0, "nothing to repair");
 }
 
+/// The API's view of a shipment (served by id without decoding the record where the store
+/// keeps it ready) follows every write: none before YubiEnterprise's id, then the state,
+/// a retry's message and a terminal error, exactly as computed from the record.
+async fn the_public_view_follows_every_write(s: Arc<dyn ShipmentStore>) {
+    let mut rec = record("view1");
+    let mut etag = s.insert(&rec).await.unwrap();
+    let id = format!("ship-{}", uuid::Uuid::new_v4());
+    assert_eq!(s.public_view(&id).await.unwrap(), None);
+    let now = Utc::now();
+    rec.created_at_ye(id.clone(), 0, now).unwrap();
+    etag = s.replace(&rec, &etag).await.unwrap();
+    let view = |v: Option<String>| -> serde_json::Value {
+        serde_json::from_str(&v.expect("a view")).unwrap()
+    };
+    let want = |r: &ShipmentRecord| -> serde_json::Value {
+        serde_json::from_str(&fido_connector::domain::shipment::public_view_json(r).unwrap())
+            .unwrap()
+    };
+    let v = view(s.public_view(&id).await.unwrap());
+    assert_eq!(
+        v,
+        serde_json::json!({"shipment_id": id, "shipment_state": "ongoing"})
+    );
+    rec.retry_later(
+        "YubiEnterprise: HTTP 503".into(),
+        now + Duration::minutes(5),
+        now,
+    )
+    .unwrap();
+    etag = s.replace(&rec, &etag).await.unwrap();
+    let v = view(s.public_view(&id).await.unwrap());
+    assert_eq!(v, want(&rec));
+    assert!(v["error_message"].as_str().unwrap().contains("HTTP 503"));
+    rec.failed("the Entra challenge expired".into(), now)
+        .unwrap();
+    s.replace(&rec, &etag).await.unwrap();
+    let v = view(s.public_view(&id).await.unwrap());
+    assert_eq!(v, want(&rec));
+    assert!(v["error_kind"].is_string());
+    assert_eq!(s.public_view("ship-unknown").await.unwrap(), None);
+}
+
 macro_rules! conformance {
     ($backend:ident) => {
         mod $backend {
@@ -399,6 +441,10 @@ macro_rules! conformance {
                 super::the_open_scan_follows_a_reopen(super::$backend().await).await
             }
             #[tokio::test]
+            async fn the_public_view_follows_every_write() {
+                super::the_public_view_follows_every_write(super::$backend().await).await
+            }
+            #[tokio::test]
             async fn leases_are_exclusive_and_expire() {
                 super::leases_are_exclusive_and_expire(super::$backend().await).await
             }
@@ -421,13 +467,15 @@ async fn the_sqlite_file_survives_a_reopen() {
     assert!(s.get("keep").await.unwrap().is_some());
 }
 
-/// A file written by the previous version (no listing columns) is opened, its columns
-/// added and filled in, and its records listed.
+/// A file written by the previous version (no listing columns, no view) is opened, its
+/// columns added and filled in, its records listed and served by shipment id.
 #[tokio::test]
 async fn an_older_sqlite_file_gains_its_listing_columns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.sqlite3");
-    let rec = record("old1");
+    let mut rec = record("old1");
+    rec.created_at_ye("ship-old1".into(), 0, Utc::now())
+        .unwrap();
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
@@ -438,7 +486,8 @@ async fn an_older_sqlite_file_gains_its_listing_columns() {
         )
         .unwrap();
         c.execute(
-            "INSERT INTO shipments (request_id, step, open, etag, data) VALUES ('old1', 'accepted', 1, 'e1', ?1)",
+            "INSERT INTO shipments (request_id, ye_shipment_id, step, open, etag, data)
+             VALUES ('old1', 'ship-old1', 'ongoing', 1, 'e1', ?1)",
             [serde_json::to_string(&rec).unwrap()],
         )
         .unwrap();
@@ -453,6 +502,13 @@ async fn an_older_sqlite_file_gains_its_listing_columns() {
     assert_eq!(all_pages(&s, &q, 10).await, ["old1"]);
     s.insert(&record("new1")).await.unwrap();
     assert_eq!(all_pages(&s, &q, 10).await, ["new1", "old1"]);
+    // Its rows have no stored view: a read by shipment id computes it from the record.
+    let view: serde_json::Value =
+        serde_json::from_str(&s.public_view("ship-old1").await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        view,
+        serde_json::json!({"shipment_id": "ship-old1", "shipment_state": "ongoing"})
+    );
 }
 
 /// A table written by the previous version (records only, no index entities) is indexed
