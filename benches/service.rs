@@ -77,6 +77,10 @@ async fn seed(store: Arc<dyn ShipmentStore>, n: usize) -> Duration {
     t.elapsed()
 }
 
+/// One round of the read path: Entra-token load and its connector CPU, API-key load and
+/// its CPU, baseline load.
+type Round = (Load, f64, Load, f64, Load);
+
 #[derive(Clone)]
 struct Load {
     rps: f64,
@@ -338,7 +342,7 @@ async fn read_path(label: &str, sb: &Sandbox, store: Arc<dyn ShipmentStore>, dir
     // this machine's throughput drifts between runs (the baseline alone moved from 31k to
     // 75k req/s), so a ratio of two loads taken minutes apart says more about the drift.
     let base = baseline(n).await;
-    let mut rounds: Vec<(Load, f64, Load, f64, Load)> = Vec::new();
+    let mut rounds: Vec<Round> = Vec::new();
     for _ in 0..3 {
         let cpu0 = proc_cpu(proc_.0.id());
         let entra = load(&proc_.1, Some(&token), n, conns, secs).await;
@@ -351,18 +355,18 @@ async fn read_path(label: &str, sb: &Sandbox, store: Arc<dyn ShipmentStore>, dir
     }
     let loaded = rss_kib(proc_.0.id());
     let per_req = |cpu: f64, l: &Load| cpu * 1e6 / (l.rps * secs as f64).max(1.0);
-    let median = |f: &dyn Fn(&(Load, f64, Load, f64, Load)) -> f64| {
+    let median = |f: &dyn Fn(&Round) -> f64| {
         let mut v: Vec<f64> = rounds.iter().map(f).collect();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
-    let pick = |rps: f64, f: &dyn Fn(&(Load, f64, Load, f64, Load)) -> (Load, f64)| {
+    let pick = |rps: f64, f: &dyn Fn(&Round) -> (Load, f64)| {
         rounds.iter().map(f).find(|(l, _)| l.rps == rps).unwrap()
     };
     let (entra, entra_cpu) = pick(median(&|r| r.0.rps), &|r| (r.0.clone(), r.1));
     let (ours, key_cpu) = pick(median(&|r| r.2.rps), &|r| (r.2.clone(), r.3));
     let (theirs, _) = pick(median(&|r| r.4.rps), &|r| (r.4.clone(), 0.0));
-    let each = |f: &dyn Fn(&(Load, f64, Load, f64, Load)) -> f64| {
+    let each = |f: &dyn Fn(&Round) -> f64| {
         rounds
             .iter()
             .map(|r| format!("{:.2}", f(r)))
