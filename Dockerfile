@@ -7,6 +7,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Linker flags (packed relative relocations; glibc 2.36 as in the runtime image).
+COPY .cargo ./.cargo
 COPY src ./src
 RUN cargo build --release --locked --no-default-features --features vendored-openssl \
     && cp target/release/fido-connector /fido-connector \

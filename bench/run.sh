@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
+# The connector under test is the production build (no simulators, as the image ships it);
+# the simulators and the load generator run in the bench process.
+cargo build --release --quiet --no-default-features --target-dir target/production
+export FIDO_CONNECTOR_BIN="${FIDO_CONNECTOR_BIN:-target/production/release/fido-connector}"
 bash scripts/azurite.sh install
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -207,32 +207,40 @@ fn crypto_err(context: &str, e: CryptoError) -> StepError {
     }
 }
 
-/// A record this process holds a claim on.
+/// A record this process works on. The claim is taken by the first write, which is
+/// conditional on the version the scan read: the steps before it only read (the
+/// YubiEnterprise state, the response key, the responses' decryption), so two replicas
+/// that both start on a record waste a read at worst, and only one of them gets past
+/// that write. Every side effect (registration, mail) comes after a write that renewed
+/// the claim, as before; a shipment still with Yubico costs one write per run, not two.
 struct Claimed<'a> {
     deps: &'a Deps,
     rec: ShipmentRecord,
     etag: ETag,
+    /// Whether a write of this run holds the claim.
+    held: bool,
 }
 
 impl<'a> Claimed<'a> {
-    /// Claims the record if no other live claim holds it.
-    async fn take(deps: &'a Deps, v: Versioned<ShipmentRecord>) -> Option<Self> {
-        let mut c = Claimed {
+    /// Starts work on a record the scan read (no write yet; see the type's comment).
+    fn take(deps: &'a Deps, v: Versioned<ShipmentRecord>) -> Self {
+        Claimed {
             deps,
             rec: v.value,
             etag: v.etag,
-        };
-        c.save().await.ok()?;
-        Some(c)
+            held: false,
+        }
     }
 
-    /// Persists the record and renews the claim (owner, now + TTL).
+    /// Persists the record and takes or renews the claim (owner, now + TTL), if the
+    /// record is still the version this process last read or wrote.
     async fn save(&mut self) -> Result<(), StepError> {
         let now = self.deps.clock.now();
         self.rec.lease_owner = Some(self.deps.owner().to_string());
         self.rec.lease_until = Some(now + self.deps.claim_ttl());
         self.rec.updated_at = now;
         self.etag = self.deps.store.replace(&self.rec, &self.etag).await?;
+        self.held = true;
         Ok(())
     }
 
@@ -251,12 +259,12 @@ impl<'a> Claimed<'a> {
         what: &str,
         f: impl std::future::Future<Output = Result<T, StepError>>,
     ) -> Result<T, StepError> {
-        let left = self
-            .rec
-            .lease_until
-            .map(|t| (t - self.deps.clock.now()).to_std().unwrap_or_default())
-            .unwrap_or_default()
-            .saturating_sub(CLAIM_MARGIN);
+        // Before the first write, within the time a claim taken now would give.
+        let left = match self.rec.lease_until.filter(|_| self.held) {
+            Some(t) => (t - self.deps.clock.now()).to_std().unwrap_or_default(),
+            None => self.deps.claim_ttl().to_std().unwrap_or_default(),
+        }
+        .saturating_sub(CLAIM_MARGIN);
         match tokio::time::timeout(left, f).await {
             Ok(r) => r,
             Err(_) => Err(StepError::Transient(
@@ -301,9 +309,7 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
             Err(_) => Outcome::Skipped,
         };
     }
-    let Some(mut c) = Claimed::take(deps, v).await else {
-        return Outcome::Skipped;
-    };
+    let mut c = Claimed::take(deps, v);
     let result = advance(&mut c).await;
     let now = deps.clock.now();
     let outcome = match result {
