@@ -115,10 +115,18 @@ impl ResponseKey {
                 self.decrypter.get_or_init(|| d)
             }
         };
-        josekit::jwe::deserialize_compact(jwe, decrypter)
-            .map(|(payload, _)| payload)
-            .map_err(|_| CryptoError::Decrypt("authentication failed".into()))
+        open_jwe(jwe, decrypter)
     }
+}
+
+/// Decrypts a compact JWE whose header was checked ([`check_jwe_header`]).
+fn open_jwe(
+    jwe: &str,
+    decrypter: &josekit::jwe::alg::ecdh_es::EcdhEsJweDecrypter,
+) -> Result<Vec<u8>, CryptoError> {
+    josekit::jwe::deserialize_compact(jwe, decrypter)
+        .map(|(payload, _)| payload)
+        .map_err(|_| CryptoError::Decrypt("authentication failed".into()))
 }
 
 /// A Yubico transport key ready to encrypt to: the OpenSSL public key is parsed once, when
@@ -256,9 +264,7 @@ pub fn decrypt_with(jwe: &str, private: &Jwk) -> Result<Vec<u8>, CryptoError> {
     let decrypter = ECDH_ES_A256KW
         .decrypter_from_jwk(private)
         .map_err(|e| CryptoError::Key(e.to_string()))?;
-    josekit::jwe::deserialize_compact(jwe, &decrypter)
-        .map(|(payload, _)| payload)
-        .map_err(|_| CryptoError::Decrypt("authentication failed".into()))
+    open_jwe(jwe, &decrypter)
 }
 
 /// Signs `payload` with `signer` (EC P-384 private JWK with a kid) as a compact ES384 JWS.

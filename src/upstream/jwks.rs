@@ -34,42 +34,39 @@ struct SignKey {
     verifier: Arc<josekit::jws::alg::ecdsa::EcdsaJwsVerifier>,
 }
 
+/// Sign keys with their verifier, and transport keys parsed for encryption, both built
+/// once per fetch; a key OpenSSL refuses is left out.
 fn sign_fetcher(http: reqwest::Client, url: Url) -> super::keyset::Fetcher<SignKey> {
-    let inner = fetcher(http, url, "sig");
-    Box::new(move || {
-        let fut = inner();
-        Box::pin(async move {
-            Ok(fut
-                .await?
-                .into_iter()
-                .filter_map(|(kid, jwk)| {
-                    let verifier = crate::crypto::es384_verifier(&jwk).ok()?;
-                    Some((
-                        kid,
-                        SignKey {
-                            jwk,
-                            verifier: Arc::new(verifier),
-                        },
-                    ))
-                })
-                .collect())
-        })
+    parsed_fetcher(http, url, "sig", |jwk| {
+        let verifier = Arc::new(crate::crypto::es384_verifier(&jwk).ok()?);
+        Some(SignKey { jwk, verifier })
     })
 }
 
-/// Transport keys are parsed for encryption once per fetch; a key OpenSSL refuses is left out.
 fn transport_fetcher(
     http: reqwest::Client,
     url: Url,
 ) -> super::keyset::Fetcher<crate::crypto::TransportKey> {
-    let inner = fetcher(http, url, "enc");
+    parsed_fetcher(http, url, "enc", |jwk| {
+        crate::crypto::TransportKey::new(jwk).ok()
+    })
+}
+
+/// The usable keys of a set, each turned into `K` by `parse` (keys it refuses are left out).
+fn parsed_fetcher<K: Send + Sync + 'static>(
+    http: reqwest::Client,
+    url: Url,
+    use_: &'static str,
+    parse: fn(Jwk) -> Option<K>,
+) -> super::keyset::Fetcher<K> {
+    let inner = fetcher(http, url, use_);
     Box::new(move || {
         let fut = inner();
         Box::pin(async move {
             Ok(fut
                 .await?
                 .into_iter()
-                .filter_map(|(kid, jwk)| Some((kid, crate::crypto::TransportKey::new(jwk).ok()?)))
+                .filter_map(|(kid, jwk)| Some((kid, parse(jwk)?)))
                 .collect())
         })
     })
