@@ -9,6 +9,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 # Linker flags (packed relative relocations; glibc 2.36 as in the runtime image).
 COPY .cargo ./.cargo
+# The hot functions' layout (build.rs, link/symbol-order.txt: docs/performance.md).
+COPY build.rs ./
+COPY link ./link
 COPY src ./src
 RUN cargo build --release --locked --no-default-features --features vendored-openssl \
     && cp target/release/fido-connector /fido-connector \
