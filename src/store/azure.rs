@@ -67,6 +67,51 @@ pub struct AzureTableStore {
     table: TableClient,
     /// Records spread over 16 partitions (layout 3) or in one (layout 2).
     sharded: bool,
+    /// Index entries this process knows exist and agree with their record.
+    known: KnownIndex,
+}
+
+/// How many YubiEnterprise ids [`KnownIndex`] remembers (about 100 bytes each).
+const KNOWN_INDEX_LIMIT: usize = 10_000;
+
+/// YubiEnterprise shipment id → request id, for index entries this process wrote or read
+/// and found agreeing with their record. The pair never changes once a record has its
+/// YubiEnterprise id, and only deleting the record removes the entry, after the record.
+/// So a read by shipment id whose pair is known reads the record alone (one point read,
+/// not two; a record that is gone or disagrees sends it back to the index), and a write of
+/// a record whose pair is known does not upsert the entry again. Bounded: a full map drops
+/// an arbitrary pair for each new one. Holding no record data, it is never stale in a way
+/// that changes an answer, whatever other replicas do.
+#[derive(Default)]
+struct KnownIndex(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl KnownIndex {
+    fn request_id(&self, ye: &str) -> Option<String> {
+        self.lock().get(ye).cloned()
+    }
+
+    fn knows(&self, ye: &str, request_id: &str) -> bool {
+        self.lock().get(ye).is_some_and(|r| r == request_id)
+    }
+
+    fn learn(&self, ye: &str, request_id: &str) {
+        let mut m = self.lock();
+        if m.len() >= KNOWN_INDEX_LIMIT && !m.contains_key(ye) {
+            if let Some(k) = m.keys().next().cloned() {
+                m.remove(&k);
+            }
+        }
+        m.insert(ye.to_string(), request_id.to_string());
+    }
+
+    fn forget(&self, ye: &str) {
+        self.lock().remove(ye);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        // The map holds no invariant a panicking holder could break.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The row key of the time-ordered indexes: newest first, ties by request id.
@@ -244,6 +289,7 @@ impl AzureTableStore {
         let mut store = AzureTableStore {
             table,
             sharded: false,
+            known: KnownIndex::default(),
         };
         // The layout (a table written by an earlier version gets its index entries once;
         // each call is bounded like every other).
@@ -377,6 +423,17 @@ impl ShipmentStore for AzureTableStore {
         &self,
         ye_shipment_id: &str,
     ) -> Result<Option<Versioned<ShipmentRecord>>, StoreError> {
+        let agrees = |v: &Versioned<ShipmentRecord>| {
+            v.value.ye_shipment_id.as_deref() == Some(ye_shipment_id)
+        };
+        if let Some(request_id) = self.known.request_id(ye_shipment_id) {
+            match self.get(&request_id).await? {
+                Some(v) if agrees(&v) => return Ok(Some(v)),
+                // Deleted (or replaced by another record under the same request id):
+                // the index says what is there now.
+                _ => self.known.forget(ye_shipment_id),
+            }
+        }
         let Some((idx, _)) = self
             .get_entity(&self.ye_pk(ye_shipment_id), &hex(ye_shipment_id))
             .await?
@@ -387,20 +444,29 @@ impl ShipmentStore for AzureTableStore {
             return Ok(None);
         };
         // The index is written before the record: trust only a record that agrees.
-        Ok(self
-            .get(request_id)
-            .await?
-            .filter(|v| v.value.ye_shipment_id.as_deref() == Some(ye_shipment_id)))
+        let found = self.get(request_id).await?.filter(agrees);
+        if found.is_some() {
+            self.known.learn(ye_shipment_id, request_id);
+        }
+        Ok(found)
     }
 
     async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
-        if let Some(ye) = &rec.ye_shipment_id {
+        // The entry before the record, unless this process knows it is there (written or
+        // read, and agreeing): it stays while the record does.
+        let ye = rec.ye_shipment_id.as_deref();
+        if let Some(ye) = ye.filter(|ye| !self.known.knows(ye, &rec.request_id)) {
             self.index(ye, &rec.request_id).await?;
         }
         let pk = self.record_pk(&rec.request_id);
-        self.update_entity(&pk, &rec.request_id, &entity(&pk, rec)?, &etag.0)
+        let written = self
+            .update_entity(&pk, &rec.request_id, &entity(&pk, rec)?, &etag.0)
             .await
-            .map(|e| etag_of(&e))
+            .map(|e| etag_of(&e))?;
+        if let Some(ye) = ye {
+            self.known.learn(ye, &rec.request_id);
+        }
+        Ok(written)
     }
 
     async fn delete(&self, request_id: &str, etag: Option<&ETag>) -> Result<(), StoreError> {
@@ -417,6 +483,7 @@ impl ShipmentStore for AzureTableStore {
         // entries that readers skip). Their keys hold the creation time, so a later
         // record reusing the request id never shares them.
         if let Some(ye) = &cur.value.ye_shipment_id {
+            self.known.forget(ye);
             self.delete_entity(&self.ye_pk(ye), &hex(ye), None).await?;
         }
         for v in listing_entries(&cur.value) {

@@ -24,10 +24,15 @@ async fn sqlite() -> Arc<dyn ShipmentStore> {
 }
 
 async fn azurite() -> Arc<dyn ShipmentStore> {
+    azurite_table(&format!("t{}", uuid::Uuid::new_v4().simple())).await
+}
+
+/// A replica's store on the named table (each call connects anew, as another replica).
+async fn azurite_table(table: &str) -> Arc<dyn ShipmentStore> {
     let endpoint = crate::support::azurite::azurite_endpoint().await;
     fido_connector::store::azure::AzureTableStore::connect(
         &endpoint.parse().unwrap(),
-        &format!("t{}", uuid::Uuid::new_v4().simple()),
+        table,
         fido_connector::store::azure::AzureTablesAuth::SharedKey {
             account: crate::support::azurite::ACCOUNT.into(),
             key: crate::support::azurite::KEY.to_string().into(),
@@ -509,6 +514,52 @@ async fn an_older_sqlite_file_gains_its_listing_columns() {
         view,
         serde_json::json!({"shipment_id": "ship-old1", "shipment_state": "ongoing"})
     );
+}
+
+/// A replica remembers which record a YubiEnterprise id names (reads by shipment id then
+/// read the record alone, writes skip the index entry it knows is there); what other
+/// replicas do meanwhile still shows: a change of state, a delete, a reused request id.
+#[tokio::test]
+async fn reads_by_shipment_id_follow_what_other_replicas_write() {
+    let table = format!("t{}", uuid::Uuid::new_v4().simple());
+    let (a, b) = (azurite_table(&table).await, azurite_table(&table).await);
+    let now = Utc::now();
+    let mut rec = record("k1");
+    let etag = a.insert(&rec).await.unwrap();
+    let ye = format!("ship-{}", uuid::Uuid::new_v4());
+    rec.created_at_ye(ye.clone(), 0, now).unwrap();
+    let etag = a.replace(&rec, &etag).await.unwrap();
+    let want = |r: &ShipmentRecord| fido_connector::domain::shipment::public_view_json(r);
+    assert_eq!(b.public_view(&ye).await.unwrap(), want(&rec));
+    // A writes again (its index entry known, not upserted again); B, which read the pair
+    // before, sees the new state.
+    rec.failed("the Entra challenge expired".into(), now)
+        .unwrap();
+    let etag = a.replace(&rec, &etag).await.unwrap();
+    let view = b.public_view(&ye).await.unwrap();
+    assert_eq!(view, want(&rec));
+    assert!(view.unwrap().contains("the Entra challenge expired"));
+    // A replica that never saw the record finds it through the index entry.
+    let c = azurite_table(&table).await;
+    assert_eq!(c.get_by_shipment_id(&ye).await.unwrap().unwrap().etag, etag);
+    // A deletes it: B and C no longer serve it.
+    a.delete("k1", Some(&etag)).await.unwrap();
+    assert!(b.get_by_shipment_id(&ye).await.unwrap().is_none());
+    assert_eq!(c.public_view(&ye).await.unwrap(), None);
+    // The request id is used again, for a new YubiEnterprise shipment: the old id names
+    // nothing, the new one the new record, on every replica.
+    let mut again = record("k1");
+    let etag = b.insert(&again).await.unwrap();
+    let ye2 = format!("ship-{}", uuid::Uuid::new_v4());
+    again.created_at_ye(ye2.clone(), 0, now).unwrap();
+    b.replace(&again, &etag).await.unwrap();
+    for s in [&a, &b, &c] {
+        assert!(s.get_by_shipment_id(&ye).await.unwrap().is_none());
+        assert_eq!(
+            s.get_by_shipment_id(&ye2).await.unwrap().unwrap().value,
+            again
+        );
+    }
 }
 
 /// A table written by the previous version (records only, no index entities) is indexed
