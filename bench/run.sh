@@ -3,6 +3,7 @@
 #   BENCH_RECORDS (100000)  records for the read path
 #   BENCH_SHIPMENTS (1000)  shipments for the create and processing figures
 #   BENCH_LATENCY_MS (50)   added to every upstream call while processing
+#   BENCH_CONCURRENCY (16,64) processing concurrencies to run
 #   BENCH_SECONDS (5), BENCH_CONNECTIONS (32), BENCH_AZURE_RECORDS (10000)
 #   BENCH_SKIP_AZURITE=1    leave out the Azure Tables figures
 set -euo pipefail

@@ -671,7 +671,12 @@ async fn main() {
             .unwrap(),
     );
     read_path("embedded", &sb, store, dir.path(), records).await;
-    for c in [16, 64] {
+    let levels: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "16,64".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    for c in levels {
         let (sb, dir) = world(None).await;
         processing("embedded", &sb, dir.path(), n, c, latency).await;
     }
