@@ -3,13 +3,18 @@
 # are laid out (build.rs; docs/performance.md, "Idle memory"). For each build that ships
 # (the production build `--no-default-features`, and the image's, which adds
 # vendored-openssl: its own symbol names differ), it builds the binary with a link map,
-# runs the bench's short run (BENCH_* below) with that connector under callgrind, and then
-# lists the functions start-up ran, then those the read, create and processing paths ran.
-# Needs valgrind. Takes about fifteen minutes.
+# runs the bench's short run (BENCH_* below, with Azurite) with that connector under
+# callgrind, and then lists the functions start-up ran, then those the read, create and
+# processing paths ran. Needs valgrind. Takes about fifteen minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
-trap 'pkill -TERM -f "callgrind-out-file=$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+# The Azure Tables rows too (production deployments start and serve through that store).
+bash scripts/azurite.sh install
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+azurite=$(bash scripts/azurite.sh start "$port" "$work")
+trap 'pkill -TERM -f "callgrind-out-file=$work" 2>/dev/null || true; kill "$azurite" 2>/dev/null || true; rm -rf "$work"' EXIT
+export AZURITE_TABLE_ENDPOINT="http://127.0.0.1:${port}/devstoreaccount1"
 profile() { # name, target dir, extra cargo arguments
   local name=$1 dir=$2
   shift 2
@@ -32,7 +37,7 @@ callgrind_control -d \$child >/dev/null 2>&1
 wait \$child
 WRAP
   chmod +x "$work/$name.sh"
-  FIDO_CONNECTOR_BIN="$work/$name.sh" BENCH_SKIP_AZURITE=1 BENCH_RECORDS=2000 \
+  FIDO_CONNECTOR_BIN="$work/$name.sh" BENCH_RECORDS=2000 BENCH_AZURE_RECORDS=500 \
     BENCH_SHIPMENTS=32 BENCH_SECONDS=1 cargo bench --quiet --bench service >"$work/$name.log"
   # The bench kills the wrappers; the connectors under callgrind end on SIGTERM, and write.
   pkill -TERM -f "callgrind-out-file=$work" || true
