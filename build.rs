@@ -16,8 +16,7 @@ fn main() {
     let lld_default = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu");
     let wanted = std::env::var("FIDO_CONNECTOR_SYMBOL_ORDER").as_deref() != Ok("0");
     if release && lld_default && wanted {
-        let list = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
-            .join("link/symbol-order.txt");
+        let list = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             list.display()

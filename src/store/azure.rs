@@ -454,8 +454,11 @@ impl ShipmentStore for AzureTableStore {
     async fn replace(&self, rec: &ShipmentRecord, etag: &ETag) -> Result<ETag, StoreError> {
         // The entry before the record, unless this process knows it is there (written or
         // read, and agreeing): it stays while the record does.
-        let ye = rec.ye_shipment_id.as_deref();
-        if let Some(ye) = ye.filter(|ye| !self.known.knows(ye, &rec.request_id)) {
+        let unknown = rec
+            .ye_shipment_id
+            .as_deref()
+            .filter(|ye| !self.known.knows(ye, &rec.request_id));
+        if let Some(ye) = unknown {
             self.index(ye, &rec.request_id).await?;
         }
         let pk = self.record_pk(&rec.request_id);
@@ -463,7 +466,7 @@ impl ShipmentStore for AzureTableStore {
             .update_entity(&pk, &rec.request_id, &entity(&pk, rec)?, &etag.0)
             .await
             .map(|e| etag_of(&e))?;
-        if let Some(ye) = ye {
+        if let Some(ye) = unknown {
             self.known.learn(ye, &rec.request_id);
         }
         Ok(written)
