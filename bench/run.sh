@@ -6,6 +6,7 @@
 #   BENCH_CONCURRENCY (16,64) processing concurrencies to run
 #   BENCH_SECONDS (5), BENCH_CONNECTIONS (32), BENCH_AZURE_RECORDS (10000)
 #   BENCH_SKIP_AZURITE=1    leave out the Azure Tables figures
+#   BENCH_SKIP_READS=1      leave out the read rows (to look at create and processing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
