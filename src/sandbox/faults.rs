@@ -41,9 +41,10 @@ pub struct FaultConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Faults(Arc<Mutex<FaultConfig>>, Arc<Served>);
 
-/// Time from a request's arrival to its answer, over the requests that had latency added:
-/// what the client waited for, less the network, so a benchmark can tell the simulators'
-/// own delay from its client's.
+/// Time from a request's arrival to its answer, over the requests that had latency added
+/// and reached the simulator's handler (not the injected errors): what the client waited
+/// for, less the network, so a benchmark can tell the simulators' own delay from its
+/// client's.
 #[derive(Debug, Default)]
 struct Served {
     count: std::sync::atomic::AtomicU64,
