@@ -512,7 +512,8 @@ async fn processing(
         per_processed / process_floor
     );
     // Per shipment, the calls processing cannot avoid: YE GET (state and responses), Entra
-    // register, mail POST. (The PIN verified before registering is carried to the mail;
+    // register, mail POST; `concurrency` of them in flight at once (the setting limits calls
+    // in flight, with twice as many shipments in hand), so no run can beat N × 3 × L ÷ c. (The PIN verified before registering is carried to the mail;
     // only a restart between the two reads it again.)
     // #14 set its bound with the four calls processing made then (N × 4 × L ÷ c); it is
     // printed beside the bound of the three calls made now.

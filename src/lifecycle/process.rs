@@ -1,4 +1,5 @@
-//! One processing pass over every open record, with bounded concurrency.
+//! One processing pass over every open record, with bounded concurrency: at most
+//! `process_concurrency` upstream calls in flight, twice as many shipments in hand.
 //!
 //! Each record is first *claimed* with a conditional write (owner and expiry on the
 //! record), so processes never work on the same record at once. The claim is short
@@ -55,6 +56,12 @@ enum Outcome {
 pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError> {
     let started = std::time::Instant::now();
     let concurrency = deps.config.process_concurrency;
+    // The limit is on upstream calls in flight, which is what protects YubiEnterprise,
+    // Graph and the mail endpoint; twice as many shipments are in hand, so that one
+    // shipment's local work (opening its responses, store writes) does not keep a call
+    // slot idle.
+    let calls = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let in_hand = concurrency.saturating_mul(2);
     let mut summary = RunSummary::default();
     let mut queue = std::collections::VecDeque::new();
     let mut continuation: Option<String> = None;
@@ -65,7 +72,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
     // await, as dropping the futures did.
     let mut inflight = tokio::task::JoinSet::new();
     loop {
-        while inflight.len() < concurrency {
+        while inflight.len() < in_hand {
             if queue.is_empty() && !exhausted {
                 let page = deps
                     .store
@@ -91,8 +98,9 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                     let alert_check = super::alerts::any_cause(deps, &v.value)
                         .then(|| v.value.request_id.clone());
                     let deps = deps.clone();
+                    let calls = calls.clone();
                     let work = async move {
-                        let outcome = process_one(&deps, v).await;
+                        let outcome = process_one(&deps, v, &calls).await;
                         if let Some(id) = alert_check {
                             if let Ok(Some(fresh)) = deps.store.get(&id).await {
                                 super::alerts::handle(&deps, fresh).await;
@@ -215,6 +223,8 @@ fn crypto_err(context: &str, e: CryptoError) -> StepError {
 /// the claim, as before; a shipment still with Yubico costs one write per run, not two.
 struct Claimed<'a> {
     deps: &'a Deps,
+    /// The run's upstream-call slots.
+    calls: &'a tokio::sync::Semaphore,
     rec: ShipmentRecord,
     etag: ETag,
     /// Whether a write of this run holds the claim.
@@ -223,9 +233,14 @@ struct Claimed<'a> {
 
 impl<'a> Claimed<'a> {
     /// Starts work on a record the scan read (no write yet; see the type's comment).
-    fn take(deps: &'a Deps, v: Versioned<ShipmentRecord>) -> Self {
+    fn take(
+        deps: &'a Deps,
+        calls: &'a tokio::sync::Semaphore,
+        v: Versioned<ShipmentRecord>,
+    ) -> Self {
         Claimed {
             deps,
+            calls,
             rec: v.value,
             etag: v.etag,
             held: false,
@@ -253,12 +268,15 @@ impl<'a> Claimed<'a> {
         Ok(())
     }
 
-    /// Runs an upstream call within the claim's remaining time.
+    /// Runs an upstream call in one of the run's call slots, within the claim's remaining
+    /// time (counted once the slot is free).
     async fn bounded<T>(
         &self,
         what: &str,
         f: impl std::future::Future<Output = Result<T, StepError>>,
     ) -> Result<T, StepError> {
+        // The semaphore is never closed.
+        let _slot = self.calls.acquire().await.ok();
         // Before the first write, within the time a claim taken now would give.
         let left = match self.rec.lease_until.filter(|_| self.held) {
             Some(t) => (t - self.deps.clock.now()).to_std().unwrap_or_default(),
@@ -275,7 +293,11 @@ impl<'a> Claimed<'a> {
     }
 }
 
-async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
+async fn process_one(
+    deps: &Deps,
+    v: Versioned<ShipmentRecord>,
+    calls: &tokio::sync::Semaphore,
+) -> Outcome {
     let now = deps.clock.now();
     let rec = &v.value;
     if !rec.step.is_open() || rec.next_attempt_at.is_some_and(|t| t > now) {
@@ -309,7 +331,7 @@ async fn process_one(deps: &Deps, v: Versioned<ShipmentRecord>) -> Outcome {
             Err(_) => Outcome::Skipped,
         };
     }
-    let mut c = Claimed::take(deps, v);
+    let mut c = Claimed::take(deps, calls, v);
     let result = advance(&mut c).await;
     let now = deps.clock.now();
     let outcome = match result {
@@ -377,6 +399,20 @@ fn next_attempt(
     match deadline {
         Some(d) if next > d => d.max(now),
         _ => next,
+    }
+}
+
+/// Runs a future that mostly computes (opening a shipment's responses is about 5 ms of
+/// P-384 work) with `block_in_place`, so that the worker's other tasks (answers from
+/// upstreams, the next call waiting for a slot) move to another worker instead of waiting
+/// behind it; on a current-thread runtime (some tests) it is simply awaited. Measured at
+/// concurrency 16 with 50 ms upstreams: 0.92–0.93 of the latency bound against 0.89.
+async fn compute<T>(f: impl std::future::Future<Output = T>) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| Handle::current().block_on(f))
+    } else {
+        f.await
     }
 }
 
@@ -463,18 +499,27 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                     StepError::Permanent("YubiEnterprise sent no PIN response".into())
                 })?;
                 let key = response_key(deps, &c.rec).await?;
-                let cred = crypto::open_credential_response(
-                    jwe,
-                    &key,
-                    deps.keys.as_ref(),
-                    pd.serial_number,
-                )
-                .await
-                .map_err(|e| crypto_err("credential response", e))?;
-                let pin =
-                    crypto::open_pin_response(pin_jwe, &key, deps.keys.as_ref(), pd.serial_number)
-                        .await
-                        .map_err(|e| crypto_err("PIN response", e))?;
+                // About 5 ms of P-384 work, off the worker that answers upstream calls.
+                let open_both = async {
+                    let cred = crypto::open_credential_response(
+                        jwe,
+                        &key,
+                        deps.keys.as_ref(),
+                        pd.serial_number,
+                    )
+                    .await
+                    .map_err(|e| crypto_err("credential response", e))?;
+                    let pin = crypto::open_pin_response(
+                        pin_jwe,
+                        &key,
+                        deps.keys.as_ref(),
+                        pd.serial_number,
+                    )
+                    .await
+                    .map_err(|e| crypto_err("PIN response", e))?;
+                    Ok::<_, StepError>((cred, pin))
+                };
+                let (cred, pin) = compute(open_both).await?;
                 if pin.serial_number != cred.serial_number {
                     return Err(StepError::Permanent(format!(
                         "the PIN response is for serial {} but the credential for {}",
@@ -558,10 +603,15 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                             StepError::Permanent("YubiEnterprise sent no PIN response".into())
                         })?;
                         let key = response_key(deps, &c.rec).await?;
-                        crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial)
-                            .await
-                            .map_err(|e| crypto_err("PIN response", e))?
-                            .pin
+                        compute(crypto::open_pin_response(
+                            &jwe,
+                            &key,
+                            deps.keys.as_ref(),
+                            serial,
+                        ))
+                        .await
+                        .map_err(|e| crypto_err("PIN response", e))?
+                        .pin
                     }
                 };
                 let mail = PinMail {

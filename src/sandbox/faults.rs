@@ -49,6 +49,27 @@ pub struct Faults(Arc<Mutex<FaultConfig>>, Arc<Served>);
 struct Served {
     count: std::sync::atomic::AtomicU64,
     micros: std::sync::atomic::AtomicU64,
+    /// When each of those requests arrived and was answered (the first [`MAX_SPANS`]), so a
+    /// test can tell how many calls a client had in flight at once, across simulators.
+    spans: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
+}
+
+/// Spans kept per simulator (16 bytes each).
+const MAX_SPANS: usize = 100_000;
+
+/// The most spans that overlap at any instant (a span ending as another starts does not
+/// overlap it).
+pub fn max_overlap(spans: &[(std::time::Instant, std::time::Instant)]) -> usize {
+    // Ends sort before starts at the same instant.
+    let mut events: Vec<(std::time::Instant, i8)> =
+        spans.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
+    events.sort();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in events {
+        now += i64::from(d);
+        most = most.max(now);
+    }
+    most as usize
 }
 
 impl Faults {
@@ -67,6 +88,14 @@ impl Faults {
         let n = self.1.count.load(Relaxed);
         let us = self.1.micros.load(Relaxed);
         (n, Duration::from_micros(us.checked_div(n).unwrap_or(0)))
+    }
+    /// Arrival and answer of each request counted by [`Faults::served`].
+    pub fn served_spans(&self) -> Vec<(std::time::Instant, std::time::Instant)> {
+        self.1
+            .spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn tokens_expired(&self) -> bool {
         self.get().expire_tokens
@@ -157,8 +186,13 @@ async fn inject(State(f): State<Faults>, req: Request, next: Next) -> Response {
     if cfg.latency_ms > 0 {
         use std::sync::atomic::Ordering::Relaxed;
         f.1.count.fetch_add(1, Relaxed);
+        let answered = std::time::Instant::now();
         f.1.micros
-            .fetch_add(arrived.elapsed().as_micros() as u64, Relaxed);
+            .fetch_add((answered - arrived).as_micros() as u64, Relaxed);
+        let mut spans = f.1.spans.lock().unwrap_or_else(|p| p.into_inner());
+        if spans.len() < MAX_SPANS {
+            spans.push((arrived, answered));
+        }
     }
     r
 }
@@ -204,5 +238,40 @@ mod tests {
         assert_eq!(app.oneshot(get()).await.unwrap().status(), 200);
         assert!(t.elapsed() >= Duration::from_millis(1));
         assert_eq!(faults.served().0, 4);
+        // One span per counted request, each as long as its latency at least; they ran one
+        // after the other.
+        let spans = faults.served_spans();
+        assert_eq!(spans.len(), 4);
+        assert!(spans[..3]
+            .iter()
+            .all(|(a, b)| *b - *a >= Duration::from_millis(20)));
+        assert_eq!(max_overlap(&spans), 1);
+    }
+
+    #[test]
+    fn overlap_counts_spans_open_at_the_same_instant() {
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(max_overlap(&[]), 0);
+        // [0,10) [5,15) [9,20): three at once between 9 and 10.
+        assert_eq!(
+            max_overlap(&[(at(0), at(10)), (at(5), at(15)), (at(9), at(20))]),
+            3
+        );
+        // Back to back: one ends as the next starts.
+        assert_eq!(
+            max_overlap(&[(at(0), at(10)), (at(10), at(20)), (at(20), at(30))]),
+            1
+        );
+        // Nested, in any order.
+        assert_eq!(
+            max_overlap(&[
+                (at(2), at(3)),
+                (at(0), at(10)),
+                (at(1), at(4)),
+                (at(5), at(6))
+            ]),
+            3
+        );
     }
 }

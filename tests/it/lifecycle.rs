@@ -261,6 +261,49 @@ async fn concurrent_runs_register_and_mail_each_shipment_once() {
     w.stop().await;
 }
 
+/// `FIDO_CONNECTOR_PROCESS_CONCURRENCY` limits the upstream calls a run has in flight, not
+/// the shipments it has in hand: the simulators (YubiEnterprise, Entra, mail together) never
+/// see more calls at once than the limit, and a run with enough ready shipments reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_its_upstream_calls_in_flight_within_the_limit() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_PROCESS_CONCURRENCY".into(), "3".into());
+    })
+    .await;
+    // One shipment first, without latency: the token and key-set fetches (once an hour,
+    // outside the limit) are done before the spans are counted.
+    let first = w.create_ok(alice()).await;
+    assert!(w.sb.ye.advance(&first));
+    assert_eq!(w.process().await, 204);
+    assert_eq!(w.status_of(&first).await["shipment_state"], "complete");
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(w.create_ok(alice()).await);
+    }
+    assert_eq!(w.sb.ye.advance_all(), 12);
+    let slow = FaultConfig {
+        latency_ms: 100,
+        ..Default::default()
+    };
+    for f in [&w.sb.ye.faults, &w.sb.entra.faults, &w.sb.mail.faults] {
+        f.set(slow.clone());
+    }
+    assert_eq!(w.process().await, 204);
+    for id in &ids {
+        assert_eq!(w.status_of(id).await["shipment_state"], "complete");
+    }
+    assert_eq!(w.sb.entra.registration_count(), 13);
+    assert_eq!(w.sb.mail.delivered().len(), 13);
+    let spans: Vec<_> = [&w.sb.ye.faults, &w.sb.entra.faults, &w.sb.mail.faults]
+        .iter()
+        .flat_map(|f| f.served_spans())
+        .collect();
+    // Three calls per shipment: the YubiEnterprise read, the registration, the mail.
+    assert_eq!(spans.len(), 36);
+    assert_eq!(fido_connector::sandbox::faults::max_overlap(&spans), 3);
+    w.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_completes_through_5xx_429_and_timeouts_with_nothing_duplicated() {
     let w = World::start_with(Backend::Embedded, |env| {
