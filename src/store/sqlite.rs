@@ -254,7 +254,10 @@ fn writer(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut st| st.execute([]))
+        {
             // Another process held the file's write lock past the busy timeout: these
             // writes were not run; dropping them answers their callers `Unavailable`.
             tracing::warn!(error = %e, writes = batch.len(), "store busy; writes refused");
@@ -265,8 +268,11 @@ fn writer(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
             .into_iter()
             .map(|job| run_guarded(job, &mut conn))
             .collect();
-        match conn.execute_batch("COMMIT") {
-            Ok(()) => delivers.into_iter().for_each(|d| d(None)),
+        match conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut st| st.execute([]))
+        {
+            Ok(_) => delivers.into_iter().for_each(|d| d(None)),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 let err = StoreError::Unavailable(format!("commit failed: {e}"));
@@ -359,10 +365,12 @@ impl ShipmentStore for SqliteStore {
         let rec = rec.clone();
         self.with(move |c| {
             let etag = new_etag();
-            let r = c.execute(
+            // Cached: the writer runs these statements for every record, parsing them once.
+            let r = c.prepare_cached(
                 "INSERT INTO shipments (request_id, ye_shipment_id, step, open, completed_at, etag, data,
                                         created_at, user_key, entra_key, view)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            ).and_then(|mut st| st.execute(
                 params![
                     rec.request_id,
                     rec.ye_shipment_id,
@@ -376,7 +384,7 @@ impl ShipmentStore for SqliteStore {
                     rec.entra_user_id.to_lowercase(),
                     view
                 ],
-            );
+            ));
             match r {
                 Ok(_) => Ok(ETag(etag)),
                 Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists),
@@ -428,11 +436,13 @@ impl ShipmentStore for SqliteStore {
         self.with(move |c| {
             let new = new_etag();
             let n = c
-                .execute(
+                .prepare_cached(
                     "UPDATE shipments SET ye_shipment_id = ?2, step = ?3, open = ?4,
                             completed_at = ?5, etag = ?6, data = ?7, view = ?9
                      WHERE request_id = ?1 AND etag = ?8",
-                    params![
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
                         rec.request_id,
                         rec.ye_shipment_id,
                         rec.step.as_str(),
@@ -442,8 +452,8 @@ impl ShipmentStore for SqliteStore {
                         data,
                         old,
                         view
-                    ],
-                )
+                    ])
+                })
                 .map_err(|e| {
                     if is_unique_violation(&e) {
                         StoreError::Other("ye_shipment_id already used by another record".into())
