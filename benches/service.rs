@@ -539,9 +539,10 @@ async fn processing(
         spaced / process_floor
     );
     // Per shipment, the calls processing cannot avoid: YE GET (state and responses), Entra
-    // register, mail POST; `concurrency` of them in flight at once (the setting limits calls
-    // in flight, with twice as many shipments in hand), so no run can beat N × 3 × L ÷ c. (The PIN verified before registering is carried to the mail;
-    // only a restart between the two reads it again.)
+    // register, mail POST. (The PIN verified before registering is carried to the mail;
+    // only a restart between the two reads it again.) `concurrency` of them are in flight
+    // at once (the setting limits calls in flight, with twice as many shipments in hand),
+    // so no run can beat N × 3 × L ÷ c.
     // #14 set its bound with the four calls processing made then (N × 4 × L ÷ c); it is
     // printed beside the bound of the three calls made now.
     let calls = 3.0;

@@ -501,22 +501,13 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                 let key = response_key(deps, &c.rec).await?;
                 // About 5 ms of P-384 work, off the worker that answers upstream calls.
                 let open_both = async {
-                    let cred = crypto::open_credential_response(
-                        jwe,
-                        &key,
-                        deps.keys.as_ref(),
-                        pd.serial_number,
-                    )
-                    .await
-                    .map_err(|e| crypto_err("credential response", e))?;
-                    let pin = crypto::open_pin_response(
-                        pin_jwe,
-                        &key,
-                        deps.keys.as_ref(),
-                        pd.serial_number,
-                    )
-                    .await
-                    .map_err(|e| crypto_err("PIN response", e))?;
+                    let (keys, serial) = (deps.keys.as_ref(), pd.serial_number);
+                    let cred = crypto::open_credential_response(jwe, &key, keys, serial)
+                        .await
+                        .map_err(|e| crypto_err("credential response", e))?;
+                    let pin = crypto::open_pin_response(pin_jwe, &key, keys, serial)
+                        .await
+                        .map_err(|e| crypto_err("PIN response", e))?;
                     Ok::<_, StepError>((cred, pin))
                 };
                 let (cred, pin) = compute(open_both).await?;
