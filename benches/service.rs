@@ -7,6 +7,8 @@
 //! 3. create path: shipments per second and CPU per create with instant upstreams
 //! 4. footprint: RSS idle and under load, start-up to /readyz, binary size
 //! 5. the same read and processing figures on Azure Tables (Azurite)
+//! 6. with BENCH_CALLGRIND=1: instructions per create and per processed shipment against
+//!    the floors' instructions (callgrind; repeatable where CPU time is not)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -278,6 +280,15 @@ impl Drop for Proc {
 /// Starts the release binary with the sandbox's configuration; returns it and the time
 /// until /readyz answered 200.
 async fn start_connector(env: &HashMap<String, String>, log: &Path) -> (Proc, Duration) {
+    start_connector_in(env, log, None).await
+}
+
+/// [`start_connector`], under `valgrind --tool=callgrind` (dumps in `callgrind`) when given.
+async fn start_connector_in(
+    env: &HashMap<String, String>,
+    log: &Path,
+    callgrind: Option<&Path>,
+) -> (Proc, Duration) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -287,7 +298,17 @@ async fn start_connector(env: &HashMap<String, String>, log: &Path) -> (Proc, Du
         .unwrap_or_else(|_| "target/release/fido-connector".into());
     let out = std::fs::File::create(log).unwrap();
     let t = Instant::now();
-    let child = Command::new(bin)
+    let mut cmd = match callgrind {
+        Some(dir) => {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}/cg.%p", dir.display()))
+                .arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let child = cmd
         .arg("serve")
         .env_clear()
         .envs(env)
@@ -296,7 +317,7 @@ async fn start_connector(env: &HashMap<String, String>, log: &Path) -> (Proc, Du
         .stdout(Stdio::from(out))
         .stderr(Stdio::null())
         .spawn()
-        .expect("build the release binary first: cargo build --release");
+        .expect("build the release binary first: cargo build --release (and valgrind for BENCH_CALLGRIND)");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     loop {
@@ -417,6 +438,45 @@ async fn read_path(label: &str, sb: &Sandbox, store: Arc<dyn ShipmentStore>, dir
     );
 }
 
+/// Creates about `n` shipments over `conns` concurrent connections (each answered 201);
+/// returns how many.
+async fn create_shipments(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    n: usize,
+    conns: usize,
+) -> usize {
+    let body: Value = serde_json::from_str(include_str!("../examples/shipment.json")).unwrap();
+    let per = n / conns;
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (http, base, key, body) = (
+                http.clone(),
+                base.to_string(),
+                key.to_string(),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    let r = http
+                        .post(format!("{base}/v1/fpr/shipments"))
+                        .header("authorization", format!("Bearer {key}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    per * conns
+}
+
 async fn processing(
     label: &str,
     sb: &Sandbox,
@@ -443,45 +503,24 @@ async fn processing(
     for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
         s.clear();
     }
-    let body: Value = serde_json::from_str(include_str!("../examples/shipment.json")).unwrap();
     let cpu0 = cpu_secs();
-    let child_cpu0 = proc_cpu(proc_.0.id());
+    let (child_cpu0, child_sys0) = proc_kernel_cpu(proc_.0.id());
     let t = Instant::now();
-    let per = n / 16;
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (http, base, key, body) =
-                (http.clone(), proc_.1.clone(), key.clone(), body.clone());
-            tokio::spawn(async move {
-                for _ in 0..per {
-                    let r = http
-                        .post(format!("{base}/v1/fpr/shipments"))
-                        .header("authorization", format!("Bearer {key}"))
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 201);
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let created = per * 16;
+    let created = create_shipments(&http, &proc_.1, &key, n, 16).await;
     let took = t.elapsed();
-    let svc_cpu = proc_cpu(proc_.0.id()) - child_cpu0;
+    let (svc_cpu, svc_sys) = proc_kernel_cpu(proc_.0.id());
+    let (svc_cpu, svc_sys) = (svc_cpu - child_cpu0, svc_sys - child_sys0);
     let bench_cpu = cpu_secs() - cpu0;
     let (create_floor, process_floor) = crypto_floors_on_all_cores(200);
     let per_create = svc_cpu * 1000.0 / created as f64;
     println!(
         "[{label}] create path: {created} shipments in {:.2} s = {:.0}/s; connector CPU {:.2} ms per create \
-         vs crypto floor {:.2} ms (ratio {:.2}, goal <= 1.3) (simulators + load generator in the bench \
-         process: {:.2} ms per create)",
+         (in the kernel {:.2} ms) vs crypto floor {:.2} ms (ratio {:.2}, goal <= 1.3) (simulators + load \
+         generator in the bench process: {:.2} ms per create)",
         took.as_secs_f64(),
         created as f64 / took.as_secs_f64(),
         per_create,
+        svc_sys * 1000.0 / created as f64,
         create_floor,
         per_create / create_floor,
         bench_cpu * 1000.0 / created as f64
@@ -489,7 +528,7 @@ async fn processing(
     sb.ye.advance_all();
     // CPU per processed shipment is measured over the slow run below: latency costs wall
     // time, not CPU, so the work per shipment is the same as with instant upstreams.
-    let proc_cpu0 = proc_cpu(proc_.0.id());
+    let (proc_cpu0, proc_sys0) = proc_kernel_cpu(proc_.0.id());
     let bench_cpu0 = cpu_secs();
     let slow = FaultConfig {
         latency_ms,
@@ -519,13 +558,16 @@ async fn processing(
         format!("{n} {:.2} ms ({count})", mean.as_secs_f64() * 1000.0)
     })
     .collect();
-    let per_processed = (proc_cpu(proc_.0.id()) - proc_cpu0) * 1000.0 / created as f64;
+    let (cpu1, sys1) = proc_kernel_cpu(proc_.0.id());
+    let per_processed = (cpu1 - proc_cpu0) * 1000.0 / created as f64;
+    let sys_per_processed = (sys1 - proc_sys0) * 1000.0 / created as f64;
     let bench_per_processed = (cpu_secs() - bench_cpu0) * 1000.0 / created as f64;
     for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
         s.clear();
     }
     println!(
-        "[{label}] processing CPU: {per_processed:.2} ms per shipment vs crypto floor {process_floor:.2} ms \
+        "[{label}] processing CPU: {per_processed:.2} ms per shipment (in the kernel {sys_per_processed:.2} ms) \
+         vs crypto floor {process_floor:.2} ms \
          (ratio {:.2}, goal <= 1.3) (simulators in the bench process: {bench_per_processed:.2} ms per shipment)",
         per_processed / process_floor
     );
@@ -562,6 +604,156 @@ async fn processing(
         sb.mail.delivered().len(),
         served.join(", ")
     );
+}
+
+/// Instruction counts (valgrind's callgrind) per create and per processed shipment, against
+/// the same counts for the floors' operations (`BENCH_CALLGRIND=1`; needs valgrind).
+/// An instruction count does not move with the machine's load, caches or idle states, so
+/// this ratio says, repeatably, how much work the connector adds to the cryptography it
+/// cannot avoid. It is not CPU time: a cache miss or a wake from idle costs no instruction,
+/// which is exactly what makes the CPU-time ratio swing on a shared machine.
+async fn instructions(label: &str, sb: &Sandbox, dir: &Path, n: usize, latency_ms: u64) {
+    let floor_create = floor_instructions("create");
+    let floor_processing = floor_instructions("processing");
+    let mut env = sb.env.clone();
+    env.insert("FIDO_CONNECTOR_PROCESS_CONCURRENCY".into(), "16".into());
+    env.insert(
+        "FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS".into(),
+        "3600".into(),
+    );
+    let cg = dir.join("callgrind");
+    std::fs::create_dir_all(&cg).unwrap();
+    let (proc_, _) =
+        start_connector_in(&env, &dir.join(format!("{label}-callgrind.log")), Some(&cg)).await;
+    let pid = proc_.0.id();
+    let http = reqwest::Client::new();
+    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
+        s.clear();
+    }
+    // A few creates first, so that what happens once per process (first connections, key
+    // sets, tokens, lazily built tables) is not counted against the measured ones.
+    let warm = create_shipments(&http, &proc_.1, &sb.api_key, 4, 4).await;
+    callgrind_zero(pid);
+    let created = create_shipments(&http, &proc_.1, &sb.api_key, n, 4).await;
+    let per_create = callgrind_dump(pid, &cg) / created as f64;
+    sb.ye.advance_all();
+    let slow = FaultConfig {
+        latency_ms,
+        ..Default::default()
+    };
+    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
+        s.set(slow.clone());
+    }
+    callgrind_zero(pid);
+    let r = http
+        .get(format!("{}/v1/operations/process-shipments", proc_.1))
+        .header("authorization", format!("Bearer {}", sb.api_key))
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // The run also processes the warm-up shipments; its once-per-run work (the scan, the
+    // key set) is spread over all of them.
+    let processed = created + warm;
+    let per_processed = callgrind_dump(pid, &cg) / processed as f64;
+    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
+        s.clear();
+    }
+    assert_eq!(sb.entra.registration_count(), processed);
+    let m = |x: f64| x / 1e6;
+    println!(
+        "[{label}] instructions (callgrind): per create {:.2} M vs floor {:.2} M (ratio {:.2}); \
+         per processed shipment {:.2} M vs floor {:.2} M (ratio {:.2}) ({created} creates over 4 \
+         connections, one run of {processed} at concurrency 16 with {latency_ms} ms upstreams; a \
+         diagnosis beside the CPU ratios, not CPU time)",
+        m(per_create),
+        m(floor_create),
+        per_create / floor_create,
+        m(per_processed),
+        m(floor_processing),
+        per_processed / floor_processing,
+    );
+}
+
+/// Instructions per round of a floor (`create` or `processing`), counted by running this
+/// bench binary under callgrind with two round counts: the difference leaves out start-up
+/// and setup.
+fn floor_instructions(kind: &str) -> f64 {
+    let count = |rounds: usize| -> f64 {
+        let out = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg("--callgrind-out-file=/dev/null")
+            .arg(std::env::current_exe().unwrap())
+            .env("BENCH_FLOOR_CHILD", format!("{kind}:{rounds}"))
+            .stdout(Stdio::null())
+            .output()
+            .expect("valgrind");
+        let err = String::from_utf8_lossy(&out.stderr);
+        err.lines()
+            .find_map(|l| l.split("Collected :").nth(1))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no instruction count from valgrind: {err}"))
+    };
+    let (r1, r2) = (4, 12);
+    (count(r2) - count(r1)) / (r2 - r1) as f64
+}
+
+/// The floor child: `BENCH_FLOOR_CHILD=create:R` or `processing:R` runs R rounds and exits.
+fn floor_child(spec: &str) {
+    let (kind, rounds) = spec.split_once(':').expect("kind:rounds");
+    let rounds: usize = rounds.parse().expect("rounds");
+    match kind {
+        "create" => create_floor(rounds),
+        _ => processing_floor(rounds, Duration::ZERO),
+    };
+}
+
+fn callgrind_control(pid: u32, flag: &str) {
+    let ok = Command::new("callgrind_control")
+        .arg(flag)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "callgrind_control {flag} {pid} failed");
+}
+
+fn callgrind_zero(pid: u32) {
+    callgrind_control(pid, "-z");
+}
+
+/// Dumps the counts since the last zero and returns their instruction total.
+fn callgrind_dump(pid: u32, dir: &Path) -> f64 {
+    let before: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    callgrind_control(pid, "-d");
+    for _ in 0..600 {
+        let new = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| !before.contains(p));
+        if let Some(file) = new {
+            std::thread::sleep(Duration::from_millis(200));
+            let text = std::fs::read_to_string(&file).unwrap();
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("totals:")
+                        .or_else(|| l.strip_prefix("summary:"))
+                })
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                return v;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no callgrind dump in {}", dir.display());
 }
 
 /// CPU time of this thread (the floors run on one thread, so wall-clock noise from other
@@ -622,6 +814,14 @@ fn crypto_floors_on_all_cores(rounds: usize) -> (f64, f64) {
 }
 
 fn crypto_floors(rounds: usize) -> (f64, f64) {
+    (
+        create_floor(rounds),
+        processing_floor(rounds, Duration::ZERO),
+    )
+}
+
+/// The create floor: CPU of this thread per create's cryptography.
+fn create_floor(rounds: usize) -> f64 {
     use fido_connector::crypto::{self, yubico_side, ResponseKey, TransportKey};
     let transport = yubico_side::new_key("t1", "enc").unwrap();
     let transport_pub = TransportKey::new(crypto::public_of(&transport).unwrap()).unwrap();
@@ -634,8 +834,7 @@ fn crypto_floors(rounds: usize) -> (f64, f64) {
         std::hint::black_box(transport_pub.encrypt(&pin_body).unwrap());
         std::hint::black_box(transport_pub.encrypt(&cred_body).unwrap());
     }
-    let create = (thread_cpu() - t) * 1000.0 / rounds as f64;
-    (create, processing_floor(rounds, Duration::ZERO))
+    (thread_cpu() - t) * 1000.0 / rounds as f64
 }
 
 /// The processing floor: CPU of this thread per shipment's cryptography (the response key
@@ -676,6 +875,11 @@ fn processing_floor(rounds: usize, pause: Duration) -> f64 {
 }
 
 fn proc_cpu(pid: u32) -> f64 {
+    proc_kernel_cpu(pid).0
+}
+
+/// CPU seconds of a process: (user + kernel, kernel alone).
+fn proc_kernel_cpu(pid: u32) -> (f64, f64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = s
         .rsplit(')')
@@ -684,7 +888,7 @@ fn proc_cpu(pid: u32) -> f64 {
         .split_whitespace()
         .collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
+    ((t(11) + t(12)) / 100.0, t(12) / 100.0)
 }
 
 async fn world(azurite: Option<&str>) -> (Sandbox, tempfile::TempDir) {
@@ -718,6 +922,10 @@ async fn world(azurite: Option<&str>) -> (Sandbox, tempfile::TempDir) {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(spec) = std::env::var("BENCH_FLOOR_CHILD") {
+        floor_child(&spec);
+        return;
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -751,6 +959,12 @@ async fn main() {
     for c in levels {
         let (sb, dir) = world(None).await;
         processing("embedded", &sb, dir.path(), n, c, latency).await;
+    }
+    // BENCH_CALLGRIND=1: the same create and processing under callgrind (needs valgrind).
+    if std::env::var("BENCH_CALLGRIND").is_ok() {
+        let (sb, dir) = world(None).await;
+        let shipments = env_usize("BENCH_CALLGRIND_SHIPMENTS", 64);
+        instructions("embedded", &sb, dir.path(), shipments, latency).await;
     }
 
     // Azure Tables on Azurite (BENCH_SKIP_AZURITE=1 to leave it out).
