@@ -714,6 +714,7 @@ fn callgrind_control(pid: u32, flag: &str) {
         .arg(flag)
         .arg(pid.to_string())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
