@@ -477,6 +477,32 @@ async fn create_shipments(
     per * conns
 }
 
+/// Adds `latency_ms` to every call the three simulators answer (0: none, and no other fault).
+fn upstream_latency(sb: &Sandbox, latency_ms: u64) {
+    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
+        if latency_ms == 0 {
+            s.clear();
+        } else {
+            s.set(FaultConfig {
+                latency_ms,
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// One processing run over every ready shipment, on an operator's request (answered 204).
+async fn process_all(http: &reqwest::Client, base: &str, key: &str) {
+    let r = http
+        .get(format!("{base}/v1/operations/process-shipments"))
+        .header("authorization", format!("Bearer {key}"))
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
 async fn processing(
     label: &str,
     sb: &Sandbox,
@@ -500,9 +526,7 @@ async fn processing(
     let http = reqwest::Client::new();
     let key = sb.api_key.clone();
     // Create N shipments with instant upstreams (the create-path figure).
-    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
-        s.clear();
-    }
+    upstream_latency(sb, 0);
     let cpu0 = cpu_secs();
     let (child_cpu0, child_sys0) = proc_kernel_cpu(proc_.0.id());
     let t = Instant::now();
@@ -530,22 +554,9 @@ async fn processing(
     // time, not CPU, so the work per shipment is the same as with instant upstreams.
     let (proc_cpu0, proc_sys0) = proc_kernel_cpu(proc_.0.id());
     let bench_cpu0 = cpu_secs();
-    let slow = FaultConfig {
-        latency_ms,
-        ..Default::default()
-    };
-    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
-        s.set(slow.clone());
-    }
+    upstream_latency(sb, latency_ms);
     let t = Instant::now();
-    let r = http
-        .get(format!("{}/v1/operations/process-shipments", proc_.1))
-        .header("authorization", format!("Bearer {key}"))
-        .timeout(Duration::from_secs(3600))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    process_all(&http, &proc_.1, &key).await;
     let took = t.elapsed();
     let served: Vec<String> = [
         ("YE", &sb.ye.faults),
@@ -562,9 +573,7 @@ async fn processing(
     let per_processed = (cpu1 - proc_cpu0) * 1000.0 / created as f64;
     let sys_per_processed = (sys1 - proc_sys0) * 1000.0 / created as f64;
     let bench_per_processed = (cpu_secs() - bench_cpu0) * 1000.0 / created as f64;
-    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
-        s.clear();
-    }
+    upstream_latency(sb, 0);
     println!(
         "[{label}] processing CPU: {per_processed:.2} ms per shipment (in the kernel {sys_per_processed:.2} ms) \
          vs crypto floor {process_floor:.2} ms \
@@ -627,9 +636,7 @@ async fn instructions(label: &str, sb: &Sandbox, dir: &Path, n: usize, latency_m
         start_connector_in(&env, &dir.join(format!("{label}-callgrind.log")), Some(&cg)).await;
     let pid = proc_.0.id();
     let http = reqwest::Client::new();
-    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
-        s.clear();
-    }
+    upstream_latency(sb, 0);
     // A few creates first, so that what happens once per process (first connections, key
     // sets, tokens, lazily built tables) is not counted against the measured ones.
     let warm = create_shipments(&http, &proc_.1, &sb.api_key, 4, 4).await;
@@ -637,29 +644,14 @@ async fn instructions(label: &str, sb: &Sandbox, dir: &Path, n: usize, latency_m
     let created = create_shipments(&http, &proc_.1, &sb.api_key, n, 4).await;
     let per_create = callgrind_dump(pid, &cg) / created as f64;
     sb.ye.advance_all();
-    let slow = FaultConfig {
-        latency_ms,
-        ..Default::default()
-    };
-    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
-        s.set(slow.clone());
-    }
+    upstream_latency(sb, latency_ms);
     callgrind_zero(pid);
-    let r = http
-        .get(format!("{}/v1/operations/process-shipments", proc_.1))
-        .header("authorization", format!("Bearer {}", sb.api_key))
-        .timeout(Duration::from_secs(3600))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    process_all(&http, &proc_.1, &sb.api_key).await;
     // The run also processes the warm-up shipments; its once-per-run work (the scan, the
     // key set) is spread over all of them.
     let processed = created + warm;
     let per_processed = callgrind_dump(pid, &cg) / processed as f64;
-    for s in [&sb.ye.faults, &sb.entra.faults, &sb.mail.faults] {
-        s.clear();
-    }
+    upstream_latency(sb, 0);
     assert_eq!(sb.entra.registration_count(), processed);
     let m = |x: f64| x / 1e6;
     println!(
