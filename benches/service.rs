@@ -10,6 +10,8 @@
 //! 6. with BENCH_CALLGRIND=1: instructions per create and per processed shipment against
 //!    the floors' instructions (callgrind; repeatable where CPU time is not)
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

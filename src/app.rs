@@ -12,16 +12,8 @@ use crate::config::{Config, SecretBackend, StoreBackend};
 use crate::secrets::SecretStore;
 use crate::store::ShipmentStore;
 
+pub use crate::api::AppState;
 pub use crate::lifecycle::Deps;
-
-/// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub deps: Arc<Deps>,
-    pub auth: Arc<Authenticator>,
-    pub jobs: Arc<crate::jobs::Jobs>,
-    pub readiness: Arc<crate::api::Readiness>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

@@ -24,8 +24,8 @@ use url::Url;
 
 use crate::clock::Clock;
 
+use super::AppState;
 use crate::api::ApiError;
-use crate::app::AppState;
 use crate::config::{ApiKeyConfig, Config};
 
 /// Prefix of every API key, so secret scanners can recognise leaked ones.

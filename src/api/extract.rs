@@ -6,8 +6,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
 
+use super::AppState;
 use crate::api::ApiError;
-use crate::app::AppState;
 
 /// A JSON request body, read up to the configured limit, kept raw (for the idempotency
 /// hash) and parsed.

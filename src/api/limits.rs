@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::Semaphore;
 
+use super::AppState;
 use crate::api::ApiError;
-use crate::app::AppState;
 use crate::config::Config;
 
 #[derive(Clone)]

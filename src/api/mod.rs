@@ -1,14 +1,7 @@
 //! The HTTP API: the vendor's paths, status codes and error bodies, exactly.
 //!
-//! | method | path | permission |
-//! |---|---|---|
-//! | GET | /v1/status | none |
-//! | POST | /v1/fpr/shipments | Shipments.Create |
-//! | GET | /v1/fpr/shipments/{shipment_id} | Shipments.Read |
-//! | GET | /v1/operations/resend-pin/{shipment_id} | Pin.Resend |
-//! | GET | /v1/operations/process-shipments | Operations.Run |
-//! | POST | /v1/operations/retry/{id} | Operations.Run |
-//! | GET | /v1/openapi.json, /healthz, /readyz | none |
+//! The routes are listed once, in [`routes`]; the OpenAPI document (`GET /v1/openapi.json`)
+//! is generated from that list and names each route's permission.
 //!
 //! Handlers authenticate first (the [`auth::Caller`] extractor runs before the body is
 //! read), validate second, and only then reach the lifecycle and its upstreams.
@@ -18,12 +11,12 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::domain::{Resolution, ShipmentRequest};
 use crate::lifecycle::Idempotency;
 
@@ -38,25 +31,35 @@ use auth::{Caller, Permission};
 pub use error::ApiError;
 use extract::JsonBody;
 
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub deps: std::sync::Arc<crate::lifecycle::Deps>,
+    pub auth: std::sync::Arc<auth::Authenticator>,
+    pub jobs: std::sync::Arc<crate::jobs::Jobs>,
+    pub readiness: std::sync::Arc<Readiness>,
+}
+
+/// Every route, listed once: this list is the router, and the OpenAPI document's paths are
+/// generated from it ([`openapi::document`]), so no route can be served undocumented.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(status))
+        .routes(routes!(create_shipment, list_shipments))
+        .routes(routes!(get_shipment))
+        .routes(routes!(shipment_events))
+        .routes(routes!(resend_pin))
+        .routes(routes!(process_shipments))
+        .routes(routes!(retry_shipment))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
 pub fn router(state: AppState) -> Router {
     let config = state.deps.config.clone();
-    let routes = Router::new()
-        .route("/v1/status", get(status))
-        .route(
-            "/v1/fpr/shipments",
-            post(create_shipment).get(list_shipments),
-        )
-        .route("/v1/fpr/shipments/{shipment_id}", get(get_shipment))
-        .route(
-            "/v1/fpr/shipments/{shipment_id}/events",
-            get(shipment_events),
-        )
-        .route("/v1/operations/resend-pin/{shipment_id}", get(resend_pin))
-        .route("/v1/operations/process-shipments", get(process_shipments))
-        .route("/v1/operations/retry/{id}", post(retry_shipment))
-        .route("/v1/openapi.json", get(openapi::serve))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let (routes, _) = routes().split_for_parts();
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     limits::apply(routes, &config)

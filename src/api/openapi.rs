@@ -17,17 +17,6 @@ pub use crate::domain::wire::{
 #[derive(OpenApi)]
 #[openapi(
     info(title = "fido-connector", description = "FIDO pre-registration connector: ship YubiKeys pre-registered in Microsoft Entra ID."),
-    paths(
-        super::status,
-        super::create_shipment,
-        super::list_shipments,
-        super::shipment_events,
-        super::get_shipment,
-        super::resend_pin,
-        super::process_shipments,
-        super::healthz,
-        super::readyz,
-    ),
     components(schemas(
         StatusBody, CreateShipmentRequest, PinRequest, PinType, EnrollmentContacts,
         YubicoShipmentRequest, Recipient, MailingAddress, ShipmentItem, AdditionalData,
@@ -63,12 +52,21 @@ impl Modify for Security {
     }
 }
 
-/// The document as JSON.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The document without paths: info, schemas, security schemes, tags. The paths come from
+/// the router's list ([`super::routes`]).
+pub(super) fn base() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// The whole document, paths included, built once.
+pub fn document() -> utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| super::routes().into_openapi()).clone()
+}
+
 /// `GET /v1/openapi.json`.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "status",
+    responses((status = 200, description = "This document (OpenAPI 3.1)")))]
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(document())
 }

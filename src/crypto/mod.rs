@@ -10,8 +10,44 @@ use josekit::jws::{JwsHeader, ES384};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::domain::Pin;
-use crate::upstream::{AttestedCredential, YubicoKeys};
+use crate::domain::{AttestedCredential, Pin};
+
+// ---------------------------------------------------------------- Yubico key sets
+
+/// Yubico's published key sets: transport keys (encrypt requests to Yubico) and sign keys
+/// (verify Yubico's responses). `upstream::jwks::JwksCache` fetches and caches them; the
+/// profile only needs these lookups, so it names no HTTP or upstream type.
+#[async_trait::async_trait]
+pub trait YubicoKeys: Send + Sync {
+    /// The source's own error; the profile reads only its [`KeySourceError::failure`].
+    type Error: KeySourceError;
+    /// A usable transport key (EC P-384, `use: enc`), chosen at random among them, parsed
+    /// and ready to encrypt to.
+    async fn transport_key(&self) -> Result<TransportKey, Self::Error>;
+    /// The sign key with this `kid` (refreshing the set once, with a cooldown, if unknown).
+    async fn sign_key(&self, kid: &str) -> Result<Jwk, Self::Error>;
+    /// An ES384 verifier for the sign key `kid` (a cache builds it once per key: building
+    /// one checks the key, which costs about a third of a verification).
+    async fn sign_verifier(
+        &self,
+        kid: &str,
+    ) -> Result<std::sync::Arc<josekit::jws::alg::ecdsa::EcdsaJwsVerifier>, Self::Error>;
+}
+
+/// What a failed key lookup means to the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLookupFailure {
+    /// The set, fetched again, has no key with this `kid` (not yet published, or never).
+    UnknownKid,
+    /// The key is there but is not a usable EC P-384 key.
+    UnusableKey,
+    /// The set could not be had just now.
+    Unavailable,
+}
+
+pub trait KeySourceError: std::fmt::Display + Send + Sync + 'static {
+    fn failure(&self) -> KeyLookupFailure;
+}
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -289,7 +325,10 @@ pub fn es384_verifier(
 }
 
 /// Verifies a compact JWS: `ES384` only, signed by the key its `kid` names in the sign set.
-pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, CryptoError> {
+pub async fn verify_signed<K: YubicoKeys + ?Sized>(
+    jws: &str,
+    keys: &K,
+) -> Result<Value, CryptoError> {
     let h = protected_header(jws, 3).map_err(CryptoError::Verify)?;
     if header_str(&h, "alg") != Some(JWS_ALG) {
         return Err(CryptoError::Verify(format!("algorithm must be {JWS_ALG}")));
@@ -304,15 +343,18 @@ pub async fn verify_signed(jws: &str, keys: &dyn YubicoKeys) -> Result<Value, Cr
     let kid = header_str(&h, "kid").ok_or_else(|| CryptoError::Verify("no kid".into()))?;
     // A kid not (yet) in the published set is a key-set matter, retried later: Yubico may
     // have rotated since the set was fetched.
-    let verifier = keys.sign_verifier(kid).await.map_err(|e| match e {
-        crate::upstream::UpstreamError::NotFound { .. } => {
-            CryptoError::KeySet(format!("signing key {kid} is not published (yet)"))
-        }
-        crate::upstream::UpstreamError::Invalid { .. } => {
-            CryptoError::Verify("signing key is not EC P-384".into())
-        }
-        other => CryptoError::KeySet(other.to_string()),
-    })?;
+    let verifier = keys
+        .sign_verifier(kid)
+        .await
+        .map_err(|e| match e.failure() {
+            KeyLookupFailure::UnknownKid => {
+                CryptoError::KeySet(format!("signing key {kid} is not published (yet)"))
+            }
+            KeyLookupFailure::UnusableKey => {
+                CryptoError::Verify("signing key is not EC P-384".into())
+            }
+            KeyLookupFailure::Unavailable => CryptoError::KeySet(e.to_string()),
+        })?;
     let (payload, _) = josekit::jws::deserialize_compact(jws, verifier.as_ref())
         .map_err(|_| CryptoError::Verify("bad signature".into()))?;
     // The payload may carry the PIN: wipe the decoded bytes once parsed.
@@ -374,10 +416,10 @@ pub struct CredentialResponse {
     pub credential: AttestedCredential,
 }
 
-async fn open(
+async fn open<K: YubicoKeys + ?Sized>(
     jwe: &str,
     response_key: &ResponseKey,
-    keys: &dyn YubicoKeys,
+    keys: &K,
     expected_serial: u64,
 ) -> Result<Value, CryptoError> {
     let inner = zeroize::Zeroizing::new(response_key.decrypt(jwe)?);
@@ -399,10 +441,10 @@ async fn open(
 
 /// Decrypts with the response key, verifies the inner JWS (ES384, sign key set) and checks
 /// the serial against `expected_serial` (the one YE reports in `product_data`).
-pub async fn open_pin_response(
+pub async fn open_pin_response<K: YubicoKeys + ?Sized>(
     jwe: &str,
     response_key: &ResponseKey,
-    keys: &dyn YubicoKeys,
+    keys: &K,
     expected_serial: u64,
 ) -> Result<PinResponse, CryptoError> {
     let mut payload = open(jwe, response_key, keys, expected_serial).await?;
@@ -422,10 +464,10 @@ pub async fn open_pin_response(
 }
 
 /// As [`open_pin_response`], for the credential response.
-pub async fn open_credential_response(
+pub async fn open_credential_response<K: YubicoKeys + ?Sized>(
     jwe: &str,
     response_key: &ResponseKey,
-    keys: &dyn YubicoKeys,
+    keys: &K,
     expected_serial: u64,
 ) -> Result<CredentialResponse, CryptoError> {
     let payload = open(jwe, response_key, keys, expected_serial).await?;
@@ -508,6 +550,20 @@ mod tests {
 
     #[async_trait]
     impl YubicoKeys for Keys {
+        type Error = UpstreamError;
+        async fn sign_verifier(
+            &self,
+            kid: &str,
+        ) -> Result<std::sync::Arc<josekit::jws::alg::ecdsa::EcdsaJwsVerifier>, UpstreamError>
+        {
+            let jwk = self.sign_key(kid).await?;
+            es384_verifier(&jwk)
+                .map(std::sync::Arc::new)
+                .map_err(|e| UpstreamError::Invalid {
+                    service: "test",
+                    message: e.to_string(),
+                })
+        }
         async fn transport_key(&self) -> Result<TransportKey, UpstreamError> {
             public_of(&self.transport)
                 .and_then(TransportKey::new)

@@ -43,7 +43,7 @@ pub struct Deps {
     pub ye: Arc<dyn YubiEnterprise>,
     pub idp: Arc<dyn IdentityProvider>,
     pub mailer: Arc<dyn Mailer>,
-    pub keys: Arc<dyn YubicoKeys>,
+    pub keys: Arc<dyn YubicoKeys<Error = UpstreamError>>,
     /// Where alerts go; `None` when no webhook is configured (alerts are then only
     /// logged and recorded).
     pub alerter: Option<Arc<dyn crate::upstream::alert::Alerter>>,

@@ -15,7 +15,7 @@ use rand::Rng;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::upstream::AttestedCredential;
+use crate::domain::AttestedCredential;
 
 /// A made-up AAGUID for the simulated key model.
 pub const SIM_AAGUID: [u8; 16] = *b"fido-connector-s";

@@ -185,6 +185,8 @@ pub fn usable_keys(set: &Value, use_: &str) -> Vec<Jwk> {
 
 #[async_trait]
 impl YubicoKeys for JwksCache {
+    type Error = UpstreamError;
+
     async fn transport_key(&self) -> Result<crate::crypto::TransportKey, UpstreamError> {
         let keys: Vec<Arc<crate::crypto::TransportKey>> =
             self.transport.all().await.map_err(key_error)?;

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::domain::AttestedCredential;
 use crate::domain::{Pin, UserId};
 
 pub mod alert;
@@ -146,16 +147,6 @@ pub struct CreationOptions {
     pub public_key: Value,
 }
 
-/// What Yubico's factory produced for the key, as sent to `POST fido2Methods`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttestedCredential {
-    /// base64url, no padding.
-    pub id: String,
-    pub client_data_json: String,
-    pub attestation_object: String,
-    pub client_extension_results: Value,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fido2Method {
     pub id: String,
@@ -220,28 +211,15 @@ pub trait Mailer: Send + Sync {
 
 // ---------------------------------------------------------------- Yubico key sets
 
-/// Yubico's published key sets: transport keys (encrypt requests to Yubico) and sign keys
-/// (verify Yubico's responses). Implemented by [`jwks::JwksCache`].
-#[async_trait]
-pub trait YubicoKeys: Send + Sync {
-    /// A usable transport key (EC P-384, `use: enc`), chosen at random among them, parsed
-    /// and ready to encrypt to.
-    async fn transport_key(&self) -> Result<crate::crypto::TransportKey, UpstreamError>;
-    /// The sign key with this `kid` (refreshing the set once, with a cooldown, if unknown).
-    async fn sign_key(&self, kid: &str) -> Result<josekit::jwk::Jwk, UpstreamError>;
-    /// An ES384 verifier for the sign key `kid`. Implementations that cache keys build it
-    /// once per key (building one checks the key, which costs about a third of a
-    /// verification); the default builds it on every call.
-    async fn sign_verifier(
-        &self,
-        kid: &str,
-    ) -> Result<std::sync::Arc<josekit::jws::alg::ecdsa::EcdsaJwsVerifier>, UpstreamError> {
-        let jwk = self.sign_key(kid).await?;
-        crate::crypto::es384_verifier(&jwk)
-            .map(std::sync::Arc::new)
-            .map_err(|e| UpstreamError::Invalid {
-                service: "Yubico keys",
-                message: e.to_string(),
-            })
+pub use crate::crypto::YubicoKeys;
+
+impl crate::crypto::KeySourceError for UpstreamError {
+    fn failure(&self) -> crate::crypto::KeyLookupFailure {
+        use crate::crypto::KeyLookupFailure;
+        match self {
+            UpstreamError::NotFound { .. } => KeyLookupFailure::UnknownKid,
+            UpstreamError::Invalid { .. } => KeyLookupFailure::UnusableKey,
+            _ => KeyLookupFailure::Unavailable,
+        }
     }
 }

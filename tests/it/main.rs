@@ -1,6 +1,8 @@
 //! The one integration-test binary. Each module is a group of scenarios; `support` holds
 //! the shared world (connector + simulators) and the Azurite helper.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+
 mod alerts;
 mod api;
 mod auth;
