@@ -19,35 +19,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::ClientSettings;
 use crate::domain::ShipmentRequest;
 
-/// The columns of an import file, in the order of the example.
-pub const COLUMNS: [&str; 20] = [
-    "user_id",
-    "pin_length",
-    "emails_to",
-    "recipient_company",
-    "recipient_email",
-    "recipient_firstname",
-    "recipient_lastname",
-    "recipient_telephone",
-    "street_line1",
-    "street_line2",
-    "city",
-    "region",
-    "postal_code",
-    "country_code_2",
-    "product_id",
-    "inventory_product_id",
-    "customization_id",
-    "yubikey_name",
-    "delivery_type",
-    "reseller_organization_id",
-];
+/// The columns of an import file, in the order of the example (the request tree's flat
+/// form, [`crate::domain::request::COLUMNS`]).
+pub fn columns() -> impl Iterator<Item = &'static str> {
+    crate::domain::request::COLUMNS.iter().map(|c| c.name)
+}
 
 /// One data row: its line in the file (the header is line 1), the request body, and the
 /// verdict of the server's rules.
@@ -58,62 +40,9 @@ pub struct Row {
     pub idempotency_key: String,
 }
 
-fn number_or_text(v: &str) -> Value {
-    v.parse::<i64>()
-        .map(Value::from)
-        .unwrap_or_else(|_| Value::from(v))
-}
-
 /// The create body of one CSV record (columns by header name; unknown columns refused).
 fn body_of(rec: &HashMap<String, String>) -> Value {
-    let get = |k: &str| rec.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
-    let text = |k: &str| get(k).map(Value::from).unwrap_or(Value::Null);
-    let mut body = json!({
-        "user_id": text("user_id"),
-        "yubico_shipment_request": {
-            "recipient": {
-                "recipient_company": text("recipient_company"),
-                "recipient_email": text("recipient_email"),
-                "recipient_firstname": text("recipient_firstname"),
-                "recipient_lastname": text("recipient_lastname"),
-                "recipient_telephone": text("recipient_telephone"),
-            },
-            "mailing_address": {
-                "street_line1": text("street_line1"),
-                "street_line2": text("street_line2"),
-                "city": text("city"),
-                "region": text("region"),
-                "postal_code": text("postal_code"),
-                "country_code_2": text("country_code_2"),
-            },
-            "shipment_items": [{
-                "product_id": get("product_id").map(number_or_text).unwrap_or(Value::Null),
-                "inventory_product_id": get("inventory_product_id").map(number_or_text).unwrap_or(Value::Null),
-                "product_quantity": 1,
-                "customization_id": text("customization_id"),
-                "fc_additional_data": {"yubikey_name": text("yubikey_name")},
-            }],
-        },
-    });
-    if let Some(l) = get("pin_length") {
-        body["pin_request"] = json!({"type": "generate", "length": number_or_text(l)});
-    }
-    if let Some(e) = get("emails_to") {
-        let list: Vec<&str> = e
-            .split([';', ' '])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        body["enrollment_contacts"] = json!({ "emails_to": list });
-    }
-    let y = &mut body["yubico_shipment_request"];
-    if let Some(d) = get("delivery_type") {
-        y["delivery_type"] = number_or_text(d);
-    }
-    if let Some(r) = get("reseller_organization_id") {
-        y["reseller_organization_id"] = Value::from(r);
-    }
-    body
+    crate::domain::request::body_of_columns(|k| rec.get(k).map(String::as_str))
 }
 
 /// Reads and checks a file. Errors that concern the whole file (not CSV, a missing or
@@ -130,21 +59,19 @@ pub fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, String> {
         .map(|h| h.trim_start_matches('\u{feff}').to_string())
         .collect();
     for h in &headers {
-        if !COLUMNS.contains(&h.as_str()) {
+        if !columns().any(|c| c == h) {
             return Err(format!(
                 "unknown column `{h}`; the columns are: {}",
-                COLUMNS.join(", ")
+                columns().collect::<Vec<_>>().join(", ")
             ));
         }
     }
-    for required in [
-        "user_id",
-        "recipient_email",
-        "street_line1",
-        "country_code_2",
-    ] {
-        if !headers.iter().any(|h| h == required) {
-            return Err(format!("column `{required}` is missing"));
+    let required = crate::domain::request::COLUMNS
+        .iter()
+        .filter(|c| c.header_required);
+    for c in required {
+        if !headers.iter().any(|h| h == c.name) {
+            return Err(format!("column `{}` is missing", c.name));
         }
     }
     let mut seen: HashMap<String, usize> = HashMap::new();

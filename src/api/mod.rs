@@ -267,7 +267,7 @@ pub async fn list_shipments(
 
 /// `GET /v1/fpr/shipments/{shipment_id}/events`: the shipment's history.
 #[utoipa::path(get, path = "/v1/fpr/shipments/{shipment_id}/events", tag = "shipments",
-    params(("shipment_id" = inline(crate::domain::wire::ShipmentId), Path, description = "YubiEnterprise shipment id, or the request id of a create that never got one")),
+    params(("shipment_id" = inline(crate::domain::fields::ShipmentId), Path, description = "YubiEnterprise shipment id, or the request id of a create that never got one")),
     responses(
         (status = 200, description = "Events, oldest first", body = crate::lifecycle::list::History),
         (status = 400, description = "Malformed id", body = openapi::ErrorBody),
@@ -290,7 +290,7 @@ pub async fn shipment_events(
 
 /// `GET /v1/fpr/shipments/{shipment_id}`.
 #[utoipa::path(get, path = "/v1/fpr/shipments/{shipment_id}", tag = "shipments",
-    params(("shipment_id" = inline(crate::domain::wire::ShipmentId), Path, description = "YubiEnterprise shipment id")),
+    params(("shipment_id" = inline(crate::domain::fields::ShipmentId), Path, description = "YubiEnterprise shipment id")),
     responses(
         (status = 200, description = "Processing state", body = openapi::ShipmentStatusBody),
         (status = 400, description = "Malformed id", body = openapi::ErrorBody),
@@ -326,7 +326,7 @@ pub async fn get_shipment(
 
 /// `GET /v1/operations/resend-pin/{shipment_id}`.
 #[utoipa::path(get, path = "/v1/operations/resend-pin/{shipment_id}", tag = "operations",
-    params(("shipment_id" = inline(crate::domain::wire::ShipmentId), Path, description = "YubiEnterprise shipment id")),
+    params(("shipment_id" = inline(crate::domain::fields::ShipmentId), Path, description = "YubiEnterprise shipment id")),
     responses(
         (status = 204, description = "PIN mail sent again"),
         (status = 400, description = "Malformed id", body = openapi::ErrorBody),
@@ -524,7 +524,7 @@ async fn method_not_allowed() -> Response {
 
 /// Shipment ids are YubiEnterprise's: letters, digits, `-` and `_`, at most 128.
 fn check_shipment_id(id: &str) -> Result<(), ApiError> {
-    crate::domain::wire::ShipmentId::try_from(id.to_string())
+    crate::domain::fields::ShipmentId::try_from(id.to_string())
         .map(|_| ())
         .map_err(ApiError::validation)
 }

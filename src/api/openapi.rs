@@ -9,9 +9,10 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-pub use crate::domain::wire::{
-    AdditionalData, CreateShipmentRequest, EnrollmentContacts, MailingAddress, PinRequest, PinType,
-    Recipient, ShipmentItem, YubicoShipmentRequest,
+pub use crate::domain::fields::PinType;
+pub use crate::domain::request::{
+    AdditionalData, EnrollmentContacts, MailingAddress, PinRequest, Recipient, ShipmentItem,
+    ShipmentRequest as CreateShipmentRequest, YubicoShipmentRequest,
 };
 
 #[derive(OpenApi)]

@@ -6,6 +6,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub const MIN_LEN: usize = 4;
 pub const MAX_LEN: usize = 63;
+/// PIN length used when the create request gives none.
+pub const DEFAULT_LEN: usize = 8;
 
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct Pin(String);

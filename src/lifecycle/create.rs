@@ -227,7 +227,7 @@ async fn create_inner(
 
     let response_key =
         ResponseKey::generate().map_err(|e| LifecycleError::Internal(e.to_string()))?;
-    let pin = Pin::generate(req.pin_length);
+    let pin = Pin::generate(req.pin_length());
     let expires = options.challenge_timeout.to_rfc3339();
     let pin_jwe = crypto::encrypt_pin_request(&pin, &response_key, &transport)
         .map_err(|e| LifecycleError::Internal(e.to_string()))?;
@@ -254,7 +254,7 @@ async fn create_inner(
         now,
     );
     rec.emails_to = req.mail_recipients();
-    rec.yubikey_name = req.yubikey_name.clone();
+    rec.yubikey_name = req.yubikey_name().map(str::to_string);
     rec.challenge_expires_at = Some(options.challenge_timeout);
     rec.idempotency_body_hash = idempotency.as_ref().map(|i| i.body_sha256.clone());
     rec.created_by = Some(caller.to_string());

@@ -211,7 +211,7 @@ pub async fn run(deps: &Deps, req: &ShipmentRequest, user: &EntraUser) -> Vec<Ch
                     "the passkey policy does not allow self-service set up (isSelfServiceRegistrationAllowed), and Graph then refuses registering the key: allow it",
                 )
             });
-            out.push(key_models(deps, &p, req.yubico.item.product_id));
+            out.push(key_models(deps, &p, req.product_id()));
         }
         Err(e) => {
             let why = unavailable(

@@ -1,12 +1,10 @@
-//! The create request as it travels: serde wire types whose leaves are newtypes that
-//! validate themselves on deserialization and describe themselves to OpenAPI from the same
-//! constants ([`utoipa::PartialSchema`]). The OpenAPI document is generated from these types,
-//! so its patterns, lengths, enums and required fields are the server's own rules; the few
-//! rules that span fields (street lines together, US/Canadian regions and postal codes,
-//! exactly one item) are checked in [`super::request`] and described in the schema.
+//! The request's leaves: newtypes that validate themselves on deserialization and describe
+//! themselves to OpenAPI from the same constants ([`utoipa::PartialSchema`]), and the
+//! mapping of serde's errors to the API's ("`<field>` <rule>", naming the JSON path). The
+//! tree they make up is [`super::request`].
 //!
 //! Every newtype's pattern is at least as strict as its check: a value that matches the
-//! document is accepted by the server (`tests::schema_and_server_agree`).
+//! document is accepted by the server (`request::tests::schema_and_server_agree`).
 
 use std::borrow::Cow;
 
@@ -20,9 +18,9 @@ use utoipa::{PartialSchema, ToSchema};
 // ------------------------------------------------------------------ leaf newtypes
 
 /// Characters no text field may contain (C0 and C1 controls, DEL), as a regex class body.
-const NO_CONTROLS: &str = r"\u0000-\u001F\u007F-\u009F";
+pub(super) const NO_CONTROLS: &str = r"\u0000-\u001F\u007F-\u009F";
 
-fn text_pattern() -> String {
+pub(super) fn text_pattern() -> String {
     // At least one non-space character, no control characters.
     format!(r"^[^{NO_CONTROLS}]*[^\s{NO_CONTROLS}][^{NO_CONTROLS}]*$")
 }
@@ -62,6 +60,9 @@ macro_rules! deserialize_via_try_from {
 pub struct Text<const MAX: usize>(String);
 
 impl<const MAX: usize> Text<MAX> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -106,6 +107,9 @@ pub struct Email<const MAX: usize>(String);
 const EMAIL_LOCAL: &str = r"A-Za-z0-9._%+'!#$&*=?^`{|}~/-";
 
 impl<const MAX: usize> Email<MAX> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -166,29 +170,38 @@ impl<const MAX: usize> PartialSchema for Email<MAX> {
 
 impl<const MAX: usize> ToSchema for Email<MAX> {}
 
-/// `user_id`: a user principal name (`name@domain`, at most 113 characters) or an object id
-/// (GUID).
+/// `user_id`: the Entra user, by user principal name (`name@domain`, at most 113
+/// characters) or object id (GUID, stored lower case).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserIdField(pub super::UserId);
+pub enum UserId {
+    Upn(String),
+    ObjectId(String),
+}
+
+impl UserId {
+    pub fn as_str(&self) -> &str {
+        match self {
+            UserId::Upn(s) | UserId::ObjectId(s) => s,
+        }
+    }
+}
 
 const GUID_PATTERN: &str =
     "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}";
 
-impl TryFrom<String> for UserIdField {
+impl TryFrom<String> for UserId {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let s = s.trim();
         if s.is_empty() {
             return Err(REQUIRED.into());
         }
-        super::request::parse_user_id(s)
-            .map(Self)
-            .map_err(|e| e.message)
+        parse_user_id(s).map_err(|e| e.message)
     }
 }
-deserialize_via_try_from!(UserIdField, String);
+deserialize_via_try_from!(UserId, String);
 
-impl PartialSchema for UserIdField {
+impl PartialSchema for UserId {
     fn schema() -> RefOr<Schema> {
         let upn = format!(r"[{EMAIL_LOCAL}]{{1,64}}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+");
         string_schema(Some(1), 113, Some(format!("^({GUID_PATTERN}|{upn})$")))
@@ -199,13 +212,16 @@ impl PartialSchema for UserIdField {
             .into()
     }
 }
-schema_via!(UserIdField, "UserId");
+schema_via!(UserId, "UserId");
 
 /// `recipient_telephone`: digits, spaces, `+ - ( ) . x`; at most 40 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Telephone(String);
 
 impl Telephone {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -254,7 +270,7 @@ impl TryFrom<String> for CountryCode {
         if c.is_empty() {
             return Err(REQUIRED.into());
         }
-        if c.chars().count() == 2 && super::request::ISO_3166_ALPHA2.contains(&c.as_str()) {
+        if c.chars().count() == 2 && super::codes::ISO_3166_ALPHA2.contains(&c.as_str()) {
             Ok(Self(c))
         } else {
             Err("must be an ISO 3166-1 alpha-2 country code".into())
@@ -267,7 +283,7 @@ impl PartialSchema for CountryCode {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .enum_values(Some(super::request::ISO_3166_ALPHA2.iter().copied()))
+            .enum_values(Some(super::codes::ISO_3166_ALPHA2.iter().copied()))
             .description(Some("ISO 3166-1 alpha-2"))
             .into()
     }
@@ -279,6 +295,9 @@ schema_via!(CountryCode, "CountryCode");
 pub struct Base58Id(String);
 
 impl Base58Id {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -314,6 +333,9 @@ schema_via!(Base58Id, "Base58Id");
 pub struct YubiKeyName(String);
 
 impl YubiKeyName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -397,7 +419,7 @@ impl PartialSchema for PinLength {
             .schema_type(Type::Integer)
             .minimum(Some(super::pin::MIN_LEN as u64))
             .maximum(Some(super::pin::MAX_LEN as u64))
-            .default(Some(json!(super::request::DEFAULT_PIN_LENGTH)))
+            .default(Some(json!(super::pin::DEFAULT_LEN)))
             .into()
     }
 }
@@ -500,10 +522,10 @@ impl PartialSchema for ShipmentId {
 }
 schema_via!(ShipmentId, "ShipmentId");
 
-const REQUIRED: &str = "is required";
+pub(super) const REQUIRED: &str = "is required";
 
 /// Optional text where `null`, absent and blank all mean "not given".
-fn blank_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub fn blank_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<String, Error = String>,
@@ -515,185 +537,73 @@ where
     }
 }
 
-// ------------------------------------------------------------------ the request
-
-/// `POST /v1/fpr/shipments` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(as = CreateShipmentRequest)]
-pub struct CreateShipmentRequest {
-    #[schema(inline)]
-    pub user_id: UserIdField,
-    #[serde(default)]
-    pub pin_request: Option<PinRequest>,
-    #[serde(default)]
-    pub enrollment_contacts: Option<EnrollmentContacts>,
-    pub yubico_shipment_request: YubicoShipmentRequest,
+/// A rule broken by the request; `field` is the JSON path, e.g.
+/// `yubico_shipment_request.recipient.recipient_lastname`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct PinRequest {
-    #[serde(default)]
-    pub r#type: Option<PinType>,
-    /// Number of digits (default 8).
-    #[serde(default)]
-    #[schema(inline)]
-    pub length: Option<PinLength>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct EnrollmentContacts {
-    /// Where the PIN mail goes instead of the recipient's email.
-    #[serde(default)]
-    #[schema(inline, max_items = 10)]
-    pub emails_to: Option<Vec<Email<254>>>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct YubicoShipmentRequest {
-    #[serde(default, deserialize_with = "blank_is_none")]
-    #[schema(inline)]
-    pub reseller_organization_id: Option<Base58Id>,
-    #[serde(default)]
-    #[schema(inline)]
-    pub delivery_type: Option<DeliveryType>,
-    #[serde(default)]
-    pub address_validation_bypass: Option<bool>,
-    pub recipient: Recipient,
-    pub mailing_address: MailingAddress,
-    /// Exactly one item: one key per pre-registration shipment.
-    #[schema(min_items = 1, max_items = 1)]
-    pub shipment_items: Vec<ShipmentItem>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct Recipient {
-    #[serde(default, deserialize_with = "blank_is_none")]
-    #[schema(inline)]
-    pub recipient_company: Option<Text<20>>,
-    #[schema(inline)]
-    pub recipient_email: Email<80>,
-    #[schema(inline)]
-    pub recipient_firstname: Text<15>,
-    #[schema(inline)]
-    pub recipient_lastname: Text<20>,
-    #[schema(inline)]
-    pub recipient_telephone: Telephone,
-}
-
-/// The address. Its schema is one of three shapes, so that the rules that depend on the
-/// country are in the document too: US (state code, ZIP), CA (province code, postal code),
-/// and every other country.
-#[derive(Debug, Deserialize)]
-pub struct MailingAddress {
-    pub street_line1: Text<60>,
-    #[serde(default, deserialize_with = "blank_is_none")]
-    pub street_line2: Option<Text<60>>,
-    pub city: Text<60>,
-    #[serde(default, deserialize_with = "blank_is_none")]
-    pub region: Option<Text<50>>,
-    #[serde(default, deserialize_with = "blank_is_none")]
-    pub postal_code: Option<Text<50>>,
-    pub country_code_2: CountryCode,
-}
-
-impl PartialSchema for MailingAddress {
-    fn schema() -> RefOr<Schema> {
-        use utoipa::openapi::schema::OneOfBuilder;
-        let enum_of = |values: Vec<&'static str>| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(values))
-        };
-        let shape = |country: ObjectBuilder,
-                     region: Option<ObjectBuilder>,
-                     postal: Option<ObjectBuilder>,
-                     title: &str| {
-            let optional_text = |max| {
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .max_length(Some(max))
-                    .pattern(Some(format!("^[^{NO_CONTROLS}]*$")))
-            };
-            let mut b = ObjectBuilder::new()
-                .title(Some(title))
-                .property("street_line1", Text::<60>::schema())
-                .required("street_line1")
-                .property("street_line2", optional_text(60))
-                .property("city", Text::<60>::schema())
-                .required("city")
-                .property("country_code_2", country)
-                .required("country_code_2");
-            b = match region {
-                Some(r) => b.property("region", r).required("region"),
-                None => b.property("region", optional_text(50)),
-            };
-            b = match postal {
-                Some(p) => b.property("postal_code", p).required("postal_code"),
-                None => b.property("postal_code", optional_text(50)),
-            };
-            b
-        };
-        let others: Vec<&'static str> = super::request::ISO_3166_ALPHA2
-            .iter()
-            .copied()
-            .filter(|c| *c != "US" && *c != "CA")
-            .collect();
-        OneOfBuilder::new()
-            .item(shape(
-                enum_of(vec!["US"]),
-                Some(enum_of(super::request::US_STATES.to_vec())),
-                Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(r"^[0-9]{5}(-[0-9]{4})?$")),
-                ),
-                "US address",
-            ))
-            .item(shape(
-                enum_of(vec!["CA"]),
-                Some(enum_of(super::request::CA_PROVINCES.to_vec())),
-                Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(r"^[A-Za-z][0-9][A-Za-z] ?[0-9][A-Za-z][0-9]$")),
-                ),
-                "Canadian address",
-            ))
-            .item(shape(enum_of(others), None, None, "Address elsewhere"))
-            .into()
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
-impl ToSchema for MailingAddress {}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ShipmentItem {
-    #[schema(inline)]
-    pub product_id: PositiveId,
-    #[schema(inline)]
-    pub inventory_product_id: PositiveId,
-    #[serde(default)]
-    #[schema(inline)]
-    pub product_quantity: Option<One>,
-    #[schema(inline)]
-    pub customization_id: Text<50>,
-    #[serde(default)]
-    pub fc_additional_data: Option<AdditionalData>,
+fn parse_user_id(s: &str) -> Result<UserId, ValidationError> {
+    let f = "user_id";
+    if is_guid(s) {
+        return Ok(UserId::ObjectId(s.to_ascii_lowercase()));
+    }
+    // A UPN: local@domain, no spaces or control characters, at most 113 characters
+    // (Entra's limit: 64 for the local part, 48 for the domain).
+    let ok = s.chars().count() <= 113
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match s.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && local.chars().count() <= 64
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && domain
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+            }
+            None => false,
+        };
+    if ok {
+        Ok(UserId::Upn(s.to_string()))
+    } else {
+        Err(ValidationError::new(
+            f,
+            "`user_id` must be a user principal name (name@domain) or an object id (GUID)",
+        ))
+    }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct AdditionalData {
-    #[serde(default, deserialize_with = "blank_is_none")]
-    #[schema(inline)]
-    pub yubikey_name: Option<YubiKeyName>,
+fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// Deserializes the body, naming the field of the first broken rule.
-pub fn from_value(
+pub fn from_value<T: serde::de::DeserializeOwned>(
     body: &serde_json::Value,
-) -> Result<CreateShipmentRequest, super::ValidationError> {
+) -> Result<T, ValidationError> {
     if !body.is_object() {
-        return Err(super::ValidationError::new(
+        return Err(ValidationError::new(
             "",
             "request body must be a JSON object",
         ));
@@ -730,7 +640,7 @@ fn path_of(p: &serde_path_to_error::Path) -> String {
 }
 
 /// Turns serde's message into the API's: "`<field>` <rule>".
-fn explain(path: String, message: &str) -> super::ValidationError {
+fn explain(path: String, message: &str) -> ValidationError {
     let join = |p: &str, k: &str| {
         if p.is_empty() {
             k.to_string()
@@ -740,7 +650,7 @@ fn explain(path: String, message: &str) -> super::ValidationError {
     };
     let e = |field: String, rule: &str| {
         let message = format!("`{field}` {rule}");
-        super::ValidationError::new(field, message)
+        ValidationError::new(field, message)
     };
     // serde: "missing field `x`" (at the parent's path).
     if let Some(name) = message
@@ -778,268 +688,7 @@ fn explain(path: String, message: &str) -> super::ValidationError {
     // Messages that name the field themselves (the vendor's PIN length message, the
     // shipment id) are used as they are.
     if message.contains('`') {
-        return super::ValidationError::new(path, message);
+        return ValidationError::new(path, message);
     }
     e(path, message)
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::{json, Value};
-
-    use crate::domain::request::test_support::{valid, with};
-    use crate::domain::ShipmentRequest;
-
-    fn validator() -> jsonschema::Validator {
-        let mut doc = serde_json::to_value(crate::api::openapi::document()).unwrap();
-        doc["$ref"] = json!("#/components/schemas/CreateShipmentRequest");
-        jsonschema::draft202012::new(&doc).unwrap()
-    }
-
-    fn strings(max: usize) -> Vec<Value> {
-        let mut v = vec![
-            json!(""),
-            json!(" "),
-            json!("a"),
-            json!(" padded "),
-            json!("a".repeat(max)),
-            json!("a".repeat(max + 1)),
-            json!("é".repeat(max)),
-            json!("é".repeat(max + 1)),
-            json!("x\u{0001}y"),
-            json!("x\u{0085}"),
-            json!("tab\there"),
-            json!(5),
-            json!(null),
-            json!(true),
-        ];
-        v.push(json!(format!(" {}", "b".repeat(max))));
-        v
-    }
-
-    fn emails(max: usize) -> Vec<Value> {
-        let mut v = vec![
-            json!("a@b.co"),
-            json!("first.last+tag@sub.example.org"),
-            json!("a@b"),
-            json!("a@@b.co"),
-            json!("a b@c.de"),
-            json!("a@.b.co"),
-            json!("a@b..co"),
-            json!("a@b.co."),
-            json!("<a>@b.co"),
-            json!("é@b.co"),
-            json!("a@bé.co"),
-            json!(format!("{}@b.co", "a".repeat(64))),
-            json!(format!("{}@b.co", "a".repeat(65))),
-            json!(""),
-            json!(7),
-        ];
-        let long = format!("a@{}.co", "b".repeat(max.saturating_sub(5)));
-        v.push(json!(long.clone()));
-        v.push(json!(format!("a{long}")));
-        v
-    }
-
-    /// Every request the document admits, the server accepts: the document never lets a
-    /// generated client send a request that gets a 400.
-    #[test]
-    fn schema_and_server_agree() {
-        let validator = validator();
-        let base = valid();
-        assert!(
-            validator.is_valid(&base),
-            "the example request fits the document"
-        );
-        assert!(ShipmentRequest::parse(&base).is_ok());
-
-        let y = "yubico_shipment_request";
-        let r = format!("{y}.recipient");
-        let a = format!("{y}.mailing_address");
-        let i = format!("{y}.shipment_items[0]");
-        let mut cases: Vec<(String, Value)> = Vec::new();
-        let mut add = |path: &str, values: Vec<Value>| {
-            for v in values {
-                cases.push((path.to_string(), v));
-            }
-        };
-        add(
-            "user_id",
-            [
-                emails(113),
-                vec![
-                    json!("7DC95E2F-53AB-4C2A-9E61-0A7B2D4C8E11"),
-                    json!("7dc95e2f-53-..."),
-                    json!("guest_contoso.com#EXT#@tenant.onmicrosoft.com"),
-                    json!(format!("{}@x.co", "a".repeat(64))),
-                    json!(format!("a@{}.co", "b".repeat(108))),
-                    json!(format!("a@{}.co", "b".repeat(109))),
-                ],
-            ]
-            .concat(),
-        );
-        add(
-            "pin_request.length",
-            vec![
-                json!(3),
-                json!(4),
-                json!(63),
-                json!(64),
-                json!("8"),
-                json!(8.5),
-                json!(null),
-            ],
-        );
-        add(
-            "pin_request.type",
-            vec![json!("generate"), json!("static"), json!(null), json!(1)],
-        );
-        add(
-            "enrollment_contacts.emails_to",
-            vec![
-                json!([]),
-                json!(vec!["a@b.co"; 10]),
-                json!(vec!["a@b.co"; 11]),
-                json!(["a@b.co", "bad"]),
-                json!("a@b.co"),
-                json!(null),
-            ],
-        );
-        for (f, max) in [
-            ("recipient_company", 20),
-            ("recipient_firstname", 15),
-            ("recipient_lastname", 20),
-        ] {
-            add(&format!("{r}.{f}"), strings(max));
-        }
-        add(&format!("{r}.recipient_email"), emails(80));
-        add(
-            &format!("{r}.recipient_telephone"),
-            [
-                strings(40),
-                vec![
-                    json!("+"),
-                    json!("+1 (555) 555-5555 x12"),
-                    json!("555.555"),
-                    json!("abc"),
-                    json!("1".repeat(40)),
-                    json!("1".repeat(41)),
-                ],
-            ]
-            .concat(),
-        );
-        for (f, max) in [("street_line1", 60), ("street_line2", 60), ("city", 60)] {
-            add(&format!("{a}.{f}"), strings(max));
-        }
-        let mut whole: Vec<(String, Value)> = Vec::new();
-        for country in ["US", "us", "CA", "DE", "XX", "USA", ""] {
-            for region in ["WA", "wa", "ON", "Bavaria", "", "é"] {
-                for postal in [
-                    "98101",
-                    "98101-1234",
-                    "9810",
-                    "K1A 0B1",
-                    "k1a0b1",
-                    "K1A  0B1",
-                    "80331",
-                    "",
-                ] {
-                    let v = with(base.clone(), &format!("{a}.country_code_2"), json!(country));
-                    let v = with(v, &format!("{a}.region"), json!(region));
-                    let v = with(v, &format!("{a}.postal_code"), json!(postal));
-                    whole.push(("<whole>".into(), v));
-                }
-            }
-        }
-        add(
-            &format!("{y}.delivery_type"),
-            vec![
-                json!(0),
-                json!(1),
-                json!(2),
-                json!(3),
-                json!("1"),
-                json!(null),
-            ],
-        );
-        add(
-            &format!("{y}.reseller_organization_id"),
-            vec![
-                json!(""),
-                json!("abc"),
-                json!("0OIl"),
-                json!("1".repeat(64)),
-                json!("1".repeat(65)),
-                json!(3),
-            ],
-        );
-        add(
-            &format!("{y}.address_validation_bypass"),
-            vec![json!(true), json!("true"), json!(null)],
-        );
-        add(
-            &format!("{y}.shipment_items"),
-            vec![json!([]), json!(null), json!({})],
-        );
-        for f in ["product_id", "inventory_product_id"] {
-            add(
-                &format!("{i}.{f}"),
-                vec![
-                    json!(0),
-                    json!(1),
-                    json!(-1),
-                    json!("1"),
-                    json!(i64::MAX),
-                    json!(1.5),
-                ],
-            );
-        }
-        add(
-            &format!("{i}.product_quantity"),
-            vec![json!(1), json!(2), json!(0), json!(null)],
-        );
-        add(&format!("{i}.customization_id"), strings(50));
-        add(
-            &format!("{i}.fc_additional_data.yubikey_name"),
-            vec![
-                json!("Primary"),
-                json!("a".repeat(18)),
-                json!("a".repeat(19)),
-                json!("Clé"),
-                json!(""),
-                json!("tab\t"),
-                json!(null),
-            ],
-        );
-
-        let (mut admitted, mut total) = (0, 0);
-        for (path, value) in cases.into_iter().chain(whole) {
-            let doc = if path == "<whole>" {
-                value.clone()
-            } else {
-                with(base.clone(), &path, value.clone())
-            };
-            total += 1;
-            if validator.is_valid(&doc) {
-                admitted += 1;
-                let parsed = ShipmentRequest::parse(&doc);
-                assert!(
-                    parsed.is_ok(),
-                    "the document admits {path} = {value} but the server refuses it: {:?}",
-                    parsed.err()
-                );
-            }
-        }
-        // Not vacuous: a good share of the cases is admitted, and many are refused.
-        assert!(
-            admitted > 60 && admitted < total - 60,
-            "{admitted} of {total}"
-        );
-        // Two items: the document refuses what the server refuses.
-        let mut two = base.clone();
-        let item = two[y]["shipment_items"][0].clone();
-        two[y]["shipment_items"] = json!([item.clone(), item]);
-        assert!(!validator.is_valid(&two));
-        assert!(ShipmentRequest::parse(&two).is_err());
-    }
 }
