@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::auth::Authenticator;
+use crate::auth::Authenticator;
 use crate::config::{Config, SecretBackend, StoreBackend};
 use crate::secrets::SecretStore;
 use crate::store::ShipmentStore;
@@ -99,9 +99,10 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Builds the production dependencies from the configuration.
-pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
-    let dep = |what: &'static str| move |e: String| BuildError::Dependency { what, message: e };
+/// The process's one outbound HTTP client (timeouts, no redirects, the extra trusted root
+/// when configured), shared by every upstream client, the caller-token key set and the
+/// trace exporter.
+pub fn outbound_client(config: &Config) -> Result<reqwest::Client, BuildError> {
     let extra_ca = match &config.extra_root_ca_pem {
         Some(p) => Some(std::fs::read(p).map_err(|e| BuildError::Dependency {
             what: "FIDO_CONNECTOR_EXTRA_ROOT_CA",
@@ -109,8 +110,26 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
         })?),
         None => None,
     };
-    let http = crate::upstream::http::build_client(config.upstream_timeout, extra_ca.as_deref())
-        .map_err(dep("HTTP client"))?;
+    crate::upstream::http::build_client(config.upstream_timeout, extra_ca.as_deref()).map_err(
+        |message| BuildError::Dependency {
+            what: "HTTP client",
+            message,
+        },
+    )
+}
+
+/// Builds the production dependencies from the configuration, with their own client.
+pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
+    let http = outbound_client(&config)?;
+    build_deps_with(config, http).await
+}
+
+/// Builds the production dependencies around the process's outbound client.
+pub async fn build_deps_with(
+    config: Arc<Config>,
+    http: reqwest::Client,
+) -> Result<Deps, BuildError> {
+    let dep = |what: &'static str| move |e: String| BuildError::Dependency { what, message: e };
 
     let credentials = crate::azure_auth::Credentials::from_config(&config, http.clone());
     let azure_credential = || credentials.azure_resources();
@@ -216,6 +235,7 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
     });
     let instance_id = format!("{}/{}", config.replica_name, config.boot_id);
     Ok(Deps {
+        http,
         alerter,
         config,
         store,
@@ -231,8 +251,15 @@ pub async fn build_deps(config: Arc<Config>) -> Result<Deps, BuildError> {
 
 /// Builds the app from a configuration: real clients, the configured store, bound listener.
 pub async fn build(config: Config) -> Result<App, BuildError> {
+    let http = outbound_client(&config)?;
+    build_with_client(config, http).await
+}
+
+/// As [`build`], around the process's outbound client (`main` builds it once, for the
+/// trace exporter too).
+pub async fn build_with_client(config: Config, http: reqwest::Client) -> Result<App, BuildError> {
     let config = Arc::new(config);
-    let deps = Arc::new(build_deps(config.clone()).await?);
+    let deps = Arc::new(build_deps_with(config, http).await?);
     build_with(deps).await
 }
 
@@ -246,7 +273,13 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
         .local_addr()
         .map_err(|source| BuildError::Bind { addr, source })?;
     let auth = Arc::new(
-        Authenticator::new(&deps.config).map_err(|m| BuildError::Dependency {
+        Authenticator::new(
+            &deps.config,
+            deps.clock.clone(),
+            deps.http.clone(),
+            crate::auth::JWKS_COOLDOWN,
+        )
+        .map_err(|m| BuildError::Dependency {
             what: "authentication",
             message: m,
         })?,

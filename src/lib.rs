@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod azure_auth;
 pub mod bulk;
 pub mod clock;

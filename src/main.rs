@@ -59,30 +59,23 @@ async fn serve() -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    let otlp = match &config.otlp_endpoint {
-        None => None,
-        Some(endpoint) => {
-            let ca = config
-                .extra_root_ca_pem
-                .as_ref()
-                .and_then(|p| std::fs::read(p).ok());
-            match fido_connector::upstream::http::build_client(
-                config.upstream_timeout,
-                ca.as_deref(),
-            ) {
-                Ok(client) => Some(fido_connector::logging::Otlp {
-                    endpoint: endpoint.clone(),
-                    client,
-                }),
-                Err(e) => {
-                    eprintln!("fido-connector: OTLP client: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    // One outbound client for the process: the upstreams, the caller-token keys, OTLP.
+    let http = match fido_connector::app::outbound_client(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fido-connector: {e}");
+            return ExitCode::FAILURE;
         }
     };
+    let otlp = config
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| fido_connector::logging::Otlp {
+            endpoint: endpoint.clone(),
+            client: http.clone(),
+        });
     fido_connector::logging::init_with(config.logging_level, otlp);
-    let app = match fido_connector::app::build(config).await {
+    let app = match fido_connector::app::build_with_client(config, http).await {
         Ok(a) => a,
         Err(e) => {
             eprintln!("fido-connector: {e}");

@@ -35,7 +35,7 @@ use extract::JsonBody;
 #[derive(Clone)]
 pub struct AppState {
     pub deps: std::sync::Arc<crate::lifecycle::Deps>,
-    pub auth: std::sync::Arc<auth::Authenticator>,
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
     pub jobs: std::sync::Arc<crate::jobs::Jobs>,
     pub readiness: std::sync::Arc<Readiness>,
 }

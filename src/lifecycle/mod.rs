@@ -38,6 +38,8 @@ pub use resend::resend_pin;
 #[derive(Clone)]
 pub struct Deps {
     pub config: Arc<Config>,
+    /// The process's one outbound HTTP client (the upstream clients hold clones of it).
+    pub http: reqwest::Client,
     pub store: Arc<dyn ShipmentStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub ye: Arc<dyn YubiEnterprise>,

@@ -115,7 +115,7 @@ pub async fn prepare(
     )
     .map_err(|e| format!("{}: {e}", ca_file.display()))?;
 
-    let api_key = crate::api::auth::generate_api_key();
+    let api_key = crate::auth::generate_api_key();
     let mut env: HashMap<String, String> = HashMap::new();
     let mut set = |k: &str, v: String| {
         env.insert(k.to_string(), v);
@@ -156,7 +156,7 @@ pub async fn prepare(
         "FIDO_CONNECTOR_API_KEYS",
         format!(
             "sandbox-admin:{}:create_request",
-            crate::api::auth::hash_api_key(&api_key)
+            crate::auth::hash_api_key(&api_key)
         ),
     );
     // Processing runs every 10 s in the sandbox so a walk-through sees progress quickly.

@@ -86,17 +86,27 @@ fn fetcher(http: reqwest::Client, url: Url, use_: &'static str) -> super::keyset
 }
 
 async fn fetch(http: &reqwest::Client, url: Url) -> Result<Value, UpstreamError> {
-    let resp = crate::metrics::send("yubico_keys", http.get(url))
+    fetch_from(http, url, SERVICE, "yubico_keys").await
+}
+
+/// GETs a published document (a key set, an OpenID configuration): a missing one is an
+/// outage of its publisher, not a missing key.
+async fn fetch_from(
+    http: &reqwest::Client,
+    url: Url,
+    service: &'static str,
+    metric: &'static str,
+) -> Result<Value, UpstreamError> {
+    let resp = crate::metrics::send(metric, http.get(url))
         .await
-        .map_err(|e| transport_error(SERVICE, &e))?;
+        .map_err(|e| transport_error(service, &e))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(
-            match status_error(SERVICE, status, String::new(), String::new(), None) {
-                // A missing key set is an outage of the publisher, not a missing kid.
+            match status_error(service, status, String::new(), String::new(), None) {
                 UpstreamError::NotFound { .. } | UpstreamError::Unauthorized { .. } => {
                     UpstreamError::Transient {
-                        service: SERVICE,
+                        service,
                         message: format!("HTTP {}", status.as_u16()),
                         retry_after: None,
                     }
@@ -105,7 +115,43 @@ async fn fetch(http: &reqwest::Client, url: Url) -> Result<Value, UpstreamError>
             },
         );
     }
-    read_json_capped(SERVICE, resp).await
+    read_json_capped(service, resp).await
+}
+
+/// A fetcher for a key set found through OpenID discovery (the document's `jwks_uri`, which
+/// must be https outside loopback): keys of `use: sig` that `kind` accepts, each turned
+/// into `K` by `parse`. Callers' Entra tokens are verified with such a set.
+pub fn discovered_fetcher<K: Send + Sync + 'static>(
+    http: reqwest::Client,
+    discovery: Url,
+    kind: fn(&serde_json::Map<String, Value>) -> bool,
+    parse: fn(Jwk) -> Option<K>,
+) -> super::keyset::Fetcher<K> {
+    Box::new(move || {
+        let (http, discovery) = (http.clone(), discovery.clone());
+        Box::pin(async move {
+            let conf = fetch_from(&http, discovery, "OpenID configuration", "entra_keys")
+                .await
+                .map_err(|e| e.to_string())?;
+            let jwks_uri = conf["jwks_uri"]
+                .as_str()
+                .ok_or("OpenID configuration without jwks_uri")?;
+            let jwks_uri = Url::parse(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+            if !super::http::allowed_outbound(&jwks_uri) {
+                return Err("jwks_uri is not https".to_string());
+            }
+            let set = fetch_from(&http, jwks_uri, "JWKS", "entra_keys")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(published_keys(&set, "sig", kind)
+                .into_iter()
+                .filter_map(|jwk| {
+                    let kid = jwk.key_id()?.to_string();
+                    Some((kid, parse(jwk)?))
+                })
+                .collect())
+        })
+    })
 }
 
 fn key_error(e: KeyError) -> UpstreamError {
@@ -162,14 +208,26 @@ impl JwksCache {
 
 /// EC P-384 keys with a kid whose `use` (if present) matches; at most [`MAX_KEYS`].
 pub fn usable_keys(set: &Value, use_: &str) -> Vec<Jwk> {
+    published_keys(set, use_, |k| {
+        k.get("kty").and_then(Value::as_str) == Some("EC")
+            && k.get("crv").and_then(Value::as_str) == Some("P-384")
+    })
+}
+
+/// The public keys of a set that `kind` accepts, with a kid, whose `use` (if present)
+/// matches; at most [`MAX_KEYS`].
+pub fn published_keys(
+    set: &Value,
+    use_: &str,
+    kind: impl Fn(&serde_json::Map<String, Value>) -> bool,
+) -> Vec<Jwk> {
     let Some(keys) = set.get("keys").and_then(Value::as_array) else {
         return Vec::new();
     };
     keys.iter()
         .filter_map(|k| k.as_object())
         .filter(|k| {
-            k.get("kty").and_then(Value::as_str) == Some("EC")
-                && k.get("crv").and_then(Value::as_str) == Some("P-384")
+            kind(k)
                 && k.get("kid")
                     .and_then(Value::as_str)
                     .is_some_and(|s| !s.is_empty())

@@ -2,7 +2,7 @@
 //! with tokens minted by the Entra simulator and validated by the production code.
 
 use base64::Engine;
-use fido_connector::api::auth::{generate_api_key, hash_api_key};
+use fido_connector::auth::{generate_api_key, hash_api_key};
 use fido_connector::sandbox::entra::CallerClaims;
 use fido_connector::sandbox::run::SANDBOX_AUDIENCE;
 use reqwest::Method;
@@ -370,7 +370,7 @@ async fn unknown_kids_refresh_the_signing_keys_at_most_once_per_cooldown() {
 async fn expiry_honours_exactly_one_leeway() {
     let w = World::start(Backend::Embedded).await;
     let v = w.state.auth.token_validator().unwrap();
-    let leeway = fido_connector::api::auth::LEEWAY_SECS;
+    let leeway = fido_connector::auth::LEEWAY_SECS;
     let mut inside = claims(Some("create_request"));
     inside.lifetime_secs = Some(-(leeway - 10));
     assert!(v
@@ -393,7 +393,7 @@ async fn expiry_honours_exactly_one_leeway() {
 /// withdrawn is refused even though it was validated before.
 #[tokio::test]
 async fn the_validated_token_cache_honours_expiry_its_bound_and_withdrawn_keys() {
-    use fido_connector::api::auth::{Authenticator, LEEWAY_SECS, TOKEN_CACHE_ENTRIES};
+    use fido_connector::auth::{Authenticator, LEEWAY_SECS, TOKEN_CACHE_ENTRIES};
     use fido_connector::clock::ManualClock;
     use std::sync::Arc;
 
@@ -404,8 +404,7 @@ async fn the_validated_token_cache_honours_expiry_its_bound_and_withdrawn_keys()
         fido_connector::upstream::http::build_client(std::time::Duration::from_secs(10), Some(&ca))
             .unwrap();
     let auth =
-        Authenticator::with_clock(&w.sb.config, clock.clone(), http, std::time::Duration::ZERO)
-            .unwrap();
+        Authenticator::new(&w.sb.config, clock.clone(), http, std::time::Duration::ZERO).unwrap();
     let v = auth.token_validator().unwrap();
     let daemon = |sub: &str, lifetime: i64| {
         let mut c = with_roles(claims(None), &["Shipments.Read"]);

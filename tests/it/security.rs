@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fido_connector::api::auth::{generate_api_key, hash_api_key};
+use fido_connector::auth::{generate_api_key, hash_api_key};
 use fido_connector::sandbox::faults::FaultConfig;
 use fido_connector::sandbox::mail::MailSink;
 
