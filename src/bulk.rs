@@ -112,60 +112,74 @@ fn client(settings: &ClientSettings) -> Result<reqwest::Client, String> {
         .map_err(|_| "the credential is not a valid header value".to_string())?;
     v.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, v);
-    reqwest::Client::builder()
+    // The service's own outbound policy (no redirects, timeouts), with the credential.
+    crate::upstream::http::client_builder(Duration::from_secs(120), None)?
         .default_headers(headers)
-        .timeout(Duration::from_secs(120))
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())
 }
 
-/// Creates one row's shipment: 201/200 give the id; 409 (the same key still in
-/// progress), 429 and 503 are retried after `Retry-After` for up to two minutes.
+/// Creates one row's shipment: 201/200 give the id; no answer, 409 (the same key still in
+/// progress), 429 and 503 are tried again, at least `Retry-After` apart, for up to two
+/// minutes ([`crate::backoff::retry`]).
 async fn submit_one(http: &reqwest::Client, url: &str, row: &Row) -> Result<String, String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = http
-            .post(format!("{url}/v1/fpr/shipments"))
-            .header("idempotency-key", &row.idempotency_key)
-            .json(&row.body)
-            .send()
-            .await;
-        let r = match r {
-            Ok(r) => r,
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e.without_url(), "retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+    let policy = crate::backoff::Policy {
+        attempts: u32::MAX,
+        budget: Duration::from_secs(120),
+        base: Duration::from_millis(500),
+        cap: Duration::from_secs(5),
+    };
+    crate::backoff::retry(policy, || submit_once(http, url, row))
+        .await
+        .map_err(|e| e.message)
+}
+
+/// A create that did not give a shipment id.
+struct SubmitError {
+    message: String,
+    /// `Some` when worth another try, with the wait the service asked for.
+    again: Option<Option<Duration>>,
+}
+
+impl crate::backoff::Retryable for SubmitError {
+    fn retry_hint(&self) -> Option<Option<Duration>> {
+        self.again
+    }
+}
+
+async fn submit_once(http: &reqwest::Client, url: &str, row: &Row) -> Result<String, SubmitError> {
+    let r = http
+        .post(format!("{url}/v1/fpr/shipments"))
+        .header("idempotency-key", &row.idempotency_key)
+        .json(&row.body)
+        .send()
+        .await
+        .map_err(|e| {
+            let message = format!("no answer: {}", e.without_url());
+            tracing::debug!(error = %message, "retrying");
+            SubmitError {
+                message,
+                again: Some(None),
             }
-            Err(e) => return Err(format!("no answer: {}", e.without_url())),
-        };
-        let status = r.status().as_u16();
-        let wait = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(1)
-            .clamp(1, 30);
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        match status {
-            200 | 201 => {
-                return v["data"]["shipment_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| "the answer has no shipment id".to_string())
-            }
-            409 | 429 | 503 if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_secs(wait)).await;
-            }
-            _ => {
-                return Err(format!(
-                    "HTTP {status}: {}",
-                    v["error_message"].as_str().unwrap_or("no error message")
-                ))
-            }
-        }
+        })?;
+    let status = r.status().as_u16();
+    let wait = crate::upstream::http::retry_after(&r).map(|w| w.min(Duration::from_secs(30)));
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    match status {
+        200 | 201 => v["data"]["shipment_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| SubmitError {
+                message: "the answer has no shipment id".into(),
+                again: None,
+            }),
+        _ => Err(SubmitError {
+            message: format!(
+                "HTTP {status}: {}",
+                v["error_message"].as_str().unwrap_or("no error message")
+            ),
+            again: matches!(status, 409 | 429 | 503).then_some(wait),
+        }),
     }
 }
 

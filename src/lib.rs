@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod azure_auth;
+pub mod backoff;
 pub mod bulk;
 pub mod clock;
 pub mod config;

@@ -393,8 +393,7 @@ fn next_attempt(
     retry_after: Option<StdDuration>,
     deadline: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
-    let exp = base.saturating_mul(1u32 << attempts.min(20)).min(max);
-    let wait = exp.max(retry_after.unwrap_or_default());
+    let wait = crate::backoff::capped(attempts, base, max).max(retry_after.unwrap_or_default());
     let next = now + Duration::from_std(wait).unwrap_or(Duration::hours(1));
     match deadline {
         Some(d) if next > d => d.max(now),

@@ -107,26 +107,36 @@ impl SecretStore for KeyVaultSecretStore {
             Err(e) if status(&e) == Some(404) => {}
             Err(e) => return Err(err(e)),
         }
-        for attempt in 0..10u64 {
+        // 409 while Key Vault is still deleting: tried again, spaced, for a few seconds.
+        let policy = crate::backoff::Policy {
+            attempts: 10,
+            budget: Duration::from_secs(15),
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(2),
+        };
+        let purged = crate::backoff::retry(policy, || async {
             match self.client.purge_deleted_secret(name, None).await {
-                Ok(_) => return Ok(()),
-                Err(e) if status(&e) == Some(404) => return Ok(()),
-                Err(e) if status(&e) == Some(409) => {
-                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
-                }
+                Ok(_) => Ok(()),
+                Err(e) if status(&e) == Some(404) => Ok(()),
+                Err(e) if status(&e) == Some(409) => Err(Purge::Deleting),
                 Err(e) if status(&e) == Some(403) => {
                     tracing::warn!(
                         secret = name,
                         "purge not permitted; the secret stays soft-deleted until retention ends"
                     );
-                    return Ok(());
+                    Ok(())
                 }
-                Err(e) => return Err(err(e)),
+                Err(e) => Err(Purge::Failed(err(e))),
             }
+        })
+        .await;
+        match purged {
+            Ok(()) => Ok(()),
+            Err(Purge::Deleting) => Err(SecretError::Unavailable(
+                "Key Vault did not finish deleting in time".into(),
+            )),
+            Err(Purge::Failed(e)) => Err(e),
         }
-        Err(SecretError::Unavailable(
-            "Key Vault did not finish deleting in time".into(),
-        ))
     }
 
     async fn ping(&self) -> Result<(), SecretError> {
@@ -139,5 +149,18 @@ impl SecretStore for KeyVaultSecretStore {
             Err(e) if status(&e) == Some(404) => Ok(()),
             Err(e) => Err(err(e)),
         }
+    }
+}
+
+/// A purge attempt that did not end it.
+enum Purge {
+    /// 409: the deletion is still in progress.
+    Deleting,
+    Failed(SecretError),
+}
+
+impl crate::backoff::Retryable for Purge {
+    fn retry_hint(&self) -> Option<Option<Duration>> {
+        matches!(self, Purge::Deleting).then_some(None)
     }
 }

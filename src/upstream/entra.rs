@@ -16,7 +16,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use url::Url;
 
-use super::http::{read_text_capped, retry, retry_after, scrub, status_error, transport_error};
+use super::http::{
+    read_text_capped, retry, retry_after, scrub, send_with_token, status_error, transport_error,
+};
 use super::{
     AttestedCredential, CreationOptions, EntraUser, Fido2Method, Fido2Policy, IdentityProvider,
     KeyRestrictions, UpstreamError,
@@ -263,54 +265,55 @@ impl GraphClient {
             })
     }
 
-    /// One call with a 401 → new token → one retry.
+    /// One call (with a 401 → new token → one retry).
     async fn call(
         &self,
         method: reqwest::Method,
         url: &Url,
         body: Option<&Value>,
     ) -> Result<Value, UpstreamError> {
-        for attempt in 0..2 {
-            let token = self.tokens.token().await?;
-            let mut req = self
+        let token = |fresh: bool| async move {
+            if fresh {
+                self.tokens.invalidate();
+            }
+            self.tokens.token().await
+        };
+        let build = |token: &SecretString| {
+            let req = self
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(token.expose_secret());
-            if let Some(b) = body {
-                req = req.json(b);
+            match body {
+                Some(b) => req.json(b),
+                None => req,
             }
-            let resp = crate::metrics::send("entra", req)
-                .await
-                .map_err(|e| transport_error(SERVICE, &e))?;
-            let status = resp.status();
-            if status.as_u16() == 401 && attempt == 0 {
-                self.tokens.invalidate();
-                continue;
+        };
+        let resp = send_with_token("entra", token, build)
+            .await?
+            .map_err(|e| transport_error(SERVICE, &e))?;
+        let status = resp.status();
+        let ra = retry_after(&resp);
+        let text = read_text_capped(SERVICE, resp).await?;
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
             }
-            let ra = retry_after(&resp);
-            let text = read_text_capped(SERVICE, resp).await?;
-            if status.is_success() {
-                if text.trim().is_empty() {
-                    return Ok(Value::Null);
-                }
-                return serde_json::from_str(&text).map_err(|_| UpstreamError::Invalid {
-                    service: SERVICE,
-                    message: "Graph answer is not JSON".into(),
-                });
-            }
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let code = v["error"]["code"].as_str().unwrap_or("unknown").to_string();
-            let message = scrub(v["error"]["message"].as_str().unwrap_or(""));
-            if code == "Request_ResourceNotFound" || code == "ResourceNotFound" {
-                return Err(UpstreamError::NotFound {
-                    service: SERVICE,
-                    code,
-                    message,
-                });
-            }
-            return Err(status_error(SERVICE, status, code, message, ra));
+            return serde_json::from_str(&text).map_err(|_| UpstreamError::Invalid {
+                service: SERVICE,
+                message: "Graph answer is not JSON".into(),
+            });
         }
-        Err(UpstreamError::Unauthorized { service: SERVICE })
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let code = v["error"]["code"].as_str().unwrap_or("unknown").to_string();
+        let message = scrub(v["error"]["message"].as_str().unwrap_or(""));
+        if code == "Request_ResourceNotFound" || code == "ResourceNotFound" {
+            return Err(UpstreamError::NotFound {
+                service: SERVICE,
+                code,
+                message,
+            });
+        }
+        Err(status_error(SERVICE, status, code, message, ra))
     }
 
     /// Idempotent reads: transient failures are retried with back-off / Retry-After.

@@ -1,11 +1,11 @@
 //! Shared plumbing for outbound HTTP: one client builder (timeouts, extra trusted roots),
-//! mapping of HTTP answers to [`UpstreamError`], `Retry-After`, and jittered back-off.
+//! mapping of HTTP answers to [`UpstreamError`], `Retry-After`, and in-line retries (with
+//! [`crate::backoff`]).
 //! Only idempotent calls (GET, token requests) are retried in-line; POSTs that create
 //! something are never retried blindly.
 
 use std::time::Duration;
 
-use rand::Rng;
 use reqwest::{Response, StatusCode};
 
 use super::UpstreamError;
@@ -16,6 +16,17 @@ pub fn build_client(
     timeout: Duration,
     extra_root_ca_pem: Option<&[u8]>,
 ) -> Result<reqwest::Client, String> {
+    client_builder(timeout, extra_root_ca_pem)?
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The builder behind [`build_client`], for a client that adds to it (the import and
+/// export commands add their credential as a default header).
+pub fn client_builder(
+    timeout: Duration,
+    extra_root_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::ClientBuilder, String> {
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -27,7 +38,7 @@ pub fn build_client(
         let cert = reqwest::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
         b = b.add_root_certificate(cert);
     }
-    b.build().map_err(|e| e.to_string())
+    Ok(b)
 }
 
 /// Largest upstream answer read; anything longer is refused unread past this point.
@@ -88,41 +99,45 @@ pub async fn read_json_capped<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The one retry helper for idempotent upstream calls: runs `call` up to `attempts` times,
-/// sleeping with jittered back-off (at least the upstream's `Retry-After`) between
-/// transient failures, never past `budget` in total. Non-transient errors return at once.
-pub async fn retry<T, F, Fut>(
-    attempts: u32,
-    budget: Duration,
-    mut call: F,
-) -> Result<T, UpstreamError>
+/// In-line retries of an idempotent upstream call ([`crate::backoff::retry`] with the
+/// upstream policy): transient failures are tried again, at least `Retry-After` apart.
+pub async fn retry<T, F, Fut>(attempts: u32, budget: Duration, call: F) -> Result<T, UpstreamError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, UpstreamError>>,
 {
-    let start = std::time::Instant::now();
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Err(UpstreamError::Transient {
-                service,
-                message,
-                retry_after,
-            }) if attempt + 1 < attempts => {
-                let wait = backoff(attempt, Duration::from_millis(200), Duration::from_secs(2))
-                    .max(retry_after.unwrap_or_default());
-                if start.elapsed() + wait > budget {
-                    return Err(UpstreamError::Transient {
-                        service,
-                        message,
-                        retry_after,
-                    });
-                }
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            other => return other,
+    crate::backoff::retry(crate::backoff::Policy::upstream(attempts, budget), call).await
+}
+
+impl crate::backoff::Retryable for UpstreamError {
+    fn retry_hint(&self) -> Option<Option<Duration>> {
+        match self {
+            UpstreamError::Transient { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
+    }
+}
+
+/// Sends a request with a bearer token; on a 401 gets a fresh token (`token(true)`: the
+/// cached one may have been rotated or revoked) and sends once more. The one "401, new
+/// token, try once more" of every client that holds a token; the caller classifies the
+/// answer (a second 401 included) or the transport error.
+pub async fn send_with_token<TF>(
+    metric: &'static str,
+    token: impl Fn(bool) -> TF,
+    build: impl Fn(&secrecy::SecretString) -> reqwest::RequestBuilder,
+) -> Result<Result<Response, reqwest::Error>, UpstreamError>
+where
+    TF: std::future::Future<Output = Result<secrecy::SecretString, UpstreamError>>,
+{
+    let first = token(false).await?;
+    let resp = crate::metrics::send(metric, build(&first)).await;
+    match resp {
+        Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
+            let fresh = token(true).await?;
+            Ok(crate::metrics::send(metric, build(&fresh)).await)
+        }
+        other => Ok(other),
     }
 }
 
@@ -151,17 +166,6 @@ pub fn retry_after(resp: &Response) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(|s| Duration::from_secs(s.min(3600)))
-}
-
-/// Exponential back-off with full jitter: uniform in [0, min(cap, base * 2^attempt)].
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
-    let max = exp.min(cap);
-    let ms = max.as_millis() as u64;
-    if ms == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
 /// Classifies a transport error (no HTTP answer).
@@ -236,14 +240,6 @@ pub fn scrub(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_stays_within_its_cap() {
-        for a in 0..40 {
-            let d = backoff(a, Duration::from_millis(100), Duration::from_secs(5));
-            assert!(d <= Duration::from_secs(5));
-        }
-    }
 
     #[test]
     fn statuses_are_classified() {

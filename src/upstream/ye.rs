@@ -15,7 +15,9 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::http::{read_text_capped, retry, retry_after, scrub, status_error, transport_error};
+use super::http::{
+    read_text_capped, retry, retry_after, scrub, send_with_token, status_error, transport_error,
+};
 use super::{ProductData, UpstreamError, YeShipment, YubiEnterprise};
 use crate::secrets::{SecretStore, YE_API_TOKEN};
 
@@ -104,9 +106,11 @@ impl YeClient {
             service: SERVICE,
             message,
         };
-        let mut token = self.token(false).await?;
-        for attempt in 0..2 {
-            let resp = match crate::metrics::send("yubienterprise", build(&token)).await {
+        {
+            let token = |fresh: bool| self.token(fresh);
+            // A 401 may mean the token was rotated in the portal: the secret store is read
+            // again, and the call sent once more.
+            let resp = match send_with_token("yubienterprise", token, &build).await? {
                 Ok(r) => r,
                 Err(e) if creating && !e.is_connect() => {
                     return Err(unknown(format!(
@@ -121,11 +125,6 @@ impl YeClient {
                 Err(e) => return Err(transport_error(SERVICE, &e)),
             };
             let status = resp.status();
-            if status.as_u16() == 401 && attempt == 0 {
-                // Perhaps rotated in the portal: read the secret store again.
-                token = self.token(true).await?;
-                continue;
-            }
             let ra = retry_after(&resp);
             let text = match read_text_capped(SERVICE, resp).await {
                 Ok(t) => t,
@@ -150,9 +149,8 @@ impl YeClient {
                 return Err(unknown(format!("HTTP {}", status.as_u16())));
             }
             let (code, message) = error_fields(&text);
-            return Err(status_error(SERVICE, status, code, message, ra));
+            Err(status_error(SERVICE, status, code, message, ra))
         }
-        Err(UpstreamError::Unauthorized { service: SERVICE })
     }
 }
 
