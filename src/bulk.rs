@@ -382,14 +382,7 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
         .out
         .clone()
         .unwrap_or_else(|| a.file.with_extension("result.csv"));
-    let mut w = match csv::Writer::from_path(&out_path) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("{}: {e}", out_path.display());
-            return 2;
-        }
-    };
-    let _ = w.write_record(["line", "shipment_id", "error"]);
+    let mut csv = crate::csv_safe::record(&["line", "shipment_id", "error"]);
     for r in &rows {
         let (id, err) = match (&r.verdict, by_line.remove(&r.line)) {
             (Err(e), _) => (String::new(), e.clone()),
@@ -397,9 +390,12 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
             (Ok(()), Some(Err(e))) => (String::new(), e),
             (Ok(()), None) => (String::new(), "not submitted".into()),
         };
-        let _ = w.write_record([r.line.to_string(), id, err]);
+        csv.push_str(&crate::csv_safe::record(&[r.line.to_string(), id, err]));
     }
-    let _ = w.flush();
+    if let Err(e) = std::fs::write(&out_path, csv) {
+        eprintln!("{}: {e}", out_path.display());
+        return 2;
+    }
     println!(
         "created or found {} shipments, {failed} failed; results in {}",
         total - failed,

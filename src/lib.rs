@@ -13,6 +13,7 @@ pub mod bulk;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod csv_safe;
 pub mod domain;
 pub mod faults;
 pub mod jobs;

@@ -72,6 +72,31 @@ pub enum CryptoError {
     KeySet(String),
 }
 
+/// What a [`CryptoError`] means for the work that met it: the one classification the
+/// lifecycle maps to outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptoFailure {
+    /// Yubico's key sets could not be had, or lack the key yet: try again later.
+    KeysUnavailable,
+    /// Our own keys or encryption failed: an internal error.
+    Local,
+    /// A response from Yubico does not open, verify or parse: a bad upstream answer.
+    BadResponse,
+}
+
+impl CryptoError {
+    pub fn failure(&self) -> CryptoFailure {
+        match self {
+            CryptoError::KeySet(_) => CryptoFailure::KeysUnavailable,
+            CryptoError::Key(_) | CryptoError::Encrypt(_) => CryptoFailure::Local,
+            CryptoError::Decrypt(_)
+            | CryptoError::Verify(_)
+            | CryptoError::Payload(_)
+            | CryptoError::SerialMismatch { .. } => CryptoFailure::BadResponse,
+        }
+    }
+}
+
 /// A per-shipment EC P-384 response key pair. The private JWK is a secret: it lives only
 /// in the secret store (`fpr-response-<kid>`) and in memory while used. The public JWK is
 /// kept beside it, and the OpenSSL key is parsed once, on the first decryption (parsing

@@ -225,20 +225,17 @@ async fn create_inner(
         })?;
     let transport = deps.keys.transport_key().await?;
 
-    let response_key =
-        ResponseKey::generate().map_err(|e| LifecycleError::Internal(e.to_string()))?;
+    let response_key = ResponseKey::generate()?;
     let pin = Pin::generate(req.pin_length());
     let expires = options.challenge_timeout.to_rfc3339();
-    let pin_jwe = crypto::encrypt_pin_request(&pin, &response_key, &transport)
-        .map_err(|e| LifecycleError::Internal(e.to_string()))?;
+    let pin_jwe = crypto::encrypt_pin_request(&pin, &response_key, &transport)?;
     drop(pin); // zeroized: the connector keeps no copy of the PIN
     let cred_jwe = crypto::encrypt_credential_request(
         &response_key,
         &expires,
         &options.public_key,
         &transport,
-    )
-    .map_err(|e| LifecycleError::Internal(e.to_string()))?;
+    )?;
 
     let secret_name = response_secret_name(&response_key.kid);
     deps.secrets

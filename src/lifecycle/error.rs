@@ -120,6 +120,26 @@ impl From<UpstreamError> for LifecycleError {
     }
 }
 
+impl From<crate::crypto::CryptoError> for LifecycleError {
+    /// A JOSE failure as the caller of a synchronous action (create, resend) sees it.
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        use crate::crypto::CryptoFailure;
+        match e.failure() {
+            CryptoFailure::KeysUnavailable => LifecycleError::Unavailable {
+                service: crate::upstream::jwks::SERVICE,
+                retry_after: None,
+            },
+            CryptoFailure::Local => LifecycleError::Internal(e.to_string()),
+            CryptoFailure::BadResponse => {
+                tracing::warn!(error = %e, "Yubico's response rejected");
+                LifecycleError::BadUpstream {
+                    service: crate::upstream::ye::SERVICE,
+                }
+            }
+        }
+    }
+}
+
 impl From<crate::domain::TransitionError> for LifecycleError {
     fn from(e: crate::domain::TransitionError) -> Self {
         LifecycleError::WrongState(e.to_string())

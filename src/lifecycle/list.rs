@@ -318,26 +318,7 @@ pub async fn history(deps: &Deps, id: &str) -> Result<History, LifecycleError> {
 /// The CSV header (RFC 4180).
 pub const CSV_HEADER: &str = "shipment_id,request_id,user_id,entra_user_id,state,step,needs_attention,error_kind,error_message,ye_state_code,ye_state,serial_number,challenge_expires_at,created_at,updated_at,completed_at\r\n";
 
-fn csv_field(out: &mut String, v: &str) {
-    // Quoted when needed; a leading =, +, - or @ is prefixed with ' so that a spreadsheet
-    // never runs a value as a formula (CSV injection).
-    let guarded;
-    let v = if v.starts_with(['=', '+', '-', '@']) {
-        guarded = format!("'{v}");
-        guarded.as_str()
-    } else {
-        v
-    };
-    if v.contains([',', '"', '\r', '\n']) {
-        out.push('"');
-        out.push_str(&v.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(v);
-    }
-}
-
-/// One CSV row (with its CRLF).
+/// One CSV row (with its CRLF; [`crate::csv_safe`]).
 pub fn csv_row(it: &ListItem) -> String {
     let ts = |t: &Option<DateTime<Utc>>| {
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -367,31 +348,12 @@ pub fn csv_row(it: &ListItem) -> String {
         ts(&Some(it.updated_at)),
         ts(&it.completed_at),
     ];
-    let mut out = String::new();
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(&mut out, f);
-    }
-    out.push_str("\r\n");
-    out
+    crate::csv_safe::record(&fields)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_quotes_and_defuses_formulas() {
-        let mut s = String::new();
-        csv_field(&mut s, "plain");
-        s.push('|');
-        csv_field(&mut s, "a,b \"c\"");
-        s.push('|');
-        csv_field(&mut s, "=HYPERLINK(\"x\")");
-        assert_eq!(s, "plain|\"a,b \"\"c\"\"\"|\"'=HYPERLINK(\"\"x\"\")\"");
-    }
 
     #[test]
     fn cursors_round_trip() {

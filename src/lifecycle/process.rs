@@ -209,9 +209,14 @@ fn upstream(context: &str, e: UpstreamError) -> StepError {
 }
 
 fn crypto_err(context: &str, e: CryptoError) -> StepError {
-    match e {
-        CryptoError::KeySet(m) => StepError::Transient(format!("{context}: {m}"), None),
-        other => StepError::Permanent(format!("{context}: {other}")),
+    let message = match &e {
+        CryptoError::KeySet(m) => format!("{context}: {m}"),
+        other => format!("{context}: {other}"),
+    };
+    // Classified once, by crypto::CryptoError::failure (create and resend use the same).
+    match e.failure() {
+        crate::crypto::CryptoFailure::KeysUnavailable => StepError::Transient(message, None),
+        _ => StepError::Permanent(message),
     }
 }
 
@@ -604,15 +609,13 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                         .pin
                     }
                 };
-                let mail = PinMail {
-                    shipment_id: ye_id.clone(),
-                    user_id: c.rec.user_id.clone(),
-                    emails_to: c.rec.emails_to.clone(),
-                    serial_number: serial,
-                    yubikey_name: c.rec.yubikey_name.clone(),
+                let mail = PinMail::for_record(
+                    &c.rec,
+                    &ye_id,
+                    serial,
                     pin,
-                    message_id: PinMail::initial_message_id(&ye_id),
-                };
+                    PinMail::initial_message_id(&ye_id),
+                );
                 // Renew before the side effect; stop if the record changed hands.
                 if !claim_fresh {
                     c.save().await?;

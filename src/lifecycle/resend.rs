@@ -76,25 +76,9 @@ pub async fn resend_pin(
             "the shipment's response key has been removed; the PIN cannot be recovered".into(),
         )
     })?;
-    let key = ResponseKey::from_private_jwk(key_json)
-        .map_err(|e| LifecycleError::Internal(e.to_string()))?;
-    let pin = crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial)
-        .await
-        .map_err(|e| {
-            tracing::warn!(shipment_id, error = %e, "PIN response rejected");
-            LifecycleError::BadUpstream {
-                service: crate::upstream::ye::SERVICE,
-            }
-        })?;
-    let mail = PinMail {
-        shipment_id: shipment_id.to_string(),
-        user_id: rec.user_id.clone(),
-        emails_to: rec.emails_to.clone(),
-        serial_number: serial,
-        yubikey_name: rec.yubikey_name.clone(),
-        pin: pin.pin,
-        message_id,
-    };
+    let key = ResponseKey::from_private_jwk(key_json)?;
+    let pin = crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial).await?;
+    let mail = PinMail::for_record(&rec, shipment_id, serial, pin.pin, message_id);
     let sent = deps.mailer.send_pin(&mail).await;
     crate::metrics::pin_mail("resend", sent.is_ok());
     sent?;

@@ -196,6 +196,25 @@ pub struct PinMail {
 }
 
 impl PinMail {
+    /// The PIN mail of a shipment: its recipients, user and key name come from the record.
+    pub fn for_record(
+        rec: &crate::domain::ShipmentRecord,
+        shipment_id: &str,
+        serial_number: u64,
+        pin: Pin,
+        message_id: String,
+    ) -> Self {
+        PinMail {
+            shipment_id: shipment_id.to_string(),
+            user_id: rec.user_id.clone(),
+            emails_to: rec.emails_to.clone(),
+            serial_number,
+            yubikey_name: rec.yubikey_name.clone(),
+            pin,
+            message_id,
+        }
+    }
+
     pub fn initial_message_id(shipment_id: &str) -> String {
         format!("{shipment_id}/pin/initial")
     }
