@@ -284,6 +284,113 @@ impl ShipmentRecord {
         }
     }
 
+    /// What the create request fixes on its new record.
+    pub fn with_order(mut self, order: Order) -> Self {
+        self.emails_to = order.emails_to;
+        self.yubikey_name = order.yubikey_name;
+        self.challenge_expires_at = Some(order.challenge_expires_at);
+        self.idempotency_body_hash = order.idempotency_body_hash;
+        self.created_by = Some(order.created_by);
+        self
+    }
+
+    /// Takes (or renews) the record's claim for `owner` until `until`.
+    pub fn claim(&mut self, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) {
+        self.lease_owner = Some(owner.to_string());
+        self.lease_until = Some(until);
+        self.updated_at = now;
+    }
+
+    /// Gives the record's claim up.
+    pub fn release_claim(&mut self, now: DateTime<Utc>) {
+        self.lease_owner = None;
+        self.lease_until = None;
+        self.updated_at = now;
+    }
+
+    /// The registration call is about to be made: a later run that finds the record still
+    /// ongoing looks for the credential before registering again.
+    pub fn registering(&mut self, now: DateTime<Utc>) {
+        self.register_started_at = Some(now);
+    }
+
+    /// Claims the alert for `cause` (made when first due) for `owner` until `until`, and
+    /// returns since when its cause holds.
+    pub fn claim_alert(
+        &mut self,
+        cause: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let idx = match self.alerts.iter().position(|a| a.cause == cause) {
+            Some(i) => i,
+            None => {
+                self.alerts.push(AlertMark {
+                    cause: cause.to_string(),
+                    since: now,
+                    sent_at: None,
+                    skipped: false,
+                    owner: None,
+                    until: None,
+                    attempts: 0,
+                });
+                self.alerts.len() - 1
+            }
+        };
+        let mark = &mut self.alerts[idx];
+        mark.owner = Some(owner.to_string());
+        mark.until = Some(until);
+        mark.since
+    }
+
+    /// What became of a claimed alert: posted (`Ok(true)`), settled without a webhook
+    /// (`Ok(false)`), or not delivered (`Err`, a later run tries again).
+    pub fn settle_alert(&mut self, cause: &str, outcome: Result<bool, ()>, now: DateTime<Utc>) {
+        if let Some(mark) = self.alerts.iter_mut().find(|a| a.cause == cause) {
+            mark.owner = None;
+            mark.until = None;
+            match outcome {
+                Ok(posted) => {
+                    mark.sent_at = Some(now);
+                    mark.skipped = !posted;
+                }
+                Err(()) => mark.attempts += 1,
+            }
+        }
+        if outcome == Ok(true) {
+            self.note("alert_sent", Some(cause.to_string()), None, now);
+        }
+    }
+
+    /// Counts a PIN resend by `caller` (mail `message_id`), at most `limit` within
+    /// `window`; refused with the resends counted and how long until one is allowed.
+    pub fn resend(
+        &mut self,
+        message_id: &str,
+        caller: &str,
+        limit: usize,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), ResendRefused> {
+        self.resends.retain(|t| *t > now - window);
+        if self.resends.len() >= limit {
+            let oldest = self.resends.iter().min().copied().unwrap_or(now);
+            return Err(ResendRefused {
+                count: self.resends.len(),
+                retry_after: (oldest + window - now).to_std().unwrap_or_default(),
+            });
+        }
+        self.resends.push(now);
+        self.note(
+            "pin_resend",
+            Some(format!("message {message_id}")),
+            Some(caller),
+            now,
+        );
+        Ok(())
+    }
+
     /// Adds an event to the history (bounded; consecutive retries of one cause collapse).
     pub fn note(
         &mut self,
@@ -373,6 +480,12 @@ impl ShipmentRecord {
         now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
         self.require_step(&[Step::Accepted], "record a created shipment")?;
+        self.enter_ongoing(ye_shipment_id, ye_state_id, now);
+        Ok(())
+    }
+
+    /// Into Ongoing with the shipment YubiEnterprise created; the create's claim ends.
+    fn enter_ongoing(&mut self, ye_shipment_id: String, ye_state_id: i64, now: DateTime<Utc>) {
         self.note(
             "ye_created",
             Some(format!("YubiEnterprise shipment {ye_shipment_id}")),
@@ -385,13 +498,20 @@ impl ShipmentRecord {
         self.deadline = self.pre_registration_deadline();
         self.clear_retry();
         self.updated_at = now;
-        Ok(())
+        self.lease_owner = None;
+        self.lease_until = None;
     }
 
     /// Accepted → Failed without a YE shipment: YubiEnterprise's answer proves it created
     /// nothing, so a retry of the same request may proceed.
     pub fn released(&mut self, why: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
         self.require_step(&[Step::Accepted], "be released")?;
+        self.enter_released(why, now);
+        Ok(())
+    }
+
+    /// Into Failed without a YubiEnterprise shipment (the same request may be sent again).
+    fn enter_released(&mut self, why: String, now: DateTime<Utc>) {
         self.note("released", Some(why.clone()), None, now);
         self.step = Step::Failed;
         self.error = Some(RecordError::terminal(why));
@@ -399,7 +519,6 @@ impl ShipmentRecord {
         self.updated_at = now;
         self.lease_owner = None;
         self.lease_until = None;
-        Ok(())
     }
 
     /// Whether the alert for `cause` has been settled (sent, or skipped without a webhook).
@@ -587,20 +706,32 @@ impl ShipmentRecord {
     pub fn resolve(&mut self, r: Resolution, now: DateTime<Utc>) -> Result<(), TransitionError> {
         self.require_step(&[Step::Unknown], "be resolved")?;
         match r {
-            Resolution::Created { ye_shipment_id } => {
-                self.step = Step::Accepted;
-                self.created_at_ye(ye_shipment_id, 0, now)?;
-            }
-            Resolution::NotCreated => {
-                self.step = Step::Accepted;
-                self.released(
-                    "an operator confirmed that YubiEnterprise did not create the shipment".into(),
-                    now,
-                )?;
-            }
+            Resolution::Created { ye_shipment_id } => self.enter_ongoing(ye_shipment_id, 0, now),
+            Resolution::NotCreated => self.enter_released(
+                "an operator confirmed that YubiEnterprise did not create the shipment".into(),
+                now,
+            ),
         }
         Ok(())
     }
+}
+
+/// What the create request fixes on its new record ([`ShipmentRecord::with_order`]).
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub emails_to: Vec<String>,
+    pub yubikey_name: Option<String>,
+    pub challenge_expires_at: DateTime<Utc>,
+    pub idempotency_body_hash: Option<String>,
+    pub created_by: String,
+}
+
+/// A resend refused by the limit: how many were counted in the window, and how long until
+/// one is allowed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResendRefused {
+    pub count: usize,
+    pub retry_after: std::time::Duration,
 }
 
 /// Secret-store name of a response key's private JWK.

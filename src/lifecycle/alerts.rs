@@ -17,8 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{claim_free, Deps};
 use crate::domain::shipment::{
-    ye_state_label, ye_state_meaning, ye_state_ready, AlertMark, ALERT_FAILED, ALERT_UNKNOWN,
-    ALERT_YE_ERROR,
+    ye_state_label, ye_state_meaning, ye_state_ready, ALERT_FAILED, ALERT_UNKNOWN, ALERT_YE_ERROR,
 };
 use crate::domain::{ShipmentRecord, Step};
 use crate::store::{StoreError, Versioned};
@@ -157,23 +156,7 @@ pub async fn handle(
     for (cause, sentence) in due {
         let claim_until =
             now + Duration::from_std(deps.config.claim_ttl).unwrap_or(Duration::seconds(30));
-        let idx = match rec.alerts.iter().position(|a| a.cause == cause) {
-            Some(i) => i,
-            None => {
-                rec.alerts.push(AlertMark {
-                    cause: cause.to_string(),
-                    since: now,
-                    sent_at: None,
-                    skipped: false,
-                    owner: None,
-                    until: None,
-                    attempts: 0,
-                });
-                rec.alerts.len() - 1
-            }
-        };
-        rec.alerts[idx].owner = Some(deps.owner().to_string());
-        rec.alerts[idx].until = Some(claim_until);
+        let since = rec.claim_alert(cause, deps.owner(), claim_until, now);
         etag = write(deps, &rec, &etag).await?;
         let sent = match &deps.alerter {
             None => Ok(false),
@@ -184,7 +167,7 @@ pub async fn handle(
                     shipment_id: rec.ye_shipment_id.clone(),
                     request_id: rec.request_id.clone(),
                     user_id: rec.user_id.clone(),
-                    since: rec.alerts[idx].since,
+                    since,
                 };
                 a.send(&alert).await.map(|()| true)
             }
@@ -220,20 +203,7 @@ async fn record_outcome(
 ) -> Option<(ShipmentRecord, crate::store::ETag)> {
     for _ in 0..5 {
         let now = deps.clock.now();
-        if let Some(mark) = rec.alerts.iter_mut().find(|a| a.cause == cause) {
-            mark.owner = None;
-            mark.until = None;
-            match outcome {
-                Ok(posted) => {
-                    mark.sent_at = Some(now);
-                    mark.skipped = !posted;
-                }
-                Err(()) => mark.attempts += 1,
-            }
-        }
-        if outcome == Ok(true) {
-            rec.note("alert_sent", Some(cause.to_string()), None, now);
-        }
+        rec.settle_alert(cause, outcome, now);
         match deps.store.replace(&rec, &etag).await {
             Ok(e) => return Some((rec, e)),
             Err(StoreError::Conflict) => {

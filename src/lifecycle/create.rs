@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{claim_free, hex, Deps, LifecycleError};
 use crate::crypto::{self, ResponseKey};
 use crate::domain::shipment::response_secret_name;
+use crate::domain::shipment::Order;
 use crate::domain::{Pin, ShipmentRecord, ShipmentRequest, Step};
 use crate::faults::crash_point;
 use crate::store::{ETag, StoreError, Versioned};
@@ -249,12 +250,14 @@ async fn create_inner(
         user.id.clone(),
         response_key.kid.clone(),
         now,
-    );
-    rec.emails_to = req.mail_recipients();
-    rec.yubikey_name = req.yubikey_name().map(str::to_string);
-    rec.challenge_expires_at = Some(options.challenge_timeout);
-    rec.idempotency_body_hash = idempotency.as_ref().map(|i| i.body_sha256.clone());
-    rec.created_by = Some(caller.to_string());
+    )
+    .with_order(Order {
+        emails_to: req.mail_recipients(),
+        yubikey_name: req.yubikey_name().map(str::to_string),
+        challenge_expires_at: options.challenge_timeout,
+        idempotency_body_hash: idempotency.as_ref().map(|i| i.body_sha256.clone()),
+        created_by: caller.to_string(),
+    });
     rec.note(
         "created",
         Some(format!("request {request_id}")),
@@ -263,8 +266,7 @@ async fn create_inner(
     );
     // The request's own claim: nobody flags it while the YubiEnterprise call runs.
     let claim_until = now + deps.claim_ttl();
-    rec.lease_owner = Some(deps.owner().to_string());
-    rec.lease_until = Some(claim_until);
+    rec.claim(deps.owner(), claim_until, now);
     let written = match &retake {
         Some(etag) => deps.store.replace(&rec, etag).await,
         None => deps.store.insert(&rec).await,
@@ -317,8 +319,6 @@ async fn create_inner(
                 created.shipment_state_id,
                 deps.clock.now(),
             )?;
-            rec.lease_owner = None;
-            rec.lease_until = None;
             if let Err(e) = deps.store.replace(&rec, &etag).await {
                 // YE has the shipment; our record still says Accepted. When the claim runs
                 // out it is flagged for an operator, who finds it by this log line.

@@ -256,9 +256,8 @@ impl<'a> Claimed<'a> {
     /// record is still the version this process last read or wrote.
     async fn save(&mut self) -> Result<(), StepError> {
         let now = self.deps.clock.now();
-        self.rec.lease_owner = Some(self.deps.owner().to_string());
-        self.rec.lease_until = Some(now + self.deps.claim_ttl());
-        self.rec.updated_at = now;
+        self.rec
+            .claim(self.deps.owner(), now + self.deps.claim_ttl(), now);
         self.etag = self.deps.store.replace(&self.rec, &self.etag).await?;
         self.held = true;
         Ok(())
@@ -266,9 +265,7 @@ impl<'a> Claimed<'a> {
 
     /// Writes the outcome and gives the claim up.
     async fn release(&mut self) -> Result<(), StepError> {
-        self.rec.lease_owner = None;
-        self.rec.lease_until = None;
-        self.rec.updated_at = self.deps.clock.now();
+        self.rec.release_claim(self.deps.clock.now());
         self.etag = self.deps.store.replace(&self.rec, &self.etag).await?;
         Ok(())
     }
@@ -550,7 +547,7 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                     Some(id) => id,
                     None => {
                         // Renews the claim; if someone else wrote meanwhile, stop here.
-                        c.rec.register_started_at = Some(deps.clock.now());
+                        c.rec.registering(deps.clock.now());
                         c.save().await?;
                         let uid = c.rec.entra_user_id.clone();
                         let m = c

@@ -35,26 +35,17 @@ pub async fn resend_pin(
         }
         let now = deps.clock.now();
         let window = Duration::from_std(deps.config.resend_window).unwrap_or(Duration::hours(1));
-        rec.resends.retain(|t| *t > now - window);
-        if rec.resends.len() >= deps.config.resend_limit as usize {
-            let oldest = rec.resends.iter().min().copied().unwrap_or(now);
-            let retry_after = (oldest + window - now).to_std().unwrap_or_default();
+        let limit = deps.config.resend_limit as usize;
+        if let Err(refused) = rec.resend(&message_id, caller, limit, window, now) {
             return Err(LifecycleError::RateLimited {
                 message: format!(
                     "the PIN of shipment {shipment_id} was resent {} times within {} s; try again later",
-                    rec.resends.len(),
+                    refused.count,
                     window.num_seconds()
                 ),
-                retry_after: retry_after.max(std::time::Duration::from_secs(1)),
+                retry_after: refused.retry_after.max(std::time::Duration::from_secs(1)),
             });
         }
-        rec.resends.push(now);
-        rec.note(
-            "pin_resend",
-            Some(format!("message {message_id}")),
-            Some(caller),
-            now,
-        );
         match deps.store.replace(&rec, &v.etag).await {
             Ok(_) => break rec,
             Err(StoreError::Conflict) => continue,
