@@ -34,9 +34,12 @@ def source_without_tests(path):
     cut = text.find("#[cfg(test)]")
     if cut >= 0:
         text = text[:cut]
-    # Comments and strings name modules without importing them.
-    text = re.sub(r"//[^\n]*", "", text)
+    # Comments and literals name modules without importing them: character literals first
+    # (a '"' would open a string), then raw strings, strings, and comments.
+    text = re.sub(r"'(\\.|[^'\\\n])'", "' '", text)
+    text = re.sub(r'r(#*)"(.|\n)*?"\1', '""', text)
     text = re.sub(r'"(\\.|[^"\\])*"', '""', text)
+    text = re.sub(r"//[^\n]*", "", text)
     return text
 
 

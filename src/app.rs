@@ -47,7 +47,7 @@ impl App {
             let router = crate::api::metrics::router(self.state.deps.clone());
             // The same connection loop as the API (header-read timeout); stopped by abort.
             let options = crate::server::ServeOptions {
-                header_read_timeout: self.state.deps.config.header_read_timeout,
+                header_read_timeout: self.state.deps.config.server.header_read_timeout,
                 drain: std::time::Duration::ZERO,
             };
             tokio::spawn(async move {
@@ -58,8 +58,8 @@ impl App {
         let scheduler = jobs.start(self.state.deps.clone()).await;
         let mut rx = self.shutdown.subscribe();
         let options = crate::server::ServeOptions {
-            header_read_timeout: self.state.deps.config.header_read_timeout,
-            drain: self.state.deps.config.request_timeout,
+            header_read_timeout: self.state.deps.config.server.header_read_timeout,
+            drain: self.state.deps.config.server.request_timeout,
         };
         let served = crate::server::serve(self.listener, router, options, async move {
             tokio::select! {
@@ -103,14 +103,14 @@ async fn shutdown_signal() {
 /// when configured), shared by every upstream client, the caller-token key set and the
 /// trace exporter.
 pub fn outbound_client(config: &Config) -> Result<reqwest::Client, BuildError> {
-    let extra_ca = match &config.extra_root_ca_pem {
+    let extra_ca = match &config.outbound.extra_root_ca_pem {
         Some(p) => Some(std::fs::read(p).map_err(|e| BuildError::Dependency {
             what: "FIDO_CONNECTOR_EXTRA_ROOT_CA",
             message: format!("{}: {e}", p.display()),
         })?),
         None => None,
     };
-    crate::upstream::http::build_client(config.upstream_timeout, extra_ca.as_deref()).map_err(
+    crate::upstream::http::build_client(config.outbound.timeout, extra_ca.as_deref()).map_err(
         |message| BuildError::Dependency {
             what: "HTTP client",
             message,
@@ -131,9 +131,9 @@ pub async fn build_deps_with(
 ) -> Result<Deps, BuildError> {
     let dep = |what: &'static str| move |e: String| BuildError::Dependency { what, message: e };
 
-    let credentials = crate::azure_auth::Credentials::from_config(&config, http.clone());
+    let credentials = crate::azure_auth::Credentials::from_config(&config.entra, http.clone());
     let azure_credential = || credentials.azure_resources();
-    let secrets: Arc<dyn SecretStore> = match &config.secrets {
+    let secrets: Arc<dyn SecretStore> = match &config.secrets.backend {
         SecretBackend::File { dir } => Arc::new(
             crate::secrets::file::FileSecretStore::new(dir.clone())
                 .map_err(|e| dep("secret store")(e.to_string()))?,
@@ -147,7 +147,7 @@ pub async fn build_deps_with(
             .map_err(|e| dep("Key Vault")(e.to_string()))?
         }
     };
-    let store: Arc<dyn ShipmentStore> = match &config.store {
+    let store: Arc<dyn ShipmentStore> = match &config.store.backend {
         StoreBackend::Embedded { path } => Arc::new(
             crate::store::sqlite::SqliteStore::open(path)
                 .map_err(|e| dep("embedded store")(e.to_string()))?,
@@ -171,26 +171,26 @@ pub async fn build_deps_with(
                 endpoint,
                 table,
                 auth,
-                config.upstream_timeout,
+                config.outbound.timeout,
             )
             .await
             .map_err(|e| dep("Azure Tables")(e.to_string()))?
         }
     };
     let ye = Arc::new(crate::upstream::ye::YeClient::new(
-        config.ye_api_base_url.clone(),
+        config.ye.api_base_url.clone(),
         secrets.clone(),
         http.clone(),
     ));
     let keys = Arc::new(crate::upstream::jwks::JwksCache::with_cooldown(
-        config.ye_jwks_transport_endpoint.clone(),
-        config.ye_jwks_sign_endpoint.clone(),
+        config.ye.jwks_transport_endpoint.clone(),
+        config.ye.jwks_sign_endpoint.clone(),
         http.clone(),
-        config.key_refresh_cooldown,
+        config.ye.key_refresh_cooldown,
     ));
     let tokens = Arc::new(
         crate::upstream::entra::CredentialTokens::from_config(
-            &config,
+            &config.entra,
             credentials.clone(),
             secrets.clone(),
         )
@@ -198,23 +198,16 @@ pub async fn build_deps_with(
     );
     let idp = Arc::new(crate::upstream::entra::GraphClient::new(
         crate::upstream::entra::GraphClientConfig {
-            graph_endpoint: config.graph_endpoint.clone(),
-            api_version: config.entra_fido_api_version.clone(),
-            challenge_timeout_minutes: config.entra_fido_api_challenge_timeout_minutes,
-            policy_cache: config.policy_cache,
+            graph_endpoint: config.entra.graph_endpoint.clone(),
+            api_version: config.entra.api_version.clone(),
+            challenge_timeout_minutes: config.entra.challenge_timeout_minutes,
+            policy_cache: config.entra.policy_cache,
         },
         tokens,
         http.clone(),
     ));
-    let mail_endpoint =
-        config
-            .email_api_send_endpoint
-            .clone()
-            .ok_or_else(|| BuildError::Dependency {
-                what: "EMAIL_API_SEND_ENDPOINT",
-                message: "not set".into(),
-            })?;
-    let mail_auth = match &config.email_api_token_audience {
+    let mail_endpoint = config.mail.send_endpoint.clone();
+    let mail_auth = match &config.mail.token_audience {
         Some(audience) => Some(crate::upstream::mail::TriggerAuth::new(
             azure_credential().map_err(dep("Azure credential (mail trigger)"))?,
             audience,
@@ -226,14 +219,17 @@ pub async fn build_deps_with(
         http.clone(),
         mail_auth,
     ));
-    let alerter = config.alert_webhook_secret.as_deref().map(|name| {
+    let alerter = config.alerts.webhook_secret.as_deref().map(|name| {
         Arc::new(crate::upstream::alert::WebhookAlerter::new(
             secrets.clone(),
             name,
             http.clone(),
         )) as Arc<dyn crate::upstream::alert::Alerter>
     });
-    let instance_id = format!("{}/{}", config.replica_name, config.boot_id);
+    let instance_id = format!(
+        "{}/{}",
+        config.processing.replica_name, config.processing.boot_id
+    );
     Ok(Deps {
         http,
         alerter,
@@ -265,7 +261,7 @@ pub async fn build_with_client(config: Config, http: reqwest::Client) -> Result<
 
 /// Builds the app around given dependencies (tests pass doubles or simulator-backed ones).
 pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
-    let addr = deps.config.listen;
+    let addr = deps.config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| BuildError::Bind { addr, source })?;
@@ -274,7 +270,7 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
         .map_err(|source| BuildError::Bind { addr, source })?;
     let auth = Arc::new(
         Authenticator::new(
-            &deps.config,
+            &deps.config.caller_auth,
             deps.clock.clone(),
             deps.http.clone(),
             crate::auth::JWKS_COOLDOWN,
@@ -284,7 +280,7 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
             message: m,
         })?,
     );
-    let (metrics_addr, metrics_listener) = match deps.config.metrics_listen {
+    let (metrics_addr, metrics_listener) = match deps.config.server.metrics_listen {
         None => (None, None),
         Some(maddr) => {
             let l = TcpListener::bind(maddr)
@@ -300,7 +296,7 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
             (Some(bound), Some(l))
         }
     };
-    let jobs = Arc::new(crate::jobs::Jobs::new(&deps.config));
+    let jobs = Arc::new(crate::jobs::Jobs::new(&deps.config.processing));
     let (shutdown, _) = watch::channel(false);
     Ok(App {
         addr,

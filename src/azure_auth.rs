@@ -30,7 +30,7 @@ use azure_identity::{
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use crate::config::{Config, EntraCredentialKind};
+use crate::config::{EntraConfig, EntraCredentialKind};
 
 /// What every credential is built from.
 #[derive(Clone)]
@@ -55,11 +55,11 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    pub fn from_config(config: &Config, http: reqwest::Client) -> Self {
+    pub fn from_config(config: &EntraConfig, http: reqwest::Client) -> Self {
         Self {
-            kind: config.entra_credential,
-            tenant: config.azure_tenant_id.clone(),
-            authority: config.entra_login_endpoint.clone(),
+            kind: config.credential,
+            tenant: config.tenant_id.clone(),
+            authority: config.login_endpoint.clone(),
             client_id: config.azure_client_id.clone(),
             client_secret: config.azure_client_secret.clone(),
             federated_token_file: config.azure_federated_token_file.clone(),

@@ -67,14 +67,16 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let otlp = config
-        .otlp_endpoint
-        .as_ref()
-        .map(|endpoint| fido_connector::logging::Otlp {
-            endpoint: endpoint.clone(),
-            client: http.clone(),
-        });
-    fido_connector::logging::init_with(config.logging_level, otlp);
+    let otlp =
+        config
+            .observability
+            .otlp_endpoint
+            .as_ref()
+            .map(|endpoint| fido_connector::logging::Otlp {
+                endpoint: endpoint.clone(),
+                client: http.clone(),
+            });
+    fido_connector::logging::init_with(config.observability.logging_level, otlp);
     let app = match fido_connector::app::build_with_client(config, http).await {
         Ok(a) => a,
         Err(e) => {
@@ -82,7 +84,7 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if app.state.deps.config.vendor_scope_grants_all {
+    if app.state.deps.config.caller_auth.vendor_scope_grants_all {
         tracing::warn!(
             "FIDO_CONNECTOR_VENDOR_SCOPE_GRANTS_ALL is on: a delegated create_request scope grants \
              every permission; this is only safe when the enterprise application requires \

@@ -40,7 +40,7 @@ impl FromRequest<AppState> for JsonBody {
                 message: "Content-Type must be application/json".into(),
             });
         }
-        let limit = state.deps.config.max_body_bytes;
+        let limit = state.deps.config.server.max_body_bytes;
         let raw = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| ApiError::PayloadTooLarge { limit })?;

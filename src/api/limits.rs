@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::AppState;
 use crate::api::ApiError;
-use crate::config::Config;
+use crate::config::ServerConfig;
 
 #[derive(Clone)]
 struct Limits {
@@ -57,7 +57,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Wraps the routes in the time limit, the concurrency limit and the panic guard.
-pub fn apply(routes: Router<AppState>, config: &Config) -> Router<AppState> {
+pub fn apply(routes: Router<AppState>, config: &ServerConfig) -> Router<AppState> {
     let limits = Limits {
         permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         timeout: config.request_timeout,

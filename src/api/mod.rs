@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
     let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    limits::apply(routes, &config)
+    limits::apply(routes, &config.server)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -116,7 +116,7 @@ pub async fn create_shipment(
     let req = ShipmentRequest::parse(&body.value)
         .map_err(|e| ApiError::Validation { message: e.message })?;
     check_mail_domains(
-        &state.deps.config.allowed_mail_domains,
+        &state.deps.config.mail.allowed_domains,
         &req.mail_recipients(),
     )?;
     if dry_run {

@@ -20,7 +20,7 @@ pub use permission::{effective_permissions, Caller, Forbidden, Permission};
 pub use token::{TokenValidator, JWKS_COOLDOWN, LEEWAY_SECS, MAX_TOKEN_BYTES, TOKEN_CACHE_ENTRIES};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::CallerAuthConfig;
 
 /// Why a credential was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +43,7 @@ impl Authenticator {
     /// `http` is the process's outbound client, `clock` the service's clock; `cooldown`
     /// spaces key-set refreshes caused by unknown `kid`s ([`JWKS_COOLDOWN`] in service).
     pub fn new(
-        config: &Config,
+        config: &CallerAuthConfig,
         clock: Arc<dyn Clock>,
         http: reqwest::Client,
         cooldown: Duration,

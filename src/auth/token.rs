@@ -15,7 +15,7 @@ use url::Url;
 
 use super::permission::{effective_permissions, Caller};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::CallerAuthConfig;
 use crate::upstream::keyset::{Fetcher, KeyError, KeySetCache};
 
 /// Clock skew tolerated on `exp` and `nbf`: one constant, documented in docs/auth.md.
@@ -131,12 +131,12 @@ pub struct TokenValidator {
 
 impl TokenValidator {
     pub fn new(
-        config: &Config,
+        config: &CallerAuthConfig,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
         cooldown: Duration,
     ) -> Result<Self, String> {
-        let tenant = config.auth_tenant_id.clone();
+        let tenant = config.tenant_id.clone();
         // Tokens name one tenant; the multi-tenant aliases would accept any tenant's issuer.
         if ["common", "organizations", "consumers"].contains(&tenant.to_ascii_lowercase().as_str())
         {
@@ -145,7 +145,7 @@ impl TokenValidator {
             ));
         }
         let login = config
-            .auth_login_endpoint
+            .login_endpoint
             .as_str()
             .trim_end_matches('/')
             .to_string();

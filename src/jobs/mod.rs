@@ -13,7 +13,7 @@ use chrono::Duration;
 use tokio::sync::{watch, Mutex};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::config::Config;
+use crate::config::ProcessingConfig;
 use crate::lifecycle::{Deps, LifecycleError};
 
 /// Lease names in the store.
@@ -40,11 +40,11 @@ pub struct SchedulerHandle {
 }
 
 impl Jobs {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &ProcessingConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                process_cron: config.cron_process_shipment_schedule.clone(),
-                cleanup_cron: config.cron_data_cleanup_schedule.clone(),
+                process_cron: config.process_schedule.clone(),
+                cleanup_cron: config.cleanup_schedule.clone(),
                 running: Mutex::new(None),
                 cleanup_running: Mutex::new(()),
             }),
@@ -131,7 +131,7 @@ async fn run_or_join(inner: &Inner, deps: Arc<Deps>) -> Result<(), String> {
 
 /// Takes the named job lease and keeps renewing it while `work` runs.
 async fn with_lease<F: std::future::Future<Output = ()>>(deps: &Deps, name: &str, work: F) {
-    let ttl = Duration::from_std(deps.config.claim_ttl).unwrap_or(Duration::seconds(30));
+    let ttl = Duration::from_std(deps.config.processing.claim_ttl).unwrap_or(Duration::seconds(30));
     let now = deps.clock.now();
     match deps
         .store
@@ -149,7 +149,7 @@ async fn with_lease<F: std::future::Future<Output = ()>>(deps: &Deps, name: &str
         }
     }
     let renew = async {
-        let mut every = tokio::time::interval(deps.config.claim_ttl / 3);
+        let mut every = tokio::time::interval(deps.config.processing.claim_ttl / 3);
         every.tick().await;
         loop {
             every.tick().await;

@@ -115,7 +115,8 @@ pub fn any_cause(deps: &Deps, rec: &ShipmentRecord) -> bool {
 
 /// The causes not yet settled and not claimed by another live replica.
 fn due(deps: &Deps, rec: &ShipmentRecord, now: DateTime<Utc>) -> Vec<(&'static str, String)> {
-    let attention = Duration::from_std(deps.config.attention_window).unwrap_or(Duration::days(3));
+    let attention =
+        Duration::from_std(deps.config.processing.attention_window).unwrap_or(Duration::days(3));
     causes(rec, now, attention)
         .into_iter()
         .filter(
@@ -154,8 +155,8 @@ pub async fn handle(
         mut etag,
     } = v;
     for (cause, sentence) in due {
-        let claim_until =
-            now + Duration::from_std(deps.config.claim_ttl).unwrap_or(Duration::seconds(30));
+        let claim_until = now
+            + Duration::from_std(deps.config.processing.claim_ttl).unwrap_or(Duration::seconds(30));
         let since = rec.claim_alert(cause, deps.owner(), claim_until, now);
         etag = write(deps, &rec, &etag).await?;
         let sent = match &deps.alerter {

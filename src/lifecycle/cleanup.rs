@@ -28,7 +28,7 @@ pub async fn cleanup(deps: &Deps) -> Result<usize, LifecycleError> {
             Err(e) => tracing::warn!(error = %e, "could not check the store's indexes"),
         }
     }
-    let days = deps.config.cron_data_cleanup_completed_days;
+    let days = deps.config.processing.cleanup_completed_days;
     if days == 0 {
         return Ok(0);
     }

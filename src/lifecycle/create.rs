@@ -177,7 +177,7 @@ pub async fn dry_run(deps: &Deps, req: &ShipmentRequest) -> Result<DryRun, Lifec
     };
     let would_create = !checks
         .iter()
-        .any(|c| super::preflight::blocks(deps.config.preflight, c));
+        .any(|c| super::preflight::blocks(deps.config.entra.preflight, c));
     Ok(DryRun {
         dry_run: true,
         would_create,

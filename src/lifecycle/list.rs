@@ -190,7 +190,8 @@ async fn walk(
     budget: usize,
 ) -> Result<(Vec<(Position, ListItem)>, Option<String>), LifecycleError> {
     let now = deps.clock.now();
-    let attention = Duration::from_std(deps.config.attention_window).unwrap_or(Duration::days(3));
+    let attention =
+        Duration::from_std(deps.config.processing.attention_window).unwrap_or(Duration::days(3));
     let q = Query::Created {
         user: f.user.clone(),
         after: f.created_after,
@@ -231,7 +232,8 @@ async fn walk(
 /// scan (its cost follows the open shipments, not every shipment ever made).
 pub async fn open_counts(deps: &Deps) -> Result<(u64, u64), LifecycleError> {
     let now = deps.clock.now();
-    let attention = Duration::from_std(deps.config.attention_window).unwrap_or(Duration::days(3));
+    let attention =
+        Duration::from_std(deps.config.processing.attention_window).unwrap_or(Duration::days(3));
     let (mut open, mut flagged) = (0, 0);
     let mut continuation = None;
     loop {

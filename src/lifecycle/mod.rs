@@ -61,7 +61,8 @@ impl Deps {
     }
 
     fn claim_ttl(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.config.claim_ttl).unwrap_or(chrono::Duration::seconds(30))
+        chrono::Duration::from_std(self.config.processing.claim_ttl)
+            .unwrap_or(chrono::Duration::seconds(30))
     }
 }
 

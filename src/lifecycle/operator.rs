@@ -60,7 +60,7 @@ pub async fn retry_shipment(
         }
         (Step::Failed, None) => {
             let mail_deadline =
-                now + Duration::from_std(deps.config.mail_deadline).unwrap_or(Duration::days(7));
+                now + Duration::from_std(deps.config.processing.mail_deadline).unwrap_or(Duration::days(7));
             rec.resume(now, mail_deadline)?;
             "resumed"
         }

@@ -117,7 +117,7 @@ fn key_models(deps: &Deps, p: &Fido2Policy, product_id: i64) -> Check {
     };
     let mapped = u32::try_from(product_id)
         .ok()
-        .and_then(|id| deps.config.product_aaguids.get(&id));
+        .and_then(|id| deps.config.entra.product_aaguids.get(&id));
     let candidates: Vec<String> = match mapped {
         Some(list) => list.clone(),
         None => YUBIKEY_5_AAGUIDS.iter().map(|s| s.to_string()).collect(),
@@ -263,11 +263,11 @@ pub async fn enforce(
     req: &ShipmentRequest,
     user: &EntraUser,
 ) -> Result<(), LifecycleError> {
-    if deps.config.preflight == PreflightMode::Off {
+    if deps.config.entra.preflight == PreflightMode::Off {
         return Ok(());
     }
     let checks = run(deps, req, user).await;
-    let strict = deps.config.preflight == PreflightMode::Strict;
+    let strict = deps.config.entra.preflight == PreflightMode::Strict;
     for c in &checks {
         if c.result == CheckResult::Unknown {
             tracing::warn!(check = c.name, reason = %c.message, strict, "pre-flight check could not be evaluated");
@@ -275,7 +275,7 @@ pub async fn enforce(
     }
     match checks
         .into_iter()
-        .find(|c| blocks(deps.config.preflight, c))
+        .find(|c| blocks(deps.config.entra.preflight, c))
     {
         Some(c) => Err(LifecycleError::PreflightFailed {
             check: c.name,

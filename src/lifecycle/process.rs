@@ -55,7 +55,7 @@ enum Outcome {
 /// concurrency limit applies across page boundaries (no wave barrier per page).
 pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError> {
     let started = std::time::Instant::now();
-    let concurrency = deps.config.process_concurrency;
+    let concurrency = deps.config.processing.concurrency;
     // The limit is on upstream calls in flight, which is what protects YubiEnterprise,
     // Graph and the mail endpoint; twice as many shipments are in hand, so that one
     // shipment's local work (opening its responses, store writes) does not keep a call
@@ -363,8 +363,8 @@ async fn process_one(
             deadline => {
                 let next = next_attempt(
                     now,
-                    deps.config.retry_base,
-                    deps.config.retry_max,
+                    deps.config.processing.retry_base,
+                    deps.config.processing.retry_max,
                     c.rec.attempts,
                     retry_after,
                     deadline,
@@ -571,7 +571,8 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
                 };
                 let now = deps.clock.now();
                 let mail_deadline = now
-                    + Duration::from_std(deps.config.mail_deadline).unwrap_or(Duration::days(7));
+                    + Duration::from_std(deps.config.processing.mail_deadline)
+                        .unwrap_or(Duration::days(7));
                 c.rec
                     .registered(pd.serial_number, method_id, now, mail_deadline)?;
                 c.save().await?;

@@ -34,8 +34,9 @@ pub async fn resend_pin(
             )));
         }
         let now = deps.clock.now();
-        let window = Duration::from_std(deps.config.resend_window).unwrap_or(Duration::hours(1));
-        let limit = deps.config.resend_limit as usize;
+        let window =
+            Duration::from_std(deps.config.mail.resend_window).unwrap_or(Duration::hours(1));
+        let limit = deps.config.mail.resend_limit as usize;
         if let Err(refused) = rec.resend(&message_id, caller, limit, window, now) {
             return Err(LifecycleError::RateLimited {
                 message: format!(

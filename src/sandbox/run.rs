@@ -196,7 +196,7 @@ pub async fn run() -> Result<(), String> {
     }
     std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
     let sb = prepare(&data_dir, &listen, Some(base_port)).await?;
-    crate::logging::init(sb.config.logging_level);
+    crate::logging::init(sb.config.observability.logging_level);
     // The key goes to a 0600 file, not to the log stream.
     let key_file = data_dir.join("api-key");
     write_private(&key_file, &sb.api_key).map_err(|e| format!("{}: {e}", key_file.display()))?;

@@ -24,7 +24,7 @@ use super::{
     KeyRestrictions, UpstreamError,
 };
 use crate::azure_auth::Credentials;
-use crate::config::{Config, EntraCredentialKind};
+use crate::config::{EntraConfig, EntraCredentialKind};
 use crate::domain::UserId;
 use crate::secrets::{SecretStore, ENTRA_CLIENT_SECRET};
 use azure_core::credentials::TokenCredential;
@@ -72,11 +72,11 @@ impl CredentialTokens {
     /// with its secret from the secret store, by workload identity federation, or the
     /// managed identity.
     pub fn from_config(
-        config: &Config,
+        config: &EntraConfig,
         credentials: Credentials,
         secrets: Arc<dyn SecretStore>,
     ) -> Result<Self, String> {
-        let client_id = config.entra_fido_api_client_id.clone();
+        let client_id = config.client_id.clone();
         let build: BuildCredential = match credentials.kind() {
             EntraCredentialKind::ClientSecret => Box::new(move || {
                 let (credentials, secrets, client_id) =

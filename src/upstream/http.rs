@@ -141,20 +141,9 @@ where
     }
 }
 
-/// Whether a URL may be used for outbound calls: `https`, or `http` to a loopback host
-/// (the sandbox and tests).
-pub fn allowed_outbound(u: &url::Url) -> bool {
-    match u.scheme() {
-        "https" => true,
-        "http" => match u.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
-        _ => false,
-    }
-}
+/// Whether a URL may be used for outbound calls (the rule lives with the configuration,
+/// which checks every configured URL by it at start).
+pub use crate::config::allowed_outbound;
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by Graph or YE).
 pub fn retry_after(resp: &Response) -> Option<Duration> {

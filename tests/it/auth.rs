@@ -399,12 +399,17 @@ async fn the_validated_token_cache_honours_expiry_its_bound_and_withdrawn_keys()
 
     let w = World::start(Backend::Embedded).await;
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let ca = std::fs::read(w.sb.config.extra_root_ca_pem.as_ref().unwrap()).unwrap();
+    let ca = std::fs::read(w.sb.config.outbound.extra_root_ca_pem.as_ref().unwrap()).unwrap();
     let http =
         fido_connector::upstream::http::build_client(std::time::Duration::from_secs(10), Some(&ca))
             .unwrap();
-    let auth =
-        Authenticator::new(&w.sb.config, clock.clone(), http, std::time::Duration::ZERO).unwrap();
+    let auth = Authenticator::new(
+        &w.sb.config.caller_auth,
+        clock.clone(),
+        http,
+        std::time::Duration::ZERO,
+    )
+    .unwrap();
     let v = auth.token_validator().unwrap();
     let daemon = |sub: &str, lifetime: i64| {
         let mut c = with_roles(claims(None), &["Shipments.Read"]);

@@ -102,7 +102,7 @@ async fn key_vault_with_the_connectors_entra_identity() {
         .unwrap();
     let cfg = Config::load(&Env::from_map(&sb.env)).unwrap();
     let http = client(&sim.ca_pem, std::time::Duration::from_secs(10));
-    let credential = Credentials::from_config(&cfg, http.clone())
+    let credential = Credentials::from_config(&cfg.entra, http.clone())
         .azure_resources()
         .unwrap();
     let store = KeyVaultSecretStore::connect(&sim.url.parse().unwrap(), credential, http).unwrap();

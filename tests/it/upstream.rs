@@ -184,13 +184,13 @@ async fn workload_identity_tokens_work_and_are_cached() {
         file.display().to_string(),
     );
     let cfg = Config::load(&Env::from_map(&env)).unwrap();
-    let ca = std::fs::read(cfg.extra_root_ca_pem.as_ref().unwrap()).unwrap();
+    let ca = std::fs::read(cfg.outbound.extra_root_ca_pem.as_ref().unwrap()).unwrap();
     let http =
         fido_connector::upstream::http::build_client(Duration::from_secs(10), Some(&ca)).unwrap();
     let graph = |tokens: Arc<dyn TokenSource>, ver: &str| {
         GraphClient::new(
             GraphClientConfig {
-                graph_endpoint: cfg.graph_endpoint.clone(),
+                graph_endpoint: cfg.entra.graph_endpoint.clone(),
                 api_version: ver.into(),
                 challenge_timeout_minutes: 60,
                 policy_cache: Duration::from_secs(300),
@@ -202,8 +202,8 @@ async fn workload_identity_tokens_work_and_are_cached() {
     let tokens = || {
         Arc::new(
             CredentialTokens::from_config(
-                &cfg,
-                Credentials::from_config(&cfg, http.clone()),
+                &cfg.entra,
+                Credentials::from_config(&cfg.entra, http.clone()),
                 w.deps().secrets.clone(),
             )
             .unwrap(),
