@@ -204,6 +204,43 @@ async fn create_inner(
         }
     }
 
+    let p = prepare(deps, &req).await?;
+    let (rec, etag, claim_until) = match record_accepted(
+        deps,
+        &req,
+        &p,
+        &request_id,
+        idempotency.as_ref(),
+        caller,
+        retake,
+    )
+    .await?
+    {
+        Accepted::Replayed(id) => return Ok(id),
+        Accepted::Claimed {
+            rec,
+            etag,
+            claim_until,
+        } => (*rec, etag, claim_until),
+    };
+    crash_point("create:after-record");
+    ship(deps, &req, &p, rec, etag, claim_until, caller).await
+}
+
+/// What the create prepared before anything is stored: the user, the two JWEs to Yubico,
+/// and the response key (already in the secret store).
+struct Prepared {
+    entra_user_id: String,
+    response_kid: String,
+    secret_name: String,
+    challenge_timeout: chrono::DateTime<chrono::Utc>,
+    pin_jwe: String,
+    cred_jwe: String,
+}
+
+/// Upstream reads first (nothing is stored if the user does not exist), the pre-flight
+/// checks, then the PIN and the response key, encrypted to Yubico.
+async fn prepare(deps: &Deps, req: &ShipmentRequest) -> Result<Prepared, LifecycleError> {
     // Upstream reads first: nothing is stored if the user does not exist.
     let user = deps.idp.get_user(&req.user_id).await.map_err(|e| match e {
         UpstreamError::NotFound { .. } => {
@@ -212,7 +249,7 @@ async fn create_inner(
         other => other.into(),
     })?;
     // Before anything is stored or sent to Yubico: would the key register once shipped?
-    super::preflight::enforce(deps, &req, &user).await?;
+    super::preflight::enforce(deps, req, &user).await?;
     let options = deps
         .idp
         .creation_options(&user.id)
@@ -242,19 +279,50 @@ async fn create_inner(
     deps.secrets
         .set(&secret_name, response_key.private_jwk_json())
         .await?;
+    Ok(Prepared {
+        entra_user_id: user.id,
+        response_kid: response_key.kid.clone(),
+        secret_name,
+        challenge_timeout: options.challenge_timeout,
+        pin_jwe,
+        cred_jwe,
+    })
+}
 
+/// The request's record as written: claimed by this request, or a concurrent request's
+/// answer (the same Idempotency-Key won the race).
+enum Accepted {
+    Claimed {
+        rec: Box<ShipmentRecord>,
+        etag: ETag,
+        claim_until: chrono::DateTime<chrono::Utc>,
+    },
+    Replayed(String),
+}
+
+/// Writes the record (step `Accepted`, claimed by this request) before YubiEnterprise is
+/// asked: a crash after YE accepted it never leaves a shipment we do not know about.
+async fn record_accepted(
+    deps: &Deps,
+    req: &ShipmentRequest,
+    p: &Prepared,
+    request_id: &str,
+    idempotency: Option<&Idempotency>,
+    caller: &str,
+    retake: Option<ETag>,
+) -> Result<Accepted, LifecycleError> {
     let now = deps.clock.now();
     let mut rec = ShipmentRecord::accepted(
-        request_id.clone(),
+        request_id,
         req.user_id.as_str(),
-        user.id.clone(),
-        response_key.kid.clone(),
+        p.entra_user_id.clone(),
+        p.response_kid.clone(),
         now,
     )
     .with_order(Order {
         emails_to: req.mail_recipients(),
         yubikey_name: req.yubikey_name().map(str::to_string),
-        challenge_expires_at: options.challenge_timeout,
+        challenge_expires_at: p.challenge_timeout,
         idempotency_body_hash: idempotency.as_ref().map(|i| i.body_sha256.clone()),
         created_by: caller.to_string(),
     });
@@ -275,30 +343,49 @@ async fn create_inner(
         Ok(e) => e,
         Err(StoreError::AlreadyExists) | Err(StoreError::Conflict) => {
             // A concurrent request with the same key won the race.
-            let _ = deps.secrets.delete(&secret_name).await;
+            let _ = deps.secrets.delete(&p.secret_name).await;
             let existing =
-                deps.store.get(&request_id).await?.ok_or_else(|| {
+                deps.store.get(request_id).await?.ok_or_else(|| {
                     LifecycleError::Internal("record vanished after conflict".into())
                 })?;
             let idem = idempotency
                 .as_ref()
                 .ok_or_else(|| LifecycleError::Internal("uuid collision".into()))?;
             return match replay(deps, existing, idem).await? {
-                Replay::Done(id) => Ok(id),
+                Replay::Done(id) => Ok(Accepted::Replayed(id)),
                 Replay::Retake(_) => Err(LifecycleError::InProgress {
-                    request_id,
+                    request_id: request_id.to_string(),
                     retry_after: Duration::from_secs(1),
                 }),
             };
         }
         Err(e) => {
-            let _ = deps.secrets.delete(&secret_name).await;
+            let _ = deps.secrets.delete(&p.secret_name).await;
             return Err(e.into());
         }
     };
-    crash_point("create:after-record");
+    Ok(Accepted::Claimed {
+        rec: Box::new(rec),
+        etag,
+        claim_until,
+    })
+}
 
-    let body = req.ye_body(&pin_jwe, &cred_jwe);
+/// Asks YubiEnterprise to create the shipment, within the request's claim, and records
+/// what its answer proves (created, nothing created, or unknown).
+async fn ship(
+    deps: &Deps,
+    req: &ShipmentRequest,
+    p: &Prepared,
+    mut rec: ShipmentRecord,
+    etag: ETag,
+    claim_until: chrono::DateTime<chrono::Utc>,
+    caller: &str,
+) -> Result<String, LifecycleError> {
+    let request_id = rec.request_id.clone();
+    let request_id = request_id.as_str();
+
+    let body = req.ye_body(&p.pin_jwe, &p.cred_jwe);
     // The call may not outlive the claim: past it, another process could flag the record.
     let budget = (claim_until - deps.clock.now())
         .to_std()
@@ -337,7 +424,7 @@ async fn create_inner(
                 tracing::error!(request_id, error = %e, "could not flag the unknown create; it is flagged when its claim runs out");
             }
             Err(LifecycleError::OutcomeUnknown {
-                request_id,
+                request_id: request_id.to_string(),
                 retry_after: UNKNOWN_RETRY_AFTER,
             })
         }
@@ -350,7 +437,7 @@ async fn create_inner(
             if let Err(se) = deps.store.replace(&rec, &etag).await {
                 tracing::warn!(request_id, error = %se, "could not release the request record");
             }
-            let _ = deps.secrets.delete(&secret_name).await;
+            let _ = deps.secrets.delete(&p.secret_name).await;
             Err(match e {
                 UpstreamError::Rejected {
                     status,

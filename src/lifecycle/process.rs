@@ -451,195 +451,240 @@ async fn product_data(
 }
 
 async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
-    let deps = c.deps;
     // The PIN verified in this run, carried to the mail step so that it is not fetched and
     // decrypted twice; after a restart the mail step reads it again from YubiEnterprise.
     let mut verified_pin: Option<crate::domain::Pin> = None;
     loop {
         match c.rec.step {
-            Step::Ongoing => {
-                let ye_id =
-                    c.rec.ye_shipment_id.clone().ok_or_else(|| {
-                        StepError::Permanent("ongoing without a shipment id".into())
-                    })?;
-                let (state, pd) = product_data(c, &ye_id).await?;
-                c.rec.saw_ye_state(state, deps.clock.now());
-                if let Some(meaning) = ye_state_meaning(state) {
-                    return Err(StepError::Permanent(format!(
-                        "YubiEnterprise shipment state {state}: {meaning}"
-                    )));
-                }
-                let now = deps.clock.now();
-                let expired = c.rec.challenge_expires_at.is_some_and(|t| t <= now);
-                if !ye_state_ready(state) {
-                    if expired {
-                        return Err(StepError::Permanent(
-                            "the Entra challenge expired before Yubico programmed the key".into(),
-                        ));
-                    }
-                    c.rec.waiting(state, now)?;
-                    return Ok(Outcome::Waiting);
-                }
-                let pd = pd.ok_or_else(|| {
-                    StepError::Permanent(
-                        "YubiEnterprise reports the key programmed but sent no product data".into(),
-                    )
-                })?;
-                if expired {
-                    return Err(StepError::Permanent(
-                        "the Entra challenge expired before the credential could be registered"
-                            .into(),
-                    ));
-                }
-                // Verify every response of the shipment before any side effect: a key
-                // whose PIN cannot be sent is never registered.
-                let jwe = pd.fido_credential_responses.first().ok_or_else(|| {
-                    StepError::Permanent("YubiEnterprise sent no credential response".into())
-                })?;
-                let pin_jwe = pd.fido_pin_response.as_deref().ok_or_else(|| {
-                    StepError::Permanent("YubiEnterprise sent no PIN response".into())
-                })?;
-                let key = response_key(deps, &c.rec).await?;
-                // About 5 ms of P-384 work, off the worker that answers upstream calls.
-                let open_both = async {
-                    let (keys, serial) = (deps.keys.as_ref(), pd.serial_number);
-                    let cred = crypto::open_credential_response(jwe, &key, keys, serial)
-                        .await
-                        .map_err(|e| crypto_err("credential response", e))?;
-                    let pin = crypto::open_pin_response(pin_jwe, &key, keys, serial)
-                        .await
-                        .map_err(|e| crypto_err("PIN response", e))?;
-                    Ok::<_, StepError>((cred, pin))
-                };
-                let (cred, pin) = compute(open_both).await?;
-                if pin.serial_number != cred.serial_number {
-                    return Err(StepError::Permanent(format!(
-                        "the PIN response is for serial {} but the credential for {}",
-                        pin.serial_number, cred.serial_number
-                    )));
-                }
-                verified_pin = Some(pin.pin);
-                let name = display_name(&c.rec, pd.serial_number);
-                let suffix = format!(": {}", pd.serial_number);
-
-                // A registration may have happened before a crash: look before registering.
-                let mut method_id = None;
-                if c.rec.register_started_at.is_some() {
-                    let uid = c.rec.entra_user_id.clone();
-                    let methods = c
-                        .bounded("Entra", async {
-                            deps.idp
-                                .list_methods(&uid)
-                                .await
-                                .map_err(|e| upstream("Entra (list methods)", e))
-                        })
-                        .await?;
-                    method_id = methods
-                        .into_iter()
-                        .find(|m| {
-                            m.display_name
-                                .as_deref()
-                                .is_some_and(|d| d == name || d.ends_with(&suffix))
-                        })
-                        .map(|m| m.id);
-                }
-                let method_id = match method_id {
-                    Some(id) => id,
-                    None => {
-                        // Renews the claim; if someone else wrote meanwhile, stop here.
-                        c.rec.registering(deps.clock.now());
-                        c.save().await?;
-                        let uid = c.rec.entra_user_id.clone();
-                        let m = c
-                            .bounded("Entra (register)", async {
-                                deps.idp
-                                    .register(&uid, &name, &cred.credential)
-                                    .await
-                                    .map_err(|e| match e {
-                                        UpstreamError::Rejected { code, message, .. } => {
-                                            StepError::Permanent(format!(
-                                                "Entra rejected the credential: {code}: {message}"
-                                            ))
-                                        }
-                                        other => upstream("Entra (register)", other),
-                                    })
-                            })
-                            .await?;
-                        crash_point("process:after-register");
-                        m.id
-                    }
-                };
-                let now = deps.clock.now();
-                let mail_deadline = now
-                    + Duration::from_std(deps.config.processing.mail_deadline)
-                        .unwrap_or(Duration::days(7));
-                c.rec
-                    .registered(pd.serial_number, method_id, now, mail_deadline)?;
-                c.save().await?;
-            }
-            Step::Registered => {
-                let ye_id = c.rec.ye_shipment_id.clone().ok_or_else(|| {
-                    StepError::Permanent("registered without a shipment id".into())
-                })?;
-                let serial = c
-                    .rec
-                    .serial_number
-                    .ok_or_else(|| StepError::Permanent("registered without a serial".into()))?;
-                // Coming straight from registering, the claim was renewed by the write
-                // that recorded the registration a moment ago.
-                let claim_fresh = verified_pin.is_some();
-                let pin = match verified_pin.take() {
-                    Some(pin) => pin,
-                    None => {
-                        let (_, pd) = product_data(c, &ye_id).await?;
-                        let jwe = pd.and_then(|p| p.fido_pin_response).ok_or_else(|| {
-                            StepError::Permanent("YubiEnterprise sent no PIN response".into())
-                        })?;
-                        let key = response_key(deps, &c.rec).await?;
-                        compute(crypto::open_pin_response(
-                            &jwe,
-                            &key,
-                            deps.keys.as_ref(),
-                            serial,
-                        ))
-                        .await
-                        .map_err(|e| crypto_err("PIN response", e))?
-                        .pin
-                    }
-                };
-                let mail = PinMail::for_record(
-                    &c.rec,
-                    &ye_id,
-                    serial,
-                    pin,
-                    PinMail::initial_message_id(&ye_id),
-                );
-                // Renew before the side effect; stop if the record changed hands.
-                if !claim_fresh {
-                    c.save().await?;
-                }
-                let sent = c
-                    .bounded("PIN mail", async {
-                        deps.mailer
-                            .send_pin(&mail)
-                            .await
-                            .map_err(|e| upstream("PIN mail", e))
-                    })
-                    .await;
-                crate::metrics::pin_mail("initial", sent.is_ok());
-                sent?;
-                let message_id = mail.message_id.clone();
-                drop(mail); // zeroizes the PIN
-                crash_point("process:after-mail");
-                c.rec.completed(&message_id, deps.clock.now())?;
-                tracing::info!(request_id = %c.rec.request_id, ye_shipment_id = %ye_id, "shipment complete");
-                return Ok(Outcome::Completed);
-            }
+            Step::Ongoing => match register(c).await? {
+                Registration::Done(pin) => verified_pin = Some(pin),
+                Registration::NotYet(outcome) => return Ok(outcome),
+            },
+            Step::Registered => return mail_pin(c, verified_pin.take()).await,
             Step::Accepted | Step::Complete | Step::Failed | Step::Unknown => {
                 return Ok(Outcome::Skipped)
             }
         }
     }
+}
+
+/// What the Ongoing step came to: registered (with the PIN it verified), or not yet.
+enum Registration {
+    Done(crate::domain::Pin),
+    NotYet(Outcome),
+}
+
+/// Ongoing: once Yubico has programmed the key, verifies both responses, registers the
+/// credential with Entra (exactly once) and records it.
+async fn register(c: &mut Claimed<'_>) -> Result<Registration, StepError> {
+    let deps = c.deps;
+    let ye_id = c
+        .rec
+        .ye_shipment_id
+        .clone()
+        .ok_or_else(|| StepError::Permanent("ongoing without a shipment id".into()))?;
+    let (state, pd) = product_data(c, &ye_id).await?;
+    c.rec.saw_ye_state(state, deps.clock.now());
+    if let Some(meaning) = ye_state_meaning(state) {
+        return Err(StepError::Permanent(format!(
+            "YubiEnterprise shipment state {state}: {meaning}"
+        )));
+    }
+    let now = deps.clock.now();
+    let expired = c.rec.challenge_expires_at.is_some_and(|t| t <= now);
+    if !ye_state_ready(state) {
+        if expired {
+            return Err(StepError::Permanent(
+                "the Entra challenge expired before Yubico programmed the key".into(),
+            ));
+        }
+        c.rec.waiting(state, now)?;
+        return Ok(Registration::NotYet(Outcome::Waiting));
+    }
+    let pd = pd.ok_or_else(|| {
+        StepError::Permanent(
+            "YubiEnterprise reports the key programmed but sent no product data".into(),
+        )
+    })?;
+    if expired {
+        return Err(StepError::Permanent(
+            "the Entra challenge expired before the credential could be registered".into(),
+        ));
+    }
+    let (cred, pin) = open_responses(c, &pd).await?;
+    let name = display_name(&c.rec, pd.serial_number);
+    let method_id = match existing_method(c, &name, pd.serial_number).await? {
+        Some(id) => id,
+        None => register_once(c, &name, &cred.credential).await?,
+    };
+    let now = deps.clock.now();
+    let mail_deadline =
+        now + Duration::from_std(deps.config.processing.mail_deadline).unwrap_or(Duration::days(7));
+    c.rec
+        .registered(pd.serial_number, method_id, now, mail_deadline)?;
+    c.save().await?;
+    Ok(Registration::Done(pin))
+}
+
+/// Verifies every response of the shipment before any side effect (a key whose PIN
+/// cannot be sent is never registered): the credential and the PIN, for one serial.
+async fn open_responses(
+    c: &Claimed<'_>,
+    pd: &crate::upstream::ProductData,
+) -> Result<(crypto::CredentialResponse, crate::domain::Pin), StepError> {
+    let deps = c.deps;
+    let jwe = pd
+        .fido_credential_responses
+        .first()
+        .ok_or_else(|| StepError::Permanent("YubiEnterprise sent no credential response".into()))?;
+    let pin_jwe = pd
+        .fido_pin_response
+        .as_deref()
+        .ok_or_else(|| StepError::Permanent("YubiEnterprise sent no PIN response".into()))?;
+    let key = response_key(deps, &c.rec).await?;
+    // About 5 ms of P-384 work, off the worker that answers upstream calls.
+    let open_both = async {
+        let (keys, serial) = (deps.keys.as_ref(), pd.serial_number);
+        let cred = crypto::open_credential_response(jwe, &key, keys, serial)
+            .await
+            .map_err(|e| crypto_err("credential response", e))?;
+        let pin = crypto::open_pin_response(pin_jwe, &key, keys, serial)
+            .await
+            .map_err(|e| crypto_err("PIN response", e))?;
+        Ok::<_, StepError>((cred, pin))
+    };
+    let (cred, pin) = compute(open_both).await?;
+    if pin.serial_number != cred.serial_number {
+        return Err(StepError::Permanent(format!(
+            "the PIN response is for serial {} but the credential for {}",
+            pin.serial_number, cred.serial_number
+        )));
+    }
+    Ok((cred, pin.pin))
+}
+
+/// A registration may have happened before a crash: the method it made, if Entra has it.
+async fn existing_method(
+    c: &Claimed<'_>,
+    name: &str,
+    serial: u64,
+) -> Result<Option<String>, StepError> {
+    if c.rec.register_started_at.is_none() {
+        return Ok(None);
+    }
+    let deps = c.deps;
+    let suffix = format!(": {serial}");
+    let uid = c.rec.entra_user_id.clone();
+    let methods = c
+        .bounded("Entra", async {
+            deps.idp
+                .list_methods(&uid)
+                .await
+                .map_err(|e| upstream("Entra (list methods)", e))
+        })
+        .await?;
+    Ok(methods
+        .into_iter()
+        .find(|m| {
+            m.display_name
+                .as_deref()
+                .is_some_and(|d| d == name || d.ends_with(&suffix))
+        })
+        .map(|m| m.id))
+}
+
+/// Registers the credential, after a write that marks the attempt and renews the claim
+/// (if someone else wrote meanwhile, it stops there).
+async fn register_once(
+    c: &mut Claimed<'_>,
+    name: &str,
+    credential: &crate::domain::AttestedCredential,
+) -> Result<String, StepError> {
+    let deps = c.deps;
+    c.rec.registering(deps.clock.now());
+    c.save().await?;
+    let uid = c.rec.entra_user_id.clone();
+    let m = c
+        .bounded("Entra (register)", async {
+            deps.idp
+                .register(&uid, name, credential)
+                .await
+                .map_err(|e| match e {
+                    UpstreamError::Rejected { code, message, .. } => StepError::Permanent(format!(
+                        "Entra rejected the credential: {code}: {message}"
+                    )),
+                    other => upstream("Entra (register)", other),
+                })
+        })
+        .await?;
+    crash_point("process:after-register");
+    Ok(m.id)
+}
+
+/// Registered: mails the PIN (the one verified in this run, or read again) and completes.
+async fn mail_pin(
+    c: &mut Claimed<'_>,
+    verified_pin: Option<crate::domain::Pin>,
+) -> Result<Outcome, StepError> {
+    let deps = c.deps;
+    let ye_id = c
+        .rec
+        .ye_shipment_id
+        .clone()
+        .ok_or_else(|| StepError::Permanent("registered without a shipment id".into()))?;
+    let serial = c
+        .rec
+        .serial_number
+        .ok_or_else(|| StepError::Permanent("registered without a serial".into()))?;
+    // Coming straight from registering, the claim was renewed by the write that recorded
+    // the registration a moment ago.
+    let claim_fresh = verified_pin.is_some();
+    let pin = match verified_pin {
+        Some(pin) => pin,
+        None => {
+            let (_, pd) = product_data(c, &ye_id).await?;
+            let jwe = pd.and_then(|p| p.fido_pin_response).ok_or_else(|| {
+                StepError::Permanent("YubiEnterprise sent no PIN response".into())
+            })?;
+            let key = response_key(deps, &c.rec).await?;
+            compute(crypto::open_pin_response(
+                &jwe,
+                &key,
+                deps.keys.as_ref(),
+                serial,
+            ))
+            .await
+            .map_err(|e| crypto_err("PIN response", e))?
+            .pin
+        }
+    };
+    let mail = PinMail::for_record(
+        &c.rec,
+        &ye_id,
+        serial,
+        pin,
+        PinMail::initial_message_id(&ye_id),
+    );
+    // Renew before the side effect; stop if the record changed hands.
+    if !claim_fresh {
+        c.save().await?;
+    }
+    let sent = c
+        .bounded("PIN mail", async {
+            deps.mailer
+                .send_pin(&mail)
+                .await
+                .map_err(|e| upstream("PIN mail", e))
+        })
+        .await;
+    crate::metrics::pin_mail("initial", sent.is_ok());
+    sent?;
+    let message_id = mail.message_id.clone();
+    drop(mail); // zeroizes the PIN
+    crash_point("process:after-mail");
+    c.rec.completed(&message_id, deps.clock.now())?;
+    tracing::info!(request_id = %c.rec.request_id, ye_shipment_id = %ye_id, "shipment complete");
+    Ok(Outcome::Completed)
 }
 
 #[cfg(test)]
