@@ -6,7 +6,7 @@ at two levels:
   - between top-level modules (`api`, `lifecycle`, `upstream`, ...);
   - between the files of one top-level module (`domain::request`, `domain::shipment`, ...).
 A module "imports" another when its source names it: `use crate::x::...`, `crate::x::...` in
-a path, or `super::x` from a sibling. Test modules (from the first `#[cfg(test)]` of a file
+a path, or `super::x` from a sibling. With --graph it also prints which top-level module imports which. Test modules (from the first `#[cfg(test)]` of a file
 on) are left out: tests may reach anywhere.
 
 Written by hand because no maintained tool checks module cycles inside one Rust crate
@@ -165,6 +165,9 @@ def main():
             )
             failures.append(f"modules of {head[0]} import each other: {detail}")
 
+    if "--graph" in sys.argv:
+        for a in sorted(top):
+            print(f"{a[0]} -> {', '.join(sorted(b[0] for b in top[a]))}")
     if failures:
         for f in failures:
             print("import cycle:", f)

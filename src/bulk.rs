@@ -97,7 +97,7 @@ pub fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, String> {
             line,
             body,
             verdict,
-            idempotency_key: format!("import-{}", crate::lifecycle::hex(&digest[..16])),
+            idempotency_key: format!("import-{}", crate::hex::hex(&digest[..16])),
         });
     }
     Ok(rows)

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod csv_safe;
 pub mod domain;
 pub mod faults;
+pub mod hex;
 pub mod jobs;
 pub mod lifecycle;
 pub mod logging;

@@ -111,7 +111,7 @@ pub async fn create_shipment(
     };
     let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
         key,
-        body_sha256: crate::lifecycle::hex(&Sha256::digest(&body.raw)),
+        body_sha256: crate::hex::hex(&Sha256::digest(&body.raw)),
     });
     let req = ShipmentRequest::parse(&body.value)
         .map_err(|e| ApiError::Validation { message: e.message })?;

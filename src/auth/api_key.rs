@@ -43,7 +43,7 @@ pub(super) fn api_key_from_config(c: &ApiKeyConfig) -> Result<ApiKey, String> {
 
 /// SHA-256 hex of a key, as configured in `FIDO_CONNECTOR_API_KEYS`.
 pub fn hash_api_key(key: &str) -> String {
-    crate::lifecycle::hex(&Sha256::digest(key.as_bytes()))
+    crate::hex::hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// A new random API key with the recognisable prefix.

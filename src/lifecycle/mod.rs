@@ -94,15 +94,7 @@ pub(crate) fn service_of(e: &UpstreamError) -> &'static str {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub(crate) use crate::hex::hex;
 
 /// A record by YubiEnterprise's shipment id or, for a create that never got one, by the
 /// request id.
