@@ -130,6 +130,27 @@ pub async fn build_deps_with(
     http: reqwest::Client,
 ) -> Result<Deps, BuildError> {
     let dep = |what: &'static str| move |e: String| BuildError::Dependency { what, message: e };
+    // Calls to one upstream in flight at once: at most what processing allows.
+    for u in [
+        &config.ye.api_base_url,
+        &config.ye.jwks_sign_endpoint,
+        &config.ye.jwks_transport_endpoint,
+        &config.entra.graph_endpoint,
+        &config.entra.login_endpoint,
+    ] {
+        crate::upstream::pace::PACER.set_max(
+            &crate::upstream::pace::authority(u),
+            config.processing.concurrency,
+        );
+    }
+    if let Ok(u) = url::Url::parse(secrecy::ExposeSecret::expose_secret(
+        &config.mail.send_endpoint,
+    )) {
+        crate::upstream::pace::PACER.set_max(
+            &crate::upstream::pace::authority(&u),
+            config.processing.concurrency,
+        );
+    }
 
     let credentials = crate::azure_auth::Credentials::from_config(&config.entra, http.clone());
     let azure_credential = || credentials.azure_resources();

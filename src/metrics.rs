@@ -38,6 +38,17 @@ pub struct Call {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Service {
+    pub service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Lane {
+    pub service: &'static str,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Alert {
     pub cause: &'static str,
     pub outcome: &'static str,
@@ -63,6 +74,9 @@ pub struct Metrics {
     pub claim_takeovers: Counter,
     pub alerts: Family<Alert, Counter>,
     pub upstream: HistogramFamily<Call>,
+    pub throttled: Family<Service, Counter>,
+    pub paused_seconds: Family<Service, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub call_limit: Family<Lane, Gauge>,
     pub shipments: Family<State, Gauge>,
     pub needing_attention: Gauge,
     pub store_up: Gauge,
@@ -89,6 +103,9 @@ impl Metrics {
             claim_takeovers: Counter::default(),
             alerts: Family::default(),
             upstream: Family::new_with_constructor(upstream_histogram),
+            throttled: Family::default(),
+            paused_seconds: Family::default(),
+            call_limit: Family::default(),
             shipments: Family::default(),
             needing_attention: Gauge::default(),
             store_up: Gauge::default(),
@@ -155,6 +172,21 @@ impl Metrics {
             m.needing_attention.clone(),
         );
         registry.register(
+            "upstream_throttled",
+            "Answers of 429, or 503 with Retry-After, by upstream",
+            m.throttled.clone(),
+        );
+        registry.register(
+            "upstream_paused_seconds",
+            "Time calls to an upstream were held for its stated pace",
+            m.paused_seconds.clone(),
+        );
+        registry.register(
+            "upstream_call_limit",
+            "Calls to an upstream this process lets be in flight (adaptive)",
+            m.call_limit.clone(),
+        );
+        registry.register(
             "store_up",
             "1 when the store answered the last scrape",
             m.store_up.clone(),
@@ -215,15 +247,49 @@ pub fn pin_mail(kind: &'static str, sent: bool) {
         .inc();
 }
 
-/// Sends a request to an upstream service, recording its latency under the service and
-/// the outcome class (`ok`, `client_error`, `throttled`, `server_error`, `timeout`,
-/// `transport`).
+/// Sends a request to a service, recording its latency under the service and the outcome
+/// class (`ok`, `client_error`, `throttled`, `server_error`, `timeout`, `transport`).
 pub async fn send(
     service: &'static str,
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, reqwest::Error> {
+    let (client, request) = req.build_split();
+    execute(service, &client, request?).await
+}
+
+/// A 429 (or a 503 with `Retry-After`) from `service`, and the pause it stated.
+pub fn throttled(service: &'static str, pause: std::time::Duration) {
+    METRICS.throttled.get_or_create(&Service { service }).inc();
+    METRICS
+        .paused_seconds
+        .get_or_create(&Service { service })
+        .inc_by(pause.as_secs_f64());
+}
+
+/// The calls to `service` (with `method`) this process lets be in flight now.
+pub fn call_limit(service: &'static str, method: &str, limit: f64) {
+    let method = match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        _ => "other",
+    };
+    METRICS
+        .call_limit
+        .get_or_create(&Lane { service, method })
+        .set(limit as i64);
+}
+
+/// As [`send`], for a request already built.
+pub async fn execute(
+    service: &'static str,
+    client: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<reqwest::Response, reqwest::Error> {
     let started = Instant::now();
-    let r = req.send().await;
+    let r = client.execute(request).await;
     let outcome = match &r {
         Ok(resp) => match resp.status().as_u16() {
             200..=399 => "ok",

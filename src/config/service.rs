@@ -35,6 +35,9 @@ pub struct ProcessingConfig {
     /// A challenge expiring within this while Yubico has not programmed the key makes a
     /// shipment "need attention" (`FIDO_CONNECTOR_ATTENTION_DAYS`).
     pub attention_window: Duration,
+    /// How long one processing run may take (`FIDO_CONNECTOR_RUN_BUDGET_SECONDS`, 600):
+    /// past it the run takes no new shipment and the rest stay due for the next run.
+    pub run_budget: Duration,
 }
 
 impl ProcessingConfig {
@@ -78,6 +81,7 @@ impl ProcessingConfig {
         let mail_deadline_h: u64 =
             env.num_in("FIDO_CONNECTOR_MAIL_DEADLINE_HOURS", 168, 1..=8760)?;
         let attention_days: u64 = env.num_in("FIDO_CONNECTOR_ATTENTION_DAYS", 3, 0..=90)?;
+        let run_budget_s: u64 = env.num_in("FIDO_CONNECTOR_RUN_BUDGET_SECONDS", 600, 1..=86400)?;
         Ok(Self {
             process_schedule,
             cleanup_schedule,
@@ -90,6 +94,7 @@ impl ProcessingConfig {
             boot_id: uuid::Uuid::new_v4().simple().to_string(),
             mail_deadline: Duration::from_secs(mail_deadline_h * 3600),
             attention_window: Duration::from_secs(attention_days * 86400),
+            run_budget: Duration::from_secs(run_budget_s),
         })
     }
 }

@@ -654,6 +654,26 @@ impl ShipmentRecord {
         Ok(())
     }
 
+    /// Open → same step, due again at `at` because an upstream stated its pace: the
+    /// attempts and their back-off are left as they were (pacing is not a failure).
+    pub fn paced(
+        &mut self,
+        message: String,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.require_step(&[Step::Ongoing, Step::Registered], "wait for a rate limit")?;
+        let message = format!(
+            "{message} until {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        self.note("paced", Some(message.clone()), None, now);
+        self.error = Some(RecordError::transient(message));
+        self.next_attempt_at = Some(at);
+        self.updated_at = now;
+        Ok(())
+    }
+
     /// Ongoing, still with Yubico: any earlier transient error is over.
     pub fn waiting(&mut self, ye_state_id: i64, now: DateTime<Utc>) -> Result<(), TransitionError> {
         self.require_step(&[Step::Ongoing], "wait for Yubico")?;

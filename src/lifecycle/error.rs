@@ -110,6 +110,14 @@ impl From<UpstreamError> for LifecycleError {
                 service,
                 retry_after,
             },
+            // The upstream's pace: the caller is told when to come back (503 + Retry-After).
+            UpstreamError::Throttled {
+                service,
+                retry_after,
+            } => LifecycleError::Unavailable {
+                service,
+                retry_after: Some(retry_after.max(Duration::from_secs(1))),
+            },
             other => {
                 tracing::warn!(error = %other, "upstream refused");
                 LifecycleError::BadUpstream {

@@ -89,6 +89,7 @@ pub(crate) fn service_of(e: &UpstreamError) -> &'static str {
         | UpstreamError::NotFound { service, .. }
         | UpstreamError::Rejected { service, .. }
         | UpstreamError::Transient { service, .. }
+        | UpstreamError::Throttled { service, .. }
         | UpstreamError::OutcomeUnknown { service, .. }
         | UpstreamError::Invalid { service, .. } => service,
     }

@@ -39,6 +39,10 @@ pub struct RunSummary {
     pub waiting: usize,
     /// Creates whose outcome is unknown, flagged for an operator.
     pub flagged: usize,
+    /// Left due for a later run by an upstream's rate limit (their back-off unchanged).
+    pub paced: usize,
+    /// Not reached: the run's time budget ran out (due for the next run).
+    pub deferred: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +53,7 @@ enum Outcome {
     Skipped,
     Waiting,
     Flagged,
+    Paced,
 }
 
 /// One pass over every open record. Pages are fetched as the work drains, so the
@@ -71,8 +76,16 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
     // keeps the old cancellation: dropping the run aborts its shipments at their next
     // await, as dropping the futures did.
     let mut inflight = tokio::task::JoinSet::new();
+    // Past its budget the run takes no new shipment: the rest stay due for the next run.
+    let run_deadline = started + deps.config.processing.run_budget;
     loop {
         while inflight.len() < in_hand {
+            if std::time::Instant::now() >= run_deadline {
+                summary.deferred += queue.len();
+                queue.clear();
+                exhausted = true;
+                break;
+            }
             if queue.is_empty() && !exhausted {
                 let page = deps
                     .store
@@ -100,7 +113,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                     let deps = deps.clone();
                     let calls = calls.clone();
                     let work = async move {
-                        let outcome = process_one(&deps, v, &calls).await;
+                        let outcome = process_one(&deps, v, &calls, run_deadline).await;
                         if let Some(id) = alert_check {
                             if let Ok(Some(fresh)) = deps.store.get(&id).await {
                                 super::alerts::handle(&deps, fresh).await;
@@ -131,6 +144,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
             Outcome::Skipped => summary.skipped += 1,
             Outcome::Waiting => summary.waiting += 1,
             Outcome::Flagged => summary.flagged += 1,
+            Outcome::Paced => summary.paced += 1,
         }
     }
     tracing::info!(?summary, "processing run finished");
@@ -156,6 +170,9 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
 #[derive(Debug)]
 enum StepError {
     Transient(String, Option<StdDuration>),
+    /// The upstream's pace (429, or 503 with `Retry-After`): not the shipment's failure.
+    /// Its calls may go again after the wait.
+    Throttled(String, StdDuration),
     Permanent(String),
     /// Another writer changed the record: stop, someone else owns it now.
     Lost,
@@ -184,6 +201,13 @@ fn upstream(context: &str, e: UpstreamError) -> StepError {
             retry_after,
             ..
         } => StepError::Transient(format!("{context}: {message}"), retry_after),
+        UpstreamError::Throttled {
+            service,
+            retry_after,
+        } => StepError::Throttled(
+            format!("{context}: waiting for {service}'s rate limit"),
+            retry_after,
+        ),
         // The token was re-read once already; the operator may be rotating it: keep trying.
         UpstreamError::Unauthorized { service } => StepError::Transient(
             format!("{context}: {service} refused the connector's credentials"),
@@ -299,6 +323,7 @@ async fn process_one(
     deps: &Deps,
     v: Versioned<ShipmentRecord>,
     calls: &tokio::sync::Semaphore,
+    run_deadline: std::time::Instant,
 ) -> Outcome {
     let now = deps.clock.now();
     let rec = &v.value;
@@ -334,11 +359,32 @@ async fn process_one(
         };
     }
     let mut c = Claimed::take(deps, calls, v);
-    let result = advance(&mut c).await;
+    let result = loop {
+        match advance(&mut c).await {
+            // The upstream's pace, not this shipment's failure: it stays in hand and its
+            // call goes again once the upstream allows, within the run's budget.
+            Err(StepError::Throttled(_, wait))
+                if std::time::Instant::now() + wait < run_deadline =>
+            {
+                tokio::time::sleep(wait).await;
+            }
+            r => break r,
+        }
+    };
     let now = deps.clock.now();
     let outcome = match result {
         Ok(o) => o,
         Err(StepError::Lost) => return Outcome::Skipped,
+        Err(StepError::Throttled(msg, wait)) => {
+            // Due again when the upstream allows: no attempt counted, no back-off grown.
+            let at = now + Duration::from_std(wait).unwrap_or(Duration::seconds(1));
+            tracing::info!(request_id = %c.rec.request_id, error = %msg, until = %at,
+                "paced by the upstream's rate limit");
+            if c.rec.paced(msg, at, now).is_err() {
+                return Outcome::Skipped;
+            }
+            Outcome::Paced
+        }
         Err(StepError::Permanent(msg)) => {
             tracing::warn!(request_id = %c.rec.request_id, ye_shipment_id = ?c.rec.ye_shipment_id,
                 error = %msg, "shipment failed");

@@ -35,11 +35,36 @@ pub struct FaultConfig {
     pub expire_tokens: bool,
     /// The next this-many requests fail with `error_status` (deterministic faults).
     pub fail_next: u32,
+    /// A token-bucket limit on the requests it matches, answered 429 with `Retry-After` in
+    /// whole seconds (as Graph answers) when the bucket is empty.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `per_second` tokens refill a bucket of `burst`; each matching request takes one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+    /// Only requests with this method (any when absent).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Only requests whose path contains this (any when absent).
+    #[serde(default)]
+    pub path_contains: Option<String>,
+}
+
+/// The limiter's bucket and what it answered.
+#[derive(Debug, Default)]
+struct Bucket {
+    tokens: f64,
+    at: Option<std::time::Instant>,
+    admitted: u64,
+    limited: u64,
 }
 
 /// Live fault settings of one simulator, and how long its answers took.
 #[derive(Debug, Clone, Default)]
-pub struct Faults(Arc<Mutex<FaultConfig>>, Arc<Served>);
+pub struct Faults(Arc<Mutex<FaultConfig>>, Arc<Served>, Arc<Mutex<Bucket>>);
 
 /// Time from a request's arrival to its answer, over the requests that had latency added
 /// and reached the simulator's handler (not the injected errors): what the client waited
@@ -74,7 +99,34 @@ pub fn max_overlap(spans: &[(std::time::Instant, std::time::Instant)]) -> usize 
 
 impl Faults {
     pub fn set(&self, cfg: FaultConfig) {
+        let burst = cfg.rate_limit.as_ref().map_or(0.0, |r| r.burst);
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        *self.2.lock().unwrap_or_else(|p| p.into_inner()) = Bucket {
+            tokens: burst,
+            ..Bucket::default()
+        };
+    }
+    /// Requests the rate limit let through and answered 429, since it was set.
+    pub fn rate_limited(&self) -> (u64, u64) {
+        let b = self.2.lock().unwrap_or_else(|p| p.into_inner());
+        (b.admitted, b.limited)
+    }
+    /// Takes a token for a request the limit matches; `Err(retry_after_secs)` when empty.
+    fn take_token(&self, limit: &RateLimit) -> Result<(), u64> {
+        let mut b = self.2.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let elapsed = b.at.map_or(0.0, |t| (now - t).as_secs_f64());
+        b.tokens = (b.tokens + elapsed * limit.per_second).min(limit.burst);
+        b.at = Some(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            b.admitted += 1;
+            Ok(())
+        } else {
+            b.limited += 1;
+            let wait = (1.0 - b.tokens) / limit.per_second.max(0.001);
+            Err((wait.ceil() as u64).max(1))
+        }
     }
     pub fn get(&self) -> FaultConfig {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -153,6 +205,29 @@ async fn inject(State(f): State<Faults>, req: Request, next: Next) -> Response {
         }
         (g.clone(), forced)
     };
+    if let Some(limit) = &cfg.rate_limit {
+        let matches = limit
+            .method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(req.method().as_str()))
+            && limit
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| req.uri().path().contains(p));
+        if matches {
+            if let Err(secs) = f.take_token(limit) {
+                let mut r = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(serde_json::json!({"error": {"code": "TooManyRequests", "message": "Too many requests (rate limit, simulated)"}})),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                return r;
+            }
+        }
+    }
     if cfg.latency_ms > 0 {
         sleep_until_precisely(arrived + Duration::from_millis(cfg.latency_ms)).await;
     }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use super::http::{allowed_outbound, retry, retry_after, status_error, transport_error};
+use super::http::{allowed_outbound, retry, retry_after, status_error};
 use super::UpstreamError;
 use crate::secrets::SecretStore;
 
@@ -94,10 +94,11 @@ impl WebhookAlerter {
     }
 
     async fn post_once(&self, url: &url::Url, body: &Value) -> Result<(), UpstreamError> {
-        let resp = crate::metrics::send("alert_webhook", self.http.post(url.clone()).json(body))
+        let resp = super::http::send("alert_webhook", self.http.post(url.clone()).json(body))
             .await
-            // reqwest errors can include the URL (and with it the webhook's credential).
-            .map_err(|e| transport_error(SERVICE, &e.without_url()))?;
+            // Only the kind of failure is passed on: reqwest errors can include the URL
+            // (and with it the webhook's credential).
+            .map_err(|e| e.into_upstream(SERVICE))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

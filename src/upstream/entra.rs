@@ -16,9 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use url::Url;
 
-use super::http::{
-    read_text_capped, retry, retry_after, scrub, send_with_token, status_error, transport_error,
-};
+use super::http::{read_text_capped, retry, retry_after, scrub, send_with_token, status_error};
 use super::{
     AttestedCredential, CreationOptions, EntraUser, Fido2Method, Fido2Policy, IdentityProvider,
     KeyRestrictions, UpstreamError,
@@ -290,7 +288,7 @@ impl GraphClient {
         };
         let resp = send_with_token("entra", token, build)
             .await?
-            .map_err(|e| transport_error(SERVICE, &e))?;
+            .map_err(|e| e.into_upstream(SERVICE))?;
         let status = resp.status();
         let ra = retry_after(&resp);
         let text = read_text_capped(SERVICE, resp).await?;

@@ -113,9 +113,77 @@ impl crate::backoff::Retryable for UpstreamError {
     fn retry_hint(&self) -> Option<Option<Duration>> {
         match self {
             UpstreamError::Transient { retry_after, .. } => Some(*retry_after),
+            UpstreamError::Throttled { retry_after, .. } => Some(Some(*retry_after)),
             _ => None,
         }
     }
+}
+
+/// Why a call got no answer: the transport failed, or the call was not sent because its
+/// upstream's lane is paused for longer than a call may wait ([`super::pace`]).
+#[derive(Debug)]
+pub enum CallError {
+    Transport(reqwest::Error),
+    Paused(Duration),
+}
+
+impl CallError {
+    /// As an upstream error: a transport failure is transient, a pause the upstream's pace.
+    pub fn into_upstream(self, service: &'static str) -> UpstreamError {
+        match self {
+            CallError::Transport(e) => transport_error(service, &e),
+            CallError::Paused(retry_after) => UpstreamError::Throttled {
+                service,
+                retry_after,
+            },
+        }
+    }
+
+    /// Whether the request may have reached the upstream (a paused call never left).
+    pub fn may_have_arrived(&self) -> bool {
+        match self {
+            CallError::Transport(e) => !e.is_connect(),
+            CallError::Paused(_) => false,
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CallError::Transport(e) if e.is_timeout())
+    }
+}
+
+/// Sends a request to an upstream at its pace: waits for a place in the upstream's lane
+/// ([`super::pace`]), records the call's metrics, and tells the lane what the upstream
+/// answered (a 429, or a 503 with `Retry-After`, pauses every call to it).
+pub async fn send(
+    service: &'static str,
+    req: reqwest::RequestBuilder,
+) -> Result<Response, CallError> {
+    let (client, request) = req.build_split();
+    let request = request.map_err(CallError::Transport)?;
+    let url = request.url();
+    let key = super::pace::LaneKey {
+        service,
+        authority: super::pace::authority(url),
+        method: request.method().as_str().to_string(),
+    };
+    let pacer = &*super::pace::PACER;
+    let permit = pacer
+        .acquire(&key, super::pace::MAX_WAIT)
+        .await
+        .map_err(|p| CallError::Paused(p.0))?;
+    let r = crate::metrics::execute(service, &client, request).await;
+    if let Ok(resp) = &r {
+        let ra = retry_after(resp);
+        let status = resp.status().as_u16();
+        let throttled = status == 429 || (status == 503 && ra.is_some());
+        pacer.answered(&permit, throttled, ra);
+        if throttled {
+            crate::metrics::throttled(service, ra.unwrap_or(super::pace::DEFAULT_PAUSE));
+        }
+        crate::metrics::call_limit(service, &key.method, pacer.limit(&key));
+    }
+    r.map_err(CallError::Transport)
 }
 
 /// Sends a request with a bearer token; on a 401 gets a fresh token (`token(true)`: the
@@ -126,16 +194,16 @@ pub async fn send_with_token<TF>(
     metric: &'static str,
     token: impl Fn(bool) -> TF,
     build: impl Fn(&secrecy::SecretString) -> reqwest::RequestBuilder,
-) -> Result<Result<Response, reqwest::Error>, UpstreamError>
+) -> Result<Result<Response, CallError>, UpstreamError>
 where
     TF: std::future::Future<Output = Result<secrecy::SecretString, UpstreamError>>,
 {
     let first = token(false).await?;
-    let resp = crate::metrics::send(metric, build(&first)).await;
+    let resp = send(metric, build(&first)).await;
     match resp {
         Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
             let fresh = token(true).await?;
-            Ok(crate::metrics::send(metric, build(&fresh)).await)
+            Ok(send(metric, build(&fresh)).await)
         }
         other => Ok(other),
     }
@@ -189,7 +257,15 @@ pub fn status_error(
             code,
             message,
         },
-        408 | 429 | 500..=599 => UpstreamError::Transient {
+        429 => UpstreamError::Throttled {
+            service,
+            retry_after: retry_after.unwrap_or(super::pace::DEFAULT_PAUSE),
+        },
+        503 if retry_after.is_some() => UpstreamError::Throttled {
+            service,
+            retry_after: retry_after.unwrap_or(super::pace::DEFAULT_PAUSE),
+        },
+        408 | 500..=599 => UpstreamError::Transient {
             service,
             message: format!("HTTP {}", status.as_u16()),
             retry_after,

@@ -12,7 +12,7 @@ use rand::seq::IndexedRandom;
 use serde_json::Value;
 use url::Url;
 
-use super::http::{read_json_capped, status_error, transport_error};
+use super::http::{read_json_capped, status_error};
 use super::keyset::{KeyError, KeySetCache};
 use super::{UpstreamError, YubicoKeys};
 
@@ -97,9 +97,9 @@ async fn fetch_from(
     service: &'static str,
     metric: &'static str,
 ) -> Result<Value, UpstreamError> {
-    let resp = crate::metrics::send(metric, http.get(url))
+    let resp = super::http::send(metric, http.get(url))
         .await
-        .map_err(|e| transport_error(service, &e))?;
+        .map_err(|e| e.into_upstream(service))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(

@@ -15,7 +15,7 @@ use azure_core::credentials::TokenCredential;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::http::{retry_after, status_error, transport_error};
+use super::http::{retry_after, status_error};
 use super::{Mailer, PinMail, UpstreamError};
 
 pub const SERVICE: &str = "mail relay";
@@ -146,10 +146,10 @@ impl Mailer for HttpMailer {
             value.set_sensitive(true);
             req = req.header(reqwest::header::AUTHORIZATION, value);
         }
-        let resp = crate::metrics::send("mail", req.body(body))
+        let resp = super::http::send("mail", req.body(body))
             .await
-            // reqwest errors can include the URL: never pass them on.
-            .map_err(|e| transport_error(SERVICE, &e.without_url()))?;
+            // Only the kind of failure is passed on: reqwest errors can include the URL.
+            .map_err(|e| e.into_upstream(SERVICE))?;
         let status = resp.status();
         if status.is_success() {
             tracing::info!(shipment_id = %mail.shipment_id, message_id = %mail.message_id,

@@ -19,6 +19,7 @@ pub mod http;
 pub mod jwks;
 pub mod keyset;
 pub mod mail;
+pub mod pace;
 pub mod ye;
 
 /// What went wrong talking to an upstream. The lifecycle branches on the variant:
@@ -50,6 +51,14 @@ pub enum UpstreamError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The upstream stated its pace (429, or 503 with `Retry-After`), or this process is
+    /// holding its calls to it until then: nothing was done. Not the call's failure: call
+    /// again after `retry_after`.
+    #[error("{service}: rate limited for {}s", retry_after.as_secs().max(1))]
+    Throttled {
+        service: &'static str,
+        retry_after: Duration,
+    },
     /// A request that creates something got no answer that says whether it did (a timeout
     /// after sending, a connection lost mid-answer, 500/502/504): never retried blindly.
     #[error("{service}: outcome unknown: {message}")]
@@ -66,8 +75,12 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Worth calling again later: an outage, or the upstream's pace.
     pub fn is_transient(&self) -> bool {
-        matches!(self, UpstreamError::Transient { .. })
+        matches!(
+            self,
+            UpstreamError::Transient { .. } | UpstreamError::Throttled { .. }
+        )
     }
 }
 

@@ -15,9 +15,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::http::{
-    read_text_capped, retry, retry_after, scrub, send_with_token, status_error, transport_error,
-};
+use super::http::{read_text_capped, retry, retry_after, scrub, send_with_token, status_error};
 use super::{ProductData, UpstreamError, YeShipment, YubiEnterprise};
 use crate::secrets::{SecretStore, YE_API_TOKEN};
 
@@ -112,7 +110,7 @@ impl YeClient {
             // again, and the call sent once more.
             let resp = match send_with_token("yubienterprise", token, &build).await? {
                 Ok(r) => r,
-                Err(e) if creating && !e.is_connect() => {
+                Err(e) if creating && e.may_have_arrived() => {
                     return Err(unknown(format!(
                         "no answer ({})",
                         if e.is_timeout() {
@@ -122,7 +120,7 @@ impl YeClient {
                         }
                     )))
                 }
-                Err(e) => return Err(transport_error(SERVICE, &e)),
+                Err(e) => return Err(e.into_upstream(SERVICE)),
             };
             let status = resp.status();
             let ra = retry_after(&resp);

@@ -14,6 +14,7 @@ mod lifecycle;
 mod list;
 mod metrics;
 mod otlp;
+mod pacing;
 mod preflight;
 mod recovery;
 mod replicas;

@@ -1,0 +1,276 @@
+//! The pace of each upstream: a 429, or a 503 with `Retry-After`, is the upstream stating
+//! its rate, not one call's failure. It pauses every call this process makes to that
+//! upstream until `Retry-After` has passed, and halves the calls it lets be in flight at
+//! once; each answer that is not a throttle lets one more in, a little at a time (additive
+//! increase, multiplicative decrease: the shape of the AWS SDKs' adaptive retry mode and
+//! Netflix's concurrency-limits). Between 1 and the processing concurrency.
+//!
+//! A lane is one upstream as it limits us: service, host and port, and the method (Graph
+//! counts registrations apart from reads). Each replica paces itself; nothing of this is
+//! shared through the store. Written here because the crates that limit a client's rate
+//! (governor, tower's rate limit) take a fixed rate: none learns it from the upstream's
+//! answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// A call waits at most this long for its lane's pause; past it, it is not sent and the
+/// caller is told when the upstream may be called again.
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+/// A throttle without `Retry-After` pauses the lane this long.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// `host:port` of a URL, as lanes name upstreams.
+pub fn authority(u: &url::Url) -> String {
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or(""),
+        u.port_or_known_default().unwrap_or(0)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LaneKey {
+    pub service: &'static str,
+    /// `host:port` of the upstream.
+    pub authority: String,
+    pub method: String,
+}
+
+struct LaneState {
+    /// Calls allowed in flight (fractional: additive increase adds 1/limit per answer).
+    limit: f64,
+    /// The most it may grow to.
+    max: f64,
+    in_flight: usize,
+    paused_until: Option<Instant>,
+    /// When the limit was last halved: throttles of calls sent before it do not halve it
+    /// again (one decrease per burst).
+    decreased_at: Option<Instant>,
+    throttled: u64,
+    paused: Duration,
+}
+
+struct Lane {
+    state: Mutex<LaneState>,
+    notify: Notify,
+}
+
+/// The lanes of this process.
+pub struct Pacer {
+    lanes: Mutex<HashMap<LaneKey, Arc<Lane>>>,
+    /// The most calls in flight to each upstream (`host:port`) the configuration names.
+    max: Mutex<HashMap<String, usize>>,
+    default_max: usize,
+}
+
+/// The process's pacer.
+pub static PACER: LazyLock<Pacer> = LazyLock::new(|| Pacer::new(16));
+
+/// A call let through; dropping it frees its place in the lane.
+pub struct Permit {
+    lane: Arc<Lane>,
+    sent_at: Instant,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut s = lock(&self.lane.state);
+        s.in_flight = s.in_flight.saturating_sub(1);
+        drop(s);
+        self.lane.notify.notify_one();
+    }
+}
+
+/// What a lane says of a call that is not sent: the upstream may be called again after
+/// this long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paused(pub Duration);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pacer {
+    /// `default_max`: the most calls in flight to an upstream not named by [`Pacer::set_max`].
+    pub fn new(default_max: usize) -> Self {
+        Pacer {
+            lanes: Mutex::new(HashMap::new()),
+            max: Mutex::new(HashMap::new()),
+            default_max: default_max.max(1),
+        }
+    }
+
+    /// The most calls the lanes of the upstream at `authority` (`host:port`) let be in
+    /// flight: the processing concurrency of the configuration that names it.
+    pub fn set_max(&self, authority: &str, max: usize) {
+        lock(&self.max).insert(authority.to_string(), max.max(1));
+    }
+
+    fn lane(&self, key: &LaneKey) -> Arc<Lane> {
+        let max = lock(&self.max)
+            .get(&key.authority)
+            .copied()
+            .unwrap_or(self.default_max) as f64;
+        lock(&self.lanes)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    state: Mutex::new(LaneState {
+                        limit: max,
+                        max,
+                        in_flight: 0,
+                        paused_until: None,
+                        decreased_at: None,
+                        throttled: 0,
+                        paused: Duration::ZERO,
+                    }),
+                    notify: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// Waits for a place in the lane: until its pause has passed (at most `max_wait`) and
+    /// fewer calls than its limit are in flight.
+    pub async fn acquire(&self, key: &LaneKey, max_wait: Duration) -> Result<Permit, Paused> {
+        let lane = self.lane(key);
+        loop {
+            let notified = lane.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = {
+                let mut s = lock(&lane.state);
+                let now = Instant::now();
+                match s.paused_until.filter(|t| *t > now) {
+                    Some(t) if t - now > max_wait => return Err(Paused(t - now)),
+                    Some(t) => Some(t - now),
+                    None => {
+                        if (s.in_flight as f64) < s.limit.floor().max(1.0) {
+                            s.in_flight += 1;
+                            return Ok(Permit {
+                                lane: lane.clone(),
+                                sent_at: now,
+                            });
+                        }
+                        None
+                    }
+                }
+            };
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => notified.await,
+            }
+        }
+    }
+
+    /// The answer to a call: `throttled` (429, or 503 with `Retry-After`) pauses the lane
+    /// and halves its limit; anything else lets the limit grow.
+    pub fn answered(&self, permit: &Permit, throttled: bool, retry_after: Option<Duration>) {
+        let mut s = lock(&permit.lane.state);
+        let now = Instant::now();
+        if throttled {
+            s.throttled += 1;
+            let until = now + retry_after.unwrap_or(DEFAULT_PAUSE);
+            let from = s.paused_until.filter(|t| *t > now).unwrap_or(now);
+            if until > from {
+                s.paused += until - from;
+                s.paused_until = Some(until);
+            }
+            if s.decreased_at.is_none_or(|d| permit.sent_at >= d) {
+                s.limit = (s.limit / 2.0).max(1.0);
+                s.decreased_at = Some(now);
+            }
+        } else {
+            s.limit = (s.limit + 1.0 / s.limit.max(1.0)).min(s.max);
+        }
+        drop(s);
+        permit.lane.notify.notify_waiters();
+    }
+
+    /// A lane's current limit (whole calls).
+    pub fn limit(&self, key: &LaneKey) -> f64 {
+        lock(&self.lane(key).state).limit.floor().max(1.0)
+    }
+
+    /// Each lane's current limit, throttles seen and time paused (metrics, bench, tests).
+    pub fn lanes(&self) -> Vec<(LaneKey, f64, u64, Duration)> {
+        let lanes = lock(&self.lanes);
+        lanes
+            .iter()
+            .map(|(k, l)| {
+                let s = lock(&l.state);
+                (k.clone(), s.limit, s.throttled, s.paused)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> LaneKey {
+        LaneKey {
+            service: "test",
+            authority: "127.0.0.1:1".into(),
+            method: "POST".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_throttle_pauses_the_lane_and_halves_its_limit_once_per_burst() {
+        let p = Pacer::new(16);
+        let k = key();
+        let permits: Vec<_> =
+            futures::future::join_all((0..8).map(|_| p.acquire(&k, Duration::from_secs(1))))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        for permit in &permits {
+            p.answered(permit, true, Some(Duration::from_millis(200)));
+        }
+        let (_, limit, throttled, paused) = p.lanes()[0].clone();
+        assert_eq!(limit, 8.0, "one burst of throttles halves the limit once");
+        assert_eq!(throttled, 8);
+        assert!(paused >= Duration::from_millis(190));
+        drop(permits);
+        // Paused: a call waits for the pause (within max_wait) or is told how long.
+        assert!(matches!(
+            p.acquire(&k, Duration::from_millis(10)).await,
+            Err(Paused(d)) if d > Duration::from_millis(100)
+        ));
+        let t = Instant::now();
+        let permit = p.acquire(&k, Duration::from_secs(1)).await.unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        // Answers that are not throttles let the limit grow back, never past the max.
+        for _ in 0..500 {
+            p.answered(&permit, false, None);
+        }
+        assert_eq!(p.lanes()[0].1, 16.0);
+    }
+
+    #[tokio::test]
+    async fn no_more_calls_are_in_flight_than_the_limit() {
+        let p = Arc::new(Pacer::new(16));
+        p.set_max("127.0.0.1:1", 2);
+        let k = key();
+        let a = p.acquire(&k, MAX_WAIT).await.unwrap();
+        let _b = p.acquire(&k, MAX_WAIT).await.unwrap();
+        let p2 = p.clone();
+        let k2 = k.clone();
+        let third = tokio::spawn(async move { p2.acquire(&k2, MAX_WAIT).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!third.is_finished(), "a third call waits for a place");
+        drop(a);
+        assert!(third.await.unwrap().is_ok());
+    }
+}

@@ -1,0 +1,189 @@
+//! At the pace the upstreams allow: a 429 (or a 503 with `Retry-After`) is the upstream's
+//! pace, not the shipment's failure. Shipments under a rate limit all finish in the run,
+//! exactly once, with no attempt counted and no back-off grown; a stated `Retry-After`
+//! holds every shipment's calls to that upstream; an import under a limit fails no row.
+
+use std::time::{Duration, Instant};
+
+use fido_connector::sandbox::faults::{FaultConfig, RateLimit};
+
+use crate::support::{alice, Backend, World};
+
+fn graph_registrations(per_second: f64) -> FaultConfig {
+    FaultConfig {
+        rate_limit: Some(RateLimit {
+            per_second,
+            burst: per_second,
+            method: Some("POST".into()),
+            path_contains: Some("fido2Methods".into()),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn ready_shipments(w: &World, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(w.create_ok(alice()).await);
+    }
+    w.sb.ye.advance_all();
+    ids
+}
+
+/// 40 shipments ready at once, Graph admitting 10 registrations a second: one run
+/// registers and mails each exactly once, none is pushed to a later run, and the run
+/// keeps to the limit instead of hammering it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_paces_the_run_and_grows_no_back_off() {
+    let w = World::start(Backend::Embedded).await;
+    let ids = ready_shipments(&w, 40).await;
+    let before = w.sb.entra.registration_count();
+    w.sb.entra.faults.set(graph_registrations(10.0));
+    let t = Instant::now();
+    let summary = fido_connector::lifecycle::process_shipments(w.deps())
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(summary.completed, 40, "{summary:?}");
+    assert_eq!(
+        summary.retried + summary.paced + summary.failed,
+        0,
+        "{summary:?}"
+    );
+    assert_eq!(
+        w.sb.entra.registration_count() - before,
+        40,
+        "each registered once"
+    );
+    assert_eq!(w.sb.mail.delivered().len(), 40, "each mailed once");
+    for id in &ids {
+        let rec = w.record(id).await;
+        assert_eq!(rec.attempts, 0, "{id}: pacing counted an attempt");
+        assert!(rec.next_attempt_at.is_none(), "{id}");
+    }
+    let (admitted, limited) = w.sb.entra.faults.rate_limited();
+    assert_eq!(admitted, 40);
+    // The burst of 10 goes at once, the other 30 at 10 a second.
+    assert!(took >= Duration::from_millis(2500), "took {took:?}");
+    assert!(
+        (limited as f64) <= 0.5 * admitted as f64,
+        "{limited} answers of 429 for {admitted} registrations: the run hammered the limit"
+    );
+    w.stop().await;
+}
+
+/// One 429 with `Retry-After: 2` holds every shipment's registration for those two
+/// seconds (the others do not try meanwhile), and nothing counts as an attempt. One call
+/// at a time, so that no other registration is already on its way when the 429 comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stated_retry_after_holds_the_other_shipments_calls_to_that_upstream() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_PROCESS_CONCURRENCY".into(), "1".into());
+    })
+    .await;
+    let ids = ready_shipments(&w, 6).await;
+    w.sb.entra.faults.set(FaultConfig {
+        // Spans are recorded for requests with latency added.
+        latency_ms: 1,
+        fail_next: 1,
+        error_status: Some(429),
+        retry_after_secs: 2,
+        ..Default::default()
+    });
+    let t0 = Instant::now();
+    let summary = fido_connector::lifecycle::process_shipments(w.deps())
+        .await
+        .unwrap();
+    assert_eq!(summary.completed, 6, "{summary:?}");
+    let spans = w.sb.entra.faults.served_spans();
+    // Six registrations (and the look-up the throttled one makes before registering
+    // again) reached Graph, every one after the pause.
+    assert!(spans.len() >= 6, "{} requests reached Graph", spans.len());
+    for (arrived, _) in &spans {
+        assert!(
+            *arrived >= t0 + Duration::from_millis(1900),
+            "a registration went out {:?} after the start, inside the stated pause",
+            arrived.duration_since(t0)
+        );
+    }
+    for id in &ids {
+        assert_eq!(w.record(id).await.attempts, 0);
+    }
+    w.stop().await;
+}
+
+/// A pause longer than the run's budget leaves the shipment due at the upstream's time,
+/// with no attempt counted, saying what it waits for; the next run finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_past_the_run_leaves_the_shipment_due_saying_why() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_RUN_BUDGET_SECONDS".into(), "1".into());
+    })
+    .await;
+    let ids = ready_shipments(&w, 1).await;
+    w.sb.entra.faults.set(FaultConfig {
+        fail_next: 1,
+        error_status: Some(429),
+        retry_after_secs: 3,
+        ..Default::default()
+    });
+    let summary = fido_connector::lifecycle::process_shipments(w.deps())
+        .await
+        .unwrap();
+    assert_eq!(summary.paced, 1, "{summary:?}");
+    let rec = w.record(&ids[0]).await;
+    assert_eq!(rec.attempts, 0);
+    let due = rec.next_attempt_at.expect("due again");
+    assert!(due <= chrono::Utc::now() + chrono::Duration::seconds(4));
+    let status = w.status_of(&ids[0]).await;
+    let message = status["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("rate limit"), "{status}");
+    assert_eq!(status["shipment_state"], "ongoing");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let summary = fido_connector::lifecycle::process_shipments(w.deps())
+        .await
+        .unwrap();
+    assert_eq!(summary.completed, 1, "{summary:?}");
+    w.stop().await;
+}
+
+/// Three replicas processing the same shipments under one Graph limit all finish them,
+/// each registered and mailed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_under_one_limit_finish_each_shipment_once() {
+    let w = World::start(Backend::Embedded).await;
+    let ids = ready_shipments(&w, 30).await;
+    let before = w.sb.entra.registration_count();
+    w.sb.entra.faults.set(graph_registrations(10.0));
+    let replicas: Vec<_> = (0..3)
+        .map(|i| {
+            let mut d = w.deps().clone();
+            d.instance_id = format!("pacing-replica-{i}/boot");
+            d
+        })
+        .collect();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        let runs = replicas
+            .iter()
+            .map(fido_connector::lifecycle::process_shipments);
+        futures::future::join_all(runs).await;
+        let mut done = 0;
+        for id in &ids {
+            if w.record(id).await.step == fido_connector::domain::Step::Complete {
+                done += 1;
+            }
+        }
+        if done == ids.len() {
+            break;
+        }
+    }
+    for id in &ids {
+        let rec = w.record(id).await;
+        assert_eq!(rec.step, fido_connector::domain::Step::Complete, "{id}");
+    }
+    assert_eq!(w.sb.entra.registration_count() - before, 30);
+    assert_eq!(w.sb.mail.delivered().len(), 30);
+    assert_eq!(w.sb.mail.duplicates(), 0);
+    w.stop().await;
+}
