@@ -122,16 +122,55 @@ fn client(settings: &ClientSettings) -> Result<reqwest::Client, String> {
 /// Creates one row's shipment: 201/200 give the id; no answer, 409 (the same key still in
 /// progress), 429 and 503 are tried again, at least `Retry-After` apart, for up to two
 /// minutes ([`crate::backoff::retry`]).
-async fn submit_one(http: &reqwest::Client, url: &str, row: &Row) -> Result<String, String> {
+async fn submit_one(
+    http: &reqwest::Client,
+    url: &str,
+    row: &Row,
+    pause: &Pause,
+) -> Result<String, String> {
     let policy = crate::backoff::Policy {
         attempts: u32::MAX,
         budget: Duration::from_secs(120),
         base: Duration::from_millis(500),
         cap: Duration::from_secs(5),
     };
-    crate::backoff::retry(policy, || submit_once(http, url, row))
-        .await
-        .map_err(|e| e.message)
+    crate::backoff::retry(policy, || async {
+        pause.wait().await;
+        let r = submit_once(http, url, row).await;
+        if let Err(SubmitError {
+            again: Some(Some(wait)),
+            ..
+        }) = &r
+        {
+            pause.hold(*wait);
+        }
+        r
+    })
+    .await
+    .map_err(|e| e.message)
+}
+
+/// The import's one pause: when the service asks to wait (429, or 503 with Retry-After),
+/// every worker waits, so a big import slows down to the service's pace instead of
+/// failing rows.
+#[derive(Clone, Default)]
+struct Pause(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Pause {
+    fn hold(&self, wait: Duration) {
+        let until = std::time::Instant::now() + wait;
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none_or(|t| t < until) {
+            *g = Some(until);
+        }
+    }
+
+    async fn wait(&self) {
+        let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = until {
+            tokio::time::sleep_until(t.into()).await;
+        }
+    }
 }
 
 /// A create that did not give a shipment id.
@@ -358,11 +397,13 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
     let good: Vec<&Row> = rows.iter().filter(|r| r.verdict.is_ok()).collect();
     let total = good.len();
     let done = Arc::new(AtomicUsize::new(0));
+    // One pause for every worker: a 429 or 503 with Retry-After holds them all.
+    let pause = Pause::default();
     let results: Vec<(usize, Result<String, String>)> = futures::stream::iter(good)
         .map(|row| {
-            let (http, url, done) = (http.clone(), url.clone(), done.clone());
+            let (http, url, done, pause) = (http.clone(), url.clone(), done.clone(), pause.clone());
             async move {
-                let r = submit_one(&http, &url, row).await;
+                let r = submit_one(&http, &url, row, &pause).await;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % 10 == 0 || n == total {
                     eprint!("\rsubmitted {n}/{total}");

@@ -1,9 +1,11 @@
 //! The pace of each upstream: a 429, or a 503 with `Retry-After`, is the upstream stating
 //! its rate, not one call's failure. It pauses every call this process makes to that
-//! upstream until `Retry-After` has passed, and halves the calls it lets be in flight at
-//! once; each answer that is not a throttle lets one more in, a little at a time (additive
-//! increase, multiplicative decrease: the shape of the AWS SDKs' adaptive retry mode and
-//! Netflix's concurrency-limits). Between 1 and the processing concurrency.
+//! upstream until `Retry-After` has passed, halves the calls it lets be in flight at once
+//! (between 1 and the processing concurrency), and from then on spaces the calls at a
+//! little under the rate the upstream admitted before it said no. Each second without a
+//! throttle lets one more call be in flight and the rate grow by a tenth (additive
+//! increase of the limit, multiplicative decrease; the rate as in the AWS SDKs' adaptive
+//! retry mode), so the lane settles just under what the upstream allows.
 //!
 //! A lane is one upstream as it limits us: service, host and port, and the method (Graph
 //! counts registrations apart from reads). Each replica paces itself; nothing of this is
@@ -52,7 +54,21 @@ struct LaneState {
     decreased_at: Option<Instant>,
     throttled: u64,
     paused: Duration,
+    /// Calls per second once a throttle taught the lane a rate; `None`: unspaced.
+    rate: Option<f64>,
+    /// When the next call may go, when spaced.
+    next_slot: Option<Instant>,
+    /// Answers that were not throttles since `window_start` (the rate admitted).
+    admitted: u64,
+    window_start: Instant,
+    /// When the limit and rate last grew.
+    grown_at: Instant,
 }
+
+/// How much of the rate admitted before a throttle the lane keeps to afterwards.
+const RATE_BACKOFF: f64 = 0.9;
+/// How often, without a throttle, the limit grows by one and the rate by a tenth.
+const GROW_EVERY: Duration = Duration::from_secs(1);
 
 struct Lane {
     state: Mutex<LaneState>,
@@ -127,6 +143,11 @@ impl Pacer {
                         decreased_at: None,
                         throttled: 0,
                         paused: Duration::ZERO,
+                        rate: None,
+                        next_slot: None,
+                        admitted: 0,
+                        window_start: Instant::now(),
+                        grown_at: Instant::now(),
                     }),
                     notify: Notify::new(),
                 })
@@ -148,16 +169,22 @@ impl Pacer {
                 match s.paused_until.filter(|t| *t > now) {
                     Some(t) if t - now > max_wait => return Err(Paused(t - now)),
                     Some(t) => Some(t - now),
-                    None => {
-                        if (s.in_flight as f64) < s.limit.floor().max(1.0) {
+                    None => match s.next_slot.filter(|t| *t > now) {
+                        // Spaced: the next call's turn has not come.
+                        Some(t) => Some(t - now),
+                        None if (s.in_flight as f64) < s.limit.floor().max(1.0) => {
                             s.in_flight += 1;
+                            if let Some(rate) = s.rate {
+                                let gap = Duration::from_secs_f64(1.0 / rate);
+                                s.next_slot = Some(s.next_slot.unwrap_or(now).max(now) + gap);
+                            }
                             return Ok(Permit {
                                 lane: lane.clone(),
                                 sent_at: now,
                             });
                         }
-                        None
-                    }
+                        None => None,
+                    },
                 }
             };
             match wait {
@@ -183,9 +210,26 @@ impl Pacer {
             if s.decreased_at.is_none_or(|d| permit.sent_at >= d) {
                 s.limit = (s.limit / 2.0).max(1.0);
                 s.decreased_at = Some(now);
+                // The rate it admitted since the last throttle (over a second at least).
+                let window = (now - s.window_start).as_secs_f64().max(1.0);
+                let admitted = s.admitted as f64 / window;
+                let rate = match s.rate {
+                    Some(r) if admitted < 1.0 => r / 2.0,
+                    _ => admitted,
+                };
+                s.rate = Some((rate * RATE_BACKOFF).max(0.5));
+                s.next_slot = None;
+                s.admitted = 0;
+                s.window_start = until;
+                s.grown_at = until;
             }
         } else {
-            s.limit = (s.limit + 1.0 / s.limit.max(1.0)).min(s.max);
+            s.admitted += 1;
+            if now.saturating_duration_since(s.grown_at) >= GROW_EVERY {
+                s.grown_at = now;
+                s.limit = (s.limit + 1.0).min(s.max);
+                s.rate = s.rate.map(|r| r * 1.1);
+            }
         }
         drop(s);
         permit.lane.notify.notify_waiters();
@@ -251,11 +295,38 @@ mod tests {
             "{:?}",
             t.elapsed()
         );
-        // Answers that are not throttles let the limit grow back, never past the max.
-        for _ in 0..500 {
+        // Answers that are not throttles let the limit grow back, one a second, never
+        // past the max; the calls are spaced at the rate learnt from the throttle.
+        for _ in 0..50 {
             p.answered(&permit, false, None);
         }
-        assert_eq!(p.lanes()[0].1, 16.0);
+        assert_eq!(p.lanes()[0].1, 8.0, "no growth within a second");
+        tokio::time::sleep(GROW_EVERY + Duration::from_millis(50)).await;
+        p.answered(&permit, false, None);
+        assert_eq!(p.lanes()[0].1, 9.0);
+    }
+
+    #[tokio::test]
+    async fn after_a_throttle_calls_are_spaced_at_the_rate_admitted() {
+        let p = Pacer::new(16);
+        let k = key();
+        // 20 answers within a second, then a throttle: the lane keeps to 0.9 x 20/s.
+        for _ in 0..20 {
+            let permit = p.acquire(&k, MAX_WAIT).await.unwrap();
+            p.answered(&permit, false, None);
+        }
+        let permit = p.acquire(&k, MAX_WAIT).await.unwrap();
+        p.answered(&permit, true, Some(Duration::from_millis(10)));
+        drop(permit);
+        let t = Instant::now();
+        for _ in 0..10 {
+            let permit = p.acquire(&k, MAX_WAIT).await.unwrap();
+            p.answered(&permit, false, None);
+        }
+        // Ten calls at 18/s take about half a second (the pause, then nine gaps).
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(450), "{took:?}");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
     }
 
     #[tokio::test]
