@@ -7,6 +7,8 @@
 #   BENCH_SECONDS (5), BENCH_CONNECTIONS (32), BENCH_AZURE_RECORDS (10000)
 #   BENCH_SKIP_AZURITE=1    leave out the Azure Tables figures
 #   BENCH_SKIP_READS=1      leave out the read rows (to look at create and processing)
+#   BENCH_SKIP_LIMITS=1     leave out the rows under upstream rate limits (#24)
+#   BENCH_LIMITED_SHIPMENTS (160), BENCH_IMPORT_ROWS (1000)  their sizes
 #   BENCH_CALLGRIND=1       add instruction counts per create and per processed shipment
 #                           against the floors' (needs valgrind; BENCH_CALLGRIND_SHIPMENTS, 64)
 set -euo pipefail

@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 mod callgrind;
 mod floors;
 mod harness;
+mod pacing;
 mod processing;
 mod reads;
 
@@ -40,6 +41,8 @@ use callgrind::*;
 use floors::*;
 #[allow(unused_imports)]
 use harness::*;
+#[allow(unused_imports)]
+use pacing::*;
 #[allow(unused_imports)]
 use processing::*;
 #[allow(unused_imports)]
@@ -98,6 +101,17 @@ async fn main() {
     for c in levels {
         let (sb, dir) = world(None).await;
         processing("embedded", &sb, dir.path(), n, c, latency).await;
+    }
+    // Under the upstreams' rate limits (BENCH_SKIP_LIMITS=1 to leave them out).
+    if std::env::var("BENCH_SKIP_LIMITS").is_err() {
+        let limited_n = env_usize("BENCH_LIMITED_SHIPMENTS", 160);
+        for limited in [Limited::GraphRegistrations, Limited::YeReads, Limited::Mail] {
+            let (sb, dir) = world(None).await;
+            throttled("embedded", &sb, dir.path(), limited_n, limited, 10.0, 1).await;
+        }
+        let (sb, dir) = world(None).await;
+        let rows = env_usize("BENCH_IMPORT_ROWS", 1000);
+        import_throttled("embedded", &sb, dir.path(), rows, 20.0).await;
     }
     // BENCH_CALLGRIND=1: the same create and processing under callgrind (needs valgrind).
     if std::env::var("BENCH_CALLGRIND").is_ok() {
@@ -161,6 +175,21 @@ async fn main() {
         }
         let (sb, dir) = world(Some(&ep)).await;
         processing("azurite", &sb, dir.path(), n, 64, latency).await;
+        if std::env::var("BENCH_SKIP_LIMITS").is_err() {
+            // Three replicas over one table, sharing one Graph limit.
+            let (sb, dir) = world(Some(&ep)).await;
+            let limited_n = env_usize("BENCH_LIMITED_SHIPMENTS", 160);
+            throttled(
+                "azurite",
+                &sb,
+                dir.path(),
+                limited_n,
+                Limited::GraphRegistrations,
+                10.0,
+                3,
+            )
+            .await;
+        }
     } else {
         println!("[azurite] skipped (BENCH_SKIP_AZURITE, or AZURITE_TABLE_ENDPOINT not set)");
     }
