@@ -103,7 +103,17 @@ pub fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-fn client(settings: &ClientSettings) -> Result<reqwest::Client, String> {
+/// The client that carries the credential to `url`: https, or plain http only to this
+/// machine, as the service's own outbound calls.
+fn client(settings: &ClientSettings, url: &str) -> Result<reqwest::Client, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("--url / FIDO_CONNECTOR_URL: {e}"))?;
+    if !crate::config::allowed_outbound(&parsed) {
+        return Err(format!(
+            "refusing to send the credential to {}://{}: use https (plain http only to this machine)",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or("")
+        ));
+    }
     let mut headers = reqwest::header::HeaderMap::new();
     let credential = settings.credential().ok_or(
         "set FIDO_CONNECTOR_TOKEN (an Entra access token) or FIDO_CONNECTOR_API_KEY".to_string(),
@@ -333,7 +343,7 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
     // report before anything is ordered.
     let mut preflight: HashMap<usize, Result<Preflight, String>> = HashMap::new();
     if !a.submit && settings.credential().is_some() {
-        match client(settings) {
+        match client(settings, &url) {
             Ok(http) => {
                 let checked: Vec<(usize, Result<Preflight, String>)> =
                     futures::stream::iter(rows.iter().filter(|r| r.verdict.is_ok()))
@@ -387,7 +397,7 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
         return u8::from(bad > 0);
     }
     let bad = rows.iter().filter(|r| r.verdict.is_err()).count();
-    let http = match client(settings) {
+    let http = match client(settings, &url) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("{e}");
@@ -468,7 +478,7 @@ pub async fn export(args: &[String], settings: &ClientSettings) -> u8 {
             return 2;
         }
     }
-    let http = match client(settings) {
+    let http = match client(settings, &url) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("{e}");

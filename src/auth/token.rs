@@ -277,6 +277,13 @@ impl TokenValidator {
         if claims.get("nonce").is_some() {
             return Err("ID tokens are not accepted; present an access token");
         }
+        // What only access tokens carry: the client they were issued to (`azp` in v2,
+        // `appid` in v1). An ID token for the API's own app id has neither.
+        if claims.get("azp").and_then(Value::as_str).is_none()
+            && claims.get("appid").and_then(Value::as_str).is_none()
+        {
+            return Err("not an access token (no azp or appid)");
+        }
         let scopes: Vec<&str> = claims
             .get("scp")
             .and_then(Value::as_str)
@@ -287,6 +294,10 @@ impl TokenValidator {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        // App-only tokens say so with `idtyp: app` where the claim is configured; there,
+        // a stray `scp` grants nothing and the app's roles decide.
+        let app_only = claims.get("idtyp").and_then(Value::as_str) == Some("app");
+        let scopes = if app_only { Vec::new() } else { scopes };
         if scopes.is_empty() && roles.is_empty() {
             return Err("not an access token for this API (no scopes or roles)");
         }

@@ -251,6 +251,24 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
             [Expect::Unauthenticated; 4],
         ),
         (
+            "a token without azp or appid (an ID token for the API's app id, no nonce)".into(),
+            bearer(e.issue_caller_token({
+                let mut c = with_roles(claims(None), &ENDPOINTS.map(|(_, _, g)| g));
+                c.azp = None;
+                c
+            })),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
+            "an app-only token (idtyp app) with a stray create_request scope and no roles".into(),
+            bearer(e.issue_caller_token({
+                let mut c = claims(Some("create_request"));
+                c.idtyp = Some("app".into());
+                c
+            })),
+            [Expect::Unauthenticated; 4],
+        ),
+        (
             "admin API key".into(),
             Some(("x-api-key", w.sb.api_key.clone())),
             [Expect::Passes; 4],

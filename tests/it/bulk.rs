@@ -189,3 +189,31 @@ async fn an_import_killed_half_way_and_rerun_orders_each_row_once() {
     assert_eq!(w.sb.ye.created_count(), 195);
     w.stop().await;
 }
+
+/// The commands send the bearer credential only over https, or plain http to this
+/// machine: a plain-http URL elsewhere is refused before anything is sent.
+#[tokio::test]
+async fn import_and_export_refuse_to_send_the_credential_over_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.csv");
+    write_csv(&file);
+    for args in [
+        vec!["import", file.to_str().unwrap(), "--submit"],
+        vec!["export"],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fido-connector"))
+            .args(&args)
+            .env_clear()
+            .env("FIDO_CONNECTOR_URL", "http://connector.example.invalid")
+            .env("FIDO_CONNECTOR_API_KEY", "fcak_not-a-real-key")
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("refusing to send the credential"),
+            "{args:?}: {err}"
+        );
+    }
+}

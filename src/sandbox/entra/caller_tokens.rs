@@ -20,6 +20,8 @@ impl CallerClaims {
             lifetime_secs: None,
             not_before_offset_secs: None,
             nonce: None,
+            azp: default_azp(),
+            idtyp: None,
         }
     }
 }
@@ -54,6 +56,12 @@ pub(super) fn mint(st: &St, c: &CallerClaims) -> Result<String, String> {
     }
     if let Some(n) = &c.nonce {
         set(&mut p, "nonce", json!(n))?;
+    }
+    if let Some(a) = &c.azp {
+        set(&mut p, "azp", json!(a))?;
+    }
+    if let Some(t) = &c.idtyp {
+        set(&mut p, "idtyp", json!(t))?;
     }
     let mut h = JwsHeader::new();
     h.set_token_type("JWT");
@@ -116,4 +124,15 @@ pub struct CallerClaims {
     /// Set to mint an ID-token-like token (tests that ID tokens are refused).
     #[serde(default)]
     pub nonce: Option<String>,
+    /// The client the token was issued to (`azp`, as in Entra's v2 access tokens); `None`
+    /// mints a token without it, as an ID token is.
+    #[serde(default = "default_azp")]
+    pub azp: Option<String>,
+    /// `idtyp` (Entra's optional claim: `app` for app-only tokens, `user` otherwise).
+    #[serde(default)]
+    pub idtyp: Option<String>,
+}
+
+fn default_azp() -> Option<String> {
+    Some("sandbox-client-app".into())
 }
