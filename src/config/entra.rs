@@ -150,6 +150,16 @@ impl EntraConfig {
                 ))
             }
         };
+        // azure_identity refuses an http authority, even on loopback: say so at start,
+        // instead of every create failing later as if Entra had answered badly.
+        if credential != EntraCredentialKind::ManagedIdentity && login_endpoint.scheme() != "https"
+        {
+            return Err(ConfigError::new(
+                "ENTRA_LOGIN_ENDPOINT",
+                "must be https:// (the Entra credential library refuses any other authority, \
+                 loopback included)",
+            ));
+        }
         let azure_federated_token_file = env.get("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from);
         if credential == EntraCredentialKind::WorkloadIdentity
             && azure_federated_token_file.is_none()
@@ -280,7 +290,7 @@ impl CallerAuthConfig {
 /// `name:sha256hex:grant+grant;name2:...` — only hashes, never keys, are configured.
 pub fn parse_api_keys(v: &str) -> Result<Vec<ApiKeyConfig>, ConfigError> {
     const VAR: &str = "FIDO_CONNECTOR_API_KEYS";
-    let mut out = Vec::new();
+    let mut out: Vec<ApiKeyConfig> = Vec::new();
     for entry in v.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let parts: Vec<&str> = entry.split(':').collect();
         if parts.len() != 3 {
@@ -310,6 +320,13 @@ pub fn parse_api_keys(v: &str) -> Result<Vec<ApiKeyConfig>, ConfigError> {
             .collect();
         if grants.is_empty() {
             return Err(ConfigError::new(VAR, format!("key `{name}` has no grants")));
+        }
+        // Audit lines name the key: two keys of one name could not be told apart.
+        if out.iter().any(|k| k.name == name) {
+            return Err(ConfigError::new(
+                VAR,
+                format!("key name `{name}` is used twice"),
+            ));
         }
         out.push(ApiKeyConfig {
             name: name.to_string(),

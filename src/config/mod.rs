@@ -376,7 +376,6 @@ mod tests {
             "YE_JWKS_SIGN_ENDPOINT",
             "EMAIL_API_SEND_ENDPOINT",
             "GRAPH_API_ENDPOINT",
-            "ENTRA_LOGIN_ENDPOINT",
             "AZURE_KEY_VAULT_ENDPOINT",
         ] {
             let mut m = base();
@@ -387,6 +386,27 @@ mod tests {
             m.insert(var.into(), "http://127.0.0.1:9/x".into());
             assert!(load(&m).is_ok(), "{var} on loopback");
         }
+    }
+
+    #[test]
+    fn a_login_endpoint_over_http_stops_the_start_naming_it() {
+        let mut m = base();
+        for url in ["http://example.com/", "http://127.0.0.1:9/"] {
+            m.insert("ENTRA_LOGIN_ENDPOINT".into(), url.into());
+            let e = load(&m).unwrap_err();
+            assert_eq!(e.var, "ENTRA_LOGIN_ENDPOINT", "{url}: {e}");
+        }
+        // A managed identity does not go through the login endpoint.
+        m.insert("ENTRA_CREDENTIAL".into(), "managed_identity".into());
+        m.insert("ENTRA_LOGIN_ENDPOINT".into(), "http://127.0.0.1:9/".into());
+        assert!(load(&m).is_ok());
+    }
+
+    #[test]
+    fn duplicate_api_key_names_stop_the_start() {
+        let h = "a".repeat(64);
+        let e = parse_api_keys(&format!("ops:{h}:Shipments.Read;ops:{h}:Pin.Resend")).unwrap_err();
+        assert!(e.problem.contains("used twice"), "{e}");
     }
 
     #[test]

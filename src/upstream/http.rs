@@ -174,6 +174,18 @@ pub async fn send(
         .map_err(|p| CallError::Paused(p.0))?;
     let r = crate::metrics::execute(service, &client, request).await;
     if let Ok(resp) = &r {
+        if resp.status().is_redirection() {
+            // The target's host only: a path or query could carry a signature.
+            let target = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url::Url::parse(l).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| "(relative or none)".into());
+            tracing::warn!(service, status = resp.status().as_u16(), target_host = %target,
+                "an upstream answered with a redirect; not followed");
+        }
         let ra = retry_after(resp);
         let status = resp.status().as_u16();
         let throttled = status == 429 || (status == 503 && ra.is_some());
@@ -264,6 +276,16 @@ pub fn status_error(
         503 if retry_after.is_some() => UpstreamError::Throttled {
             service,
             retry_after: retry_after.unwrap_or(super::pace::DEFAULT_PAUSE),
+        },
+        // Never followed (it could carry a PIN or a token elsewhere), and not a refusal
+        // either: an unexpected answer, tried again until the step's deadline.
+        300..=399 => UpstreamError::Transient {
+            service,
+            message: format!(
+                "HTTP {}: an unexpected redirect (not followed)",
+                status.as_u16()
+            ),
+            retry_after,
         },
         408 | 500..=599 => UpstreamError::Transient {
             service,

@@ -44,6 +44,15 @@ async fn a_redirect_from_the_mail_relay_is_not_followed() {
         elsewhere.delivered().is_empty(),
         "the PIN went nowhere else"
     );
+    // A redirect is an unexpected answer, not a refusal: the shipment is retried (it
+    // stays ongoing without a terminal error), never failed for it.
+    let rec = w.record(&id).await;
+    assert_eq!(rec.step, fido_connector::domain::Step::Registered);
+    let err = rec.error.expect("the redirect is recorded");
+    assert!(!err.terminal, "{err:?}");
+    assert!(err.message.contains("redirect"), "{err:?}");
+    let status = w.status_of(&id).await;
+    assert!(status["error_kind"].is_null(), "{status}");
     w.stop().await;
 }
 
