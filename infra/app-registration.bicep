@@ -52,6 +52,18 @@ var roles = [
     displayName: 'Run operations'
     description: 'Run the connector operations (processing and clean-up jobs).'
   }
+  {
+    id: '763b9c38-6813-5141-83f7-280b797a97c2'
+    value: 'Shipments.Export'
+    displayName: 'Export shipments'
+    description: 'List every user\'s shipments and export them as CSV (bulk personal data).'
+  }
+  {
+    id: 'b3da1ebe-688d-536c-b16e-f868ad097e81'
+    value: 'Shipments.Manage'
+    displayName: 'Manage shipments'
+    description: 'Operator decisions: retry a failed shipment, resolve a create whose outcome is unknown. Never for daemons.'
+  }
 ]
 
 resource api 'Microsoft.Graph/applications@v1.0' = {

@@ -56,7 +56,11 @@ DESIRED_ROLES=$(jq -n '[
   {id: "3d43a52d-db33-45fc-b9fc-cb7afa480081", value: "Pin.Resend",
    displayName: "Resend PIN mails", description: "Send the PIN mail of a shipment again."},
   {id: "302c8b32-bc26-47bd-8ebb-641e91c1488a", value: "Operations.Run",
-   displayName: "Run operations", description: "Run the connector operations (processing and clean-up jobs)."}
+   displayName: "Run operations", description: "Run the connector operations (processing and clean-up jobs)."},
+  {id: "763b9c38-6813-5141-83f7-280b797a97c2", value: "Shipments.Export",
+   displayName: "Export shipments", description: "List every user'"'"'s shipments and export them as CSV (bulk personal data)."},
+  {id: "b3da1ebe-688d-536c-b16e-f868ad097e81", value: "Shipments.Manage",
+   displayName: "Manage shipments", description: "Operator decisions: retry a failed shipment, resolve a create whose outcome is unknown. Never for daemons."}
 ] | map(. + {allowedMemberTypes: ["User", "Application"], isEnabled: true})')
 
 # 1. Look the application up by its identifier URI.

@@ -185,7 +185,7 @@ fn parse_time(
         (status = 200, description = "A page of shipments (JSON: `items`, `next_cursor`), or with `Accept: text/csv` every matching shipment as RFC 4180 CSV", body = crate::lifecycle::list::ListPage),
         (status = 400, description = "A bad parameter, named", body = openapi::ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
-        (status = 403, description = "Caller lacks Shipments.Read", body = openapi::ErrorBody)),
+        (status = 403, description = "Caller lacks Shipments.Read (one user's shipments) or Shipments.Export (every user's, or CSV)", body = openapi::ErrorBody)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list_shipments(
     State(state): State<AppState>,
@@ -231,6 +231,11 @@ pub async fn list_shipments(
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/csv"));
+    // One user's shipments are a helpdesk lookup; every user's, or the CSV export, are
+    // bulk personal data and need their own role.
+    if wants_csv || filter.user.is_none() {
+        caller.require(Permission::ShipmentsExport)?;
+    }
     if wants_csv {
         // Every matching shipment (paging does not apply), read and sent page by page. A
         // store failure mid-stream ends the body early (the client sees a broken transfer,
@@ -385,7 +390,7 @@ pub struct RetryRequest {
         (status = 204, description = "Back in processing (or resolved)"),
         (status = 400, description = "Malformed id or body", body = openapi::ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = openapi::ErrorBody),
-        (status = 403, description = "Caller lacks Operations.Run", body = openapi::ErrorBody),
+        (status = 403, description = "Caller lacks Shipments.Manage", body = openapi::ErrorBody),
         (status = 404, description = "Unknown shipment", body = openapi::ErrorBody),
         (status = 409, description = "Not failed and not unresolved", body = openapi::ErrorBody)),
     security(("bearer" = []), ("api_key" = [])))]
@@ -395,7 +400,7 @@ pub async fn retry_shipment(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Permission::OperationsRun)?;
+    caller.require(Permission::ShipmentsManage)?;
     check_shipment_id(&id)?;
     let resolution = if body.iter().all(u8::is_ascii_whitespace) {
         None

@@ -9,14 +9,20 @@ pub enum Permission {
     ShipmentsRead,
     PinResend,
     OperationsRun,
+    /// Listings across users and the CSV export (bulk personal data).
+    ShipmentsExport,
+    /// Operator decisions: retry a failed shipment, resolve an unknown create.
+    ShipmentsManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 4] = [
+    pub const ALL: [Permission; 6] = [
         Permission::ShipmentsCreate,
         Permission::ShipmentsRead,
         Permission::PinResend,
         Permission::OperationsRun,
+        Permission::ShipmentsExport,
+        Permission::ShipmentsManage,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -25,6 +31,8 @@ impl Permission {
             Permission::ShipmentsRead => "Shipments.Read",
             Permission::PinResend => "Pin.Resend",
             Permission::OperationsRun => "Operations.Run",
+            Permission::ShipmentsExport => "Shipments.Export",
+            Permission::ShipmentsManage => "Shipments.Manage",
         }
     }
 
@@ -36,6 +44,8 @@ impl Permission {
             "Shipments.Read" => vec![Permission::ShipmentsRead],
             "Pin.Resend" => vec![Permission::PinResend],
             "Operations.Run" => vec![Permission::OperationsRun],
+            "Shipments.Export" => vec![Permission::ShipmentsExport],
+            "Shipments.Manage" => vec![Permission::ShipmentsManage],
             _ => vec![],
         }
     }
@@ -60,6 +70,8 @@ pub fn effective_permissions(
         "Shipments.Read" => Some(Permission::ShipmentsRead),
         "Pin.Resend" => Some(Permission::PinResend),
         "Operations.Run" => Some(Permission::OperationsRun),
+        "Shipments.Export" => Some(Permission::ShipmentsExport),
+        "Shipments.Manage" => Some(Permission::ShipmentsManage),
         _ => None,
     };
     let by_roles: BTreeSet<Permission> = roles.iter().filter_map(|r| role(r)).collect();

@@ -467,3 +467,76 @@ async fn the_validated_token_cache_honours_expiry_its_bound_and_withdrawn_keys()
     }
     w.stop().await;
 }
+
+/// Least privilege for bulk data and operator decisions: `Shipments.Read` looks up one
+/// user's shipments but lists no one else's and exports nothing (`Shipments.Export`);
+/// retry and resolve need `Shipments.Manage`, which the scheduler's `Operations.Run`
+/// does not give.
+#[tokio::test]
+async fn bulk_listings_and_operator_decisions_need_their_own_roles() {
+    let w = World::start(Backend::Embedded).await;
+    let id = w.create_ok(alice()).await;
+    let e = &w.sb.entra;
+    let token = |roles: &[&str]| {
+        let t = e.issue_caller_token(with_roles(claims(None), roles));
+        ("authorization", format!("Bearer {t}"))
+    };
+    let get = |path: String, auth: (&'static str, String), csv: bool| {
+        let mut rb = w
+            .http
+            .get(format!("{}{path}", w.base))
+            .header(auth.0, auth.1);
+        if csv {
+            rb = rb.header("accept", "text/csv");
+        }
+        async move { rb.send().await.unwrap().status().as_u16() }
+    };
+    let helpdesk = token(&["Shipments.Read"]);
+    let upn = alice().replace('@', "%40");
+    assert_eq!(
+        get(
+            format!("/v1/fpr/shipments?user_id={upn}"),
+            helpdesk.clone(),
+            false
+        )
+        .await,
+        200,
+        "one user's shipments"
+    );
+    assert_eq!(
+        get("/v1/fpr/shipments".into(), helpdesk.clone(), false).await,
+        403
+    );
+    assert_eq!(
+        get(
+            format!("/v1/fpr/shipments?user_id={upn}"),
+            helpdesk.clone(),
+            true
+        )
+        .await,
+        403,
+        "the CSV export"
+    );
+    let auditor = token(&["Shipments.Read", "Shipments.Export"]);
+    assert_eq!(
+        get("/v1/fpr/shipments".into(), auditor.clone(), false).await,
+        200
+    );
+    assert_eq!(get("/v1/fpr/shipments".into(), auditor, true).await, 200);
+
+    let retry = |auth: (&'static str, String)| {
+        let rb = w
+            .http
+            .post(format!("{}/v1/operations/retry/{id}", w.base))
+            .header(auth.0, auth.1);
+        async move { rb.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        retry(token(&["Operations.Run"])).await,
+        403,
+        "the scheduler's role"
+    );
+    // Allowed to decide: the shipment is not failed, so the answer is 409, not 403.
+    assert_eq!(retry(token(&["Shipments.Manage"])).await, 409);
+    w.stop().await;
+}
