@@ -17,6 +17,9 @@ pub struct YeConfig {
     pub jwks_transport_endpoint: Url,
     /// Minimum time between two key-set fetches caused by an unknown `kid`.
     pub key_refresh_cooldown: Duration,
+    /// How long a response signed by a key the published set lacks is taken for a key
+    /// published late before the shipment fails (`FIDO_CONNECTOR_SIGNING_KEY_GRACE_MINUTES`).
+    pub signing_key_grace: Duration,
 }
 
 impl YeConfig {
@@ -38,11 +41,13 @@ impl YeConfig {
         let jwks_transport_endpoint = url("YE_JWKS_TRANSPORT_ENDPOINT", missing)?;
         let cooldown_ms: u64 =
             env.num_in("FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS", 5000, 0..=600_000)?;
+        let grace_min: u64 = env.num_in("FIDO_CONNECTOR_SIGNING_KEY_GRACE_MINUTES", 15, 0..=60)?;
         Ok(Self {
             api_base_url,
             jwks_sign_endpoint,
             jwks_transport_endpoint,
             key_refresh_cooldown: Duration::from_millis(cooldown_ms),
+            signing_key_grace: Duration::from_secs(grace_min * 60),
         })
     }
 }

@@ -152,6 +152,9 @@ pub struct ShipmentRecord {
     /// registering a second time.
     #[serde(default)]
     pub register_started_at: Option<DateTime<Utc>>,
+    /// Since when its responses name a signing key Yubico's published set lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_missing_since: Option<DateTime<Utc>>,
     #[serde(default)]
     pub registered_at: Option<DateTime<Utc>>,
     /// SHA-256 (hex) of the canonical request body when an Idempotency-Key was given.
@@ -269,6 +272,7 @@ impl ShipmentRecord {
             serial_number: None,
             entra_method_id: None,
             register_started_at: None,
+            signing_key_missing_since: None,
             registered_at: None,
             idempotency_body_hash: None,
             resends: Vec::new(),
@@ -292,6 +296,17 @@ impl ShipmentRecord {
         self.idempotency_body_hash = order.idempotency_body_hash;
         self.created_by = Some(order.created_by);
         self
+    }
+
+    /// Its responses name a signing key the published set lacks: since when (the first
+    /// time is now).
+    pub fn signing_key_missing(&mut self, now: DateTime<Utc>) -> DateTime<Utc> {
+        *self.signing_key_missing_since.get_or_insert(now)
+    }
+
+    /// Its responses opened: a key published late was found.
+    pub fn signing_key_found(&mut self) {
+        self.signing_key_missing_since = None;
     }
 
     /// Takes (or renews) the record's claim for `owner` until `until`.

@@ -170,6 +170,9 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
 #[derive(Debug)]
 enum StepError {
     Transient(String, Option<StdDuration>),
+    /// A response names a signing key the published set lacks: tolerated as a key
+    /// published late for `FIDO_CONNECTOR_SIGNING_KEY_GRACE_MINUTES`, then a failure.
+    UnpublishedKey(String, String),
     /// The upstream's pace (429, or 503 with `Retry-After`): not the shipment's failure.
     /// Its calls may go again after the wait.
     Throttled(String, StdDuration),
@@ -237,6 +240,9 @@ fn crypto_err(context: &str, e: CryptoError) -> StepError {
         CryptoError::KeySet(m) => format!("{context}: {m}"),
         other => format!("{context}: {other}"),
     };
+    if let CryptoError::UnpublishedSigningKey(kid) = e {
+        return StepError::UnpublishedKey(message, kid);
+    }
     // Classified once, by crypto::CryptoError::failure (create and resend use the same).
     match e.failure() {
         crate::crypto::CryptoFailure::KeysUnavailable => StepError::Transient(message, None),
@@ -372,9 +378,41 @@ async fn process_one(
         }
     };
     let now = deps.clock.now();
+    let result = match result {
+        Err(StepError::UnpublishedKey(msg, kid)) => {
+            let since = c.rec.signing_key_missing(now);
+            let grace = Duration::from_std(deps.config.ye.signing_key_grace)
+                .unwrap_or(Duration::minutes(15));
+            if now - since >= grace {
+                Err(StepError::Permanent(format!(
+                    "Yubico's response is signed by key {kid}, still missing from Yubico's published \
+                     sign keys {} min after it was first missing: a forged or broken answer",
+                    (now - since).num_minutes()
+                )))
+            } else {
+                Err(StepError::Transient(
+                    format!("{msg} (tolerated until {})", (since + grace).to_rfc3339()),
+                    None,
+                ))
+            }
+        }
+        r => {
+            if r.is_ok() {
+                c.rec.signing_key_found();
+            }
+            r
+        }
+    };
     let outcome = match result {
         Ok(o) => o,
         Err(StepError::Lost) => return Outcome::Skipped,
+        Err(StepError::UnpublishedKey(msg, _)) => {
+            // Mapped to transient or permanent above; kept for the match to be complete.
+            if c.rec.failed(msg, now).is_err() {
+                return Outcome::Skipped;
+            }
+            Outcome::Failed
+        }
         Err(StepError::Throttled(msg, wait)) => {
             // Due again when the upstream allows: no attempt counted, no back-off grown.
             let at = now + Duration::from_std(wait).unwrap_or(Duration::seconds(1));

@@ -73,6 +73,8 @@ struct Inner {
     reject_next: Option<(String, String)>,
     /// Programs PIN responses naming another serial than the key (a half-bad answer).
     mismatched_pin_serial: bool,
+    /// Seals responses with this key, never published (a forged or broken answer).
+    unpublished_sign: Option<Jwk>,
 }
 
 #[derive(Clone)]
@@ -105,6 +107,7 @@ impl YeSim {
             created: 0,
             reject_next: None,
             mismatched_pin_serial: false,
+            unpublished_sign: None,
         }));
         let faults = Faults::default();
         let api = Router::new()
@@ -201,6 +204,17 @@ impl YeSim {
         let (_, s) = keys(g.generation)?;
         g.sign.insert(0, s);
         g.sign.truncate(2);
+        Ok(())
+    }
+    /// While on, keys programmed from now on seal their responses with a sign key that is
+    /// never published (what a forged or broken answer looks like to the connector).
+    pub fn sign_with_an_unpublished_key(&self, on: bool) -> Result<(), String> {
+        let mut g = self.lock();
+        g.unpublished_sign = if on {
+            Some(keys(1000 + g.generation)?.1)
+        } else {
+            None
+        };
         Ok(())
     }
     /// Shipments created so far (each POST that YE accepted).
@@ -360,7 +374,11 @@ async fn read(
 
 /// The factory. Returns whether the shipment was programmed now.
 fn fulfil(g: &mut Inner, id: &str) -> bool {
-    let (transport, sign) = (g.transport.clone(), g.sign.first().cloned());
+    let sign = g
+        .unpublished_sign
+        .clone()
+        .or_else(|| g.sign.first().cloned());
+    let transport = g.transport.clone();
     let pin_serial_offset = u64::from(g.mismatched_pin_serial);
     let Some(s) = g.shipments.get_mut(id) else {
         return false;

@@ -161,6 +161,12 @@ fn key_error(e: KeyError) -> UpstreamError {
             code: "unknown_kid".into(),
             message: format!("no signing key {kid}"),
         },
+        // Fetched moments ago and still without it: as unknown as after a refresh.
+        KeyError::NotYet { kid, .. } => UpstreamError::NotFound {
+            service: SERVICE,
+            code: "unknown_kid".into(),
+            message: format!("no signing key {kid} (refreshed moments ago)"),
+        },
         e => UpstreamError::Transient {
             service: SERVICE,
             message: e.to_string(),

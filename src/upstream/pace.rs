@@ -58,15 +58,17 @@ struct LaneState {
     rate: Option<f64>,
     /// When the next call may go, when spaced.
     next_slot: Option<Instant>,
-    /// Answers that were not throttles since `window_start` (the rate admitted).
-    admitted: u64,
-    window_start: Instant,
+    /// When the recent answers that were not throttles came (the rate admitted), over the
+    /// last [`RATE_WINDOW`].
+    recent: std::collections::VecDeque<Instant>,
     /// When the limit and rate last grew.
     grown_at: Instant,
 }
 
 /// How much of the rate admitted before a throttle the lane keeps to afterwards.
 const RATE_BACKOFF: f64 = 0.9;
+/// The answers the admitted rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// How often, without a throttle, the limit grows by one and the rate by a tenth.
 const GROW_EVERY: Duration = Duration::from_secs(1);
 
@@ -145,8 +147,7 @@ impl Pacer {
                         paused: Duration::ZERO,
                         rate: None,
                         next_slot: None,
-                        admitted: 0,
-                        window_start: Instant::now(),
+                        recent: std::collections::VecDeque::new(),
                         grown_at: Instant::now(),
                     }),
                     notify: Notify::new(),
@@ -210,21 +211,34 @@ impl Pacer {
             if s.decreased_at.is_none_or(|d| permit.sent_at >= d) {
                 s.limit = (s.limit / 2.0).max(1.0);
                 s.decreased_at = Some(now);
-                // The rate it admitted since the last throttle (over a second at least).
-                let window = (now - s.window_start).as_secs_f64().max(1.0);
-                let admitted = s.admitted as f64 / window;
+                // The rate it admitted just before (over a second at least).
+                while s
+                    .recent
+                    .front()
+                    .is_some_and(|t| now.saturating_duration_since(*t) > RATE_WINDOW)
+                {
+                    s.recent.pop_front();
+                }
+                let span = s
+                    .recent
+                    .front()
+                    .map_or(0.0, |t| now.saturating_duration_since(*t).as_secs_f64())
+                    .max(1.0);
+                let admitted = s.recent.len() as f64 / span;
                 let rate = match s.rate {
                     Some(r) if admitted < 1.0 => r / 2.0,
                     _ => admitted,
                 };
                 s.rate = Some((rate * RATE_BACKOFF).max(0.5));
                 s.next_slot = None;
-                s.admitted = 0;
-                s.window_start = until;
+                s.recent.clear();
                 s.grown_at = until;
             }
         } else {
-            s.admitted += 1;
+            s.recent.push_back(now);
+            if s.recent.len() > 10_000 {
+                s.recent.pop_front();
+            }
             if now.saturating_duration_since(s.grown_at) >= GROW_EVERY {
                 s.grown_at = now;
                 s.limit = (s.limit + 1.0).min(s.max);

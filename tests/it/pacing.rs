@@ -63,10 +63,11 @@ async fn a_rate_limit_paces_the_run_and_grows_no_back_off() {
     }
     let (admitted, limited) = w.sb.entra.faults.rate_limited();
     assert_eq!(admitted, 40);
-    // The burst of 10 goes at once, the other 30 at 10 a second.
+    // The burst of 10 goes at once, the other 30 at 10 a second. (Without pacing each
+    // shipment past the burst met a 429 and was put off: 30 answers of 429 for 40.)
     assert!(took >= Duration::from_millis(2500), "took {took:?}");
     assert!(
-        (limited as f64) <= 0.3 * admitted as f64,
+        (limited as f64) <= 0.5 * admitted as f64,
         "{limited} answers of 429 for {admitted} registrations: the run hammered the limit"
     );
     w.stop().await;

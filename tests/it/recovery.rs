@@ -329,3 +329,51 @@ async fn twenty_creates_under_503_and_429_everywhere_make_twenty_of_everything()
     assert_eq!(mails.len(), 20);
     w.stop().await;
 }
+
+/// A response signed by a key Yubico never publishes is tolerated as a key published late
+/// only for the configured grace, then the shipment fails saying why (and is alerted
+/// like every failed shipment), instead of retrying until the challenge expires.
+#[tokio::test]
+async fn a_response_signed_by_an_unpublished_key_fails_after_the_grace() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert(
+            "FIDO_CONNECTOR_SIGNING_KEY_GRACE_MINUTES".into(),
+            "1".into(),
+        );
+    })
+    .await;
+    let id = w.create_ok(alice()).await;
+    w.sb.ye.sign_with_an_unpublished_key(true).unwrap();
+    w.sb.ye.advance(&id);
+    fido_connector::lifecycle::process_shipments(w.deps())
+        .await
+        .unwrap();
+    let rec = w.record(&id).await;
+    assert_eq!(rec.step, fido_connector::domain::Step::Ongoing);
+    let err = rec.error.clone().expect("retrying");
+    assert!(
+        !err.terminal && err.message.contains("not published"),
+        "{err:?}"
+    );
+    assert!(
+        rec.signing_key_missing_since.is_some(),
+        "{err:?} {:?}",
+        rec.events.last()
+    );
+    // Two minutes later, as a replica whose clock says so: past the grace.
+    let mut later = w.deps().clone();
+    later.clock = std::sync::Arc::new(fido_connector::clock::ManualClock::new(
+        chrono::Utc::now() + chrono::Duration::minutes(2),
+    ));
+    later.instance_id = "later/boot".into();
+    fido_connector::lifecycle::process_shipments(&later)
+        .await
+        .unwrap();
+    let rec = w.record(&id).await;
+    assert_eq!(rec.step, fido_connector::domain::Step::Failed);
+    let err = rec.error.expect("failed");
+    assert!(err.terminal, "{err:?}");
+    assert!(err.message.contains("forged or broken"), "{err:?}");
+    assert_eq!(w.sb.entra.registration_count(), 0, "nothing registered");
+    w.stop().await;
+}
