@@ -113,7 +113,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                     let deps = deps.clone();
                     let calls = calls.clone();
                     let work = async move {
-                        let outcome = process_one(&deps, v, &calls, run_deadline).await;
+                        let outcome = process_one(&deps, v, run_deadline).await;
                         if let Some(id) = alert_check {
                             if let Ok(Some(fresh)) = deps.store.get(&id).await {
                                 super::alerts::handle(&deps, fresh).await;
@@ -121,6 +121,8 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                         }
                         outcome
                     };
+                    // Its upstream calls take the run's call slots as they go out.
+                    let work = crate::upstream::pace::CALL_SLOTS.scope(calls, work);
                     inflight.spawn(tracing::Instrument::instrument(work, span));
                 }
                 None => break,
@@ -258,8 +260,6 @@ fn crypto_err(context: &str, e: CryptoError) -> StepError {
 /// the claim, as before; a shipment still with Yubico costs one write per run, not two.
 struct Claimed<'a> {
     deps: &'a Deps,
-    /// The run's upstream-call slots.
-    calls: &'a tokio::sync::Semaphore,
     rec: ShipmentRecord,
     etag: ETag,
     /// Whether a write of this run holds the claim.
@@ -268,14 +268,9 @@ struct Claimed<'a> {
 
 impl<'a> Claimed<'a> {
     /// Starts work on a record the scan read (no write yet; see the type's comment).
-    fn take(
-        deps: &'a Deps,
-        calls: &'a tokio::sync::Semaphore,
-        v: Versioned<ShipmentRecord>,
-    ) -> Self {
+    fn take(deps: &'a Deps, v: Versioned<ShipmentRecord>) -> Self {
         Claimed {
             deps,
-            calls,
             rec: v.value,
             etag: v.etag,
             held: false,
@@ -300,15 +295,14 @@ impl<'a> Claimed<'a> {
         Ok(())
     }
 
-    /// Runs an upstream call in one of the run's call slots, within the claim's remaining
-    /// time (counted once the slot is free).
+    /// Runs an upstream call within the claim's remaining time. Each request it sends
+    /// takes one of the run's call slots once its upstream's lane lets it go
+    /// (`upstream::pace::CALL_SLOTS`); the wait for either counts against the claim.
     async fn bounded<T>(
         &self,
         what: &str,
         f: impl std::future::Future<Output = Result<T, StepError>>,
     ) -> Result<T, StepError> {
-        // The semaphore is never closed.
-        let _slot = self.calls.acquire().await.ok();
         // Before the first write, within the time a claim taken now would give.
         let left = match self.rec.lease_until.filter(|_| self.held) {
             Some(t) => (t - self.deps.clock.now()).to_std().unwrap_or_default(),
@@ -328,7 +322,6 @@ impl<'a> Claimed<'a> {
 async fn process_one(
     deps: &Deps,
     v: Versioned<ShipmentRecord>,
-    calls: &tokio::sync::Semaphore,
     run_deadline: std::time::Instant,
 ) -> Outcome {
     let now = deps.clock.now();
@@ -364,7 +357,7 @@ async fn process_one(
             Err(_) => Outcome::Skipped,
         };
     }
-    let mut c = Claimed::take(deps, calls, v);
+    let mut c = Claimed::take(deps, v);
     let result = loop {
         match advance(&mut c).await {
             // The upstream's pace, not this shipment's failure: it stays in hand and its

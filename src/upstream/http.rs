@@ -4,6 +4,7 @@
 //! Only idempotent calls (GET, token requests) are retried in-line; POSTs that create
 //! something are never retried blindly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
@@ -172,6 +173,12 @@ pub async fn send(
         .acquire(&key, super::pace::MAX_WAIT)
         .await
         .map_err(|p| CallError::Paused(p.0))?;
+    // Within a processing run, one of its call slots (never closed), taken only now.
+    let slots = super::pace::CALL_SLOTS.try_with(Arc::clone).ok();
+    let _slot = match slots {
+        Some(s) => s.acquire_owned().await.ok(),
+        None => None,
+    };
     let r = crate::metrics::execute(service, &client, request).await;
     if let Ok(resp) = &r {
         if resp.status().is_redirection() {

@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+tokio::task_local! {
+    /// The call slots of the processing run this task belongs to: a call takes one once its
+    /// lane lets it go, so calls waiting for their upstream's pace hold no slot that a call
+    /// to another upstream could use.
+    pub static CALL_SLOTS: Arc<tokio::sync::Semaphore>;
+}
+
 /// A call waits at most this long for its lane's pause; past it, it is not sent and the
 /// caller is told when the upstream may be called again.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
