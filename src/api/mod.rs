@@ -81,7 +81,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
 /// `POST /v1/fpr/shipments`.
 #[utoipa::path(post, path = "/v1/fpr/shipments", tag = "shipments",
     request_body = openapi::CreateShipmentRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the same shipment"),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body return the same shipment (1..255 visible ASCII characters)"),
         ("dry_run" = Option<bool>, Query, description = "`true`: validate and run every pre-flight check, store and send nothing, answer 200 with the checks")),
     responses(
         (status = 200, description = "Dry run: each pre-flight check's result", body = crate::lifecycle::DryRun),
@@ -151,12 +151,16 @@ pub struct ListParams {
     /// UPN or object id of the user (either finds both).
     user_id: Option<String>,
     /// `ongoing`, `complete`, `failed` or `needs_attention`.
+    #[param(pattern = "^(ongoing|complete|failed|needs_attention)$")]
     state: Option<String>,
     /// RFC 3339; shipments created at or after.
+    #[param(format = DateTime)]
     created_after: Option<String>,
     /// RFC 3339; shipments created before.
+    #[param(format = DateTime)]
     created_before: Option<String>,
     /// Page size, 1..1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -284,3 +284,119 @@ async fn the_openapi_document_parses_and_lists_every_operation() {
     assert!(v["components"]["securitySchemes"]["bearer"].is_object());
     w.stop().await;
 }
+
+/// The document's query parameters and headers admit only what the server accepts: every
+/// value a generated client could send from the document is taken (never a 400).
+#[tokio::test]
+async fn the_documents_parameters_and_headers_admit_only_what_the_server_accepts() {
+    let w = World::start(Backend::Embedded).await;
+    let doc: Value = w
+        .http
+        .get(format!("{}/v1/openapi.json", w.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let validator = |schema: &Value| {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(schema)
+            .unwrap()
+    };
+    let as_json = |v: &str| {
+        v.parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(v))
+    };
+    let (mut admitted, mut refused) = (0, 0);
+    let list = &doc["paths"]["/v1/fpr/shipments"]["get"]["parameters"];
+    let candidates: [(&str, Vec<&str>); 4] = [
+        (
+            "created_after",
+            vec![
+                "2026-01-31T00:00:00Z",
+                "2026-01-31T00:00:00+02:00",
+                "yesterday",
+                "2026-01-31",
+                "0",
+            ],
+        ),
+        (
+            "created_before",
+            vec!["2026-12-31T23:59:59.5Z", "31/12/2026", ""],
+        ),
+        (
+            "state",
+            vec!["ongoing", "needs_attention", "FAILED", "done"],
+        ),
+        ("limit", vec!["1", "1000", "0", "1001", "ten"]),
+    ];
+    for (name, values) in candidates {
+        let p = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is documented"));
+        let v = validator(&p["schema"]);
+        for value in values {
+            if !v.is_valid(&as_json(value)) {
+                refused += 1;
+                continue;
+            }
+            admitted += 1;
+            // As a client sends it: the value percent-encoded.
+            let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            let (status, body) = w
+                .get(&format!(
+                    "/v1/fpr/shipments?user_id=alice%40contoso.example&{name}={encoded}"
+                ))
+                .await;
+            assert_ne!(status, 400, "the document admits {name}={value}: {body}");
+        }
+    }
+    let create = &doc["paths"]["/v1/fpr/shipments"]["post"]["parameters"];
+    let key = create
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    let v = validator(&key["schema"]);
+    for value in [
+        "k-1",
+        "~!",
+        &"x".repeat(255),
+        &"x".repeat(256),
+        "with space",
+        "é",
+    ] {
+        if !v.is_valid(&Value::from(value)) {
+            refused += 1;
+            continue;
+        }
+        admitted += 1;
+        let r = w
+            .auth(
+                w.http
+                    .post(format!("{}/v1/fpr/shipments?dry_run=true", w.base)),
+            )
+            .header("idempotency-key", value)
+            .json(&crate::support::shipment_body(crate::support::alice()))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            r.status(),
+            400,
+            "the document admits Idempotency-Key {value:?}"
+        );
+    }
+    assert!(
+        admitted >= 8 && refused >= 8,
+        "{admitted} admitted, {refused} refused"
+    );
+    w.stop().await;
+}
