@@ -294,7 +294,8 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
             &deps.config.caller_auth,
             deps.clock.clone(),
             deps.http.clone(),
-            crate::auth::JWKS_COOLDOWN,
+            // The documented cooldown for every key set (FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS).
+            deps.config.ye.key_refresh_cooldown,
         )
         .map_err(|m| BuildError::Dependency {
             what: "authentication",

@@ -61,7 +61,11 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = routes().split_for_parts();
     let routes = routes
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        // Every body, the retry's raw one included, has the one size cap.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            config.server.max_body_bytes,
+        ));
     limits::apply(routes, &config.server)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -17,7 +17,7 @@ mod token;
 
 pub use api_key::{generate_api_key, hash_api_key, API_KEY_PREFIX};
 pub use permission::{effective_permissions, Caller, Forbidden, Permission};
-pub use token::{TokenValidator, JWKS_COOLDOWN, LEEWAY_SECS, MAX_TOKEN_BYTES, TOKEN_CACHE_ENTRIES};
+pub use token::{TokenValidator, LEEWAY_SECS, MAX_TOKEN_BYTES, TOKEN_CACHE_ENTRIES};
 
 use crate::clock::Clock;
 use crate::config::CallerAuthConfig;
@@ -41,7 +41,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// `http` is the process's outbound client, `clock` the service's clock; `cooldown`
-    /// spaces key-set refreshes caused by unknown `kid`s ([`JWKS_COOLDOWN`] in service).
+    /// spaces key-set refreshes caused by unknown `kid`s (`FIDO_CONNECTOR_KEY_REFRESH_COOLDOWN_MS` in service).
     pub fn new(
         config: &CallerAuthConfig,
         clock: Arc<dyn Clock>,

@@ -22,8 +22,6 @@ use crate::upstream::keyset::{Fetcher, KeyError, KeySetCache};
 pub const LEEWAY_SECS: i64 = 60;
 /// Larger bearer tokens are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// At most one JWKS refresh per this interval for unknown `kid`s.
-pub const JWKS_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// The tenant's signing keys (OpenID discovery, then the JWKS, through the one key-set
 /// fetcher), one verifier built per key, once: RSA keys for signatures, at least 2048 bits.

@@ -241,3 +241,22 @@ async fn the_mail_trigger_admits_only_the_connectors_identity() {
     assert_eq!(w.sb.mail.refused(), 0);
     w.stop().await;
 }
+
+/// The retry's body has the same size cap as every other body.
+#[tokio::test]
+async fn the_retry_body_has_the_same_size_cap_as_the_others() {
+    let w = World::start(Backend::Embedded).await;
+    let big = format!("{{\"resolution\":\"{}\"}}", "x".repeat(200 * 1024));
+    let r = w
+        .auth(
+            w.http
+                .post(format!("{}/v1/operations/retry/some-id", w.base)),
+        )
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    w.stop().await;
+}
