@@ -17,8 +17,12 @@ use super::{
 pub struct ProcessingConfig {
     pub process_schedule: String,
     pub cleanup_schedule: String,
-    /// 0 = never delete.
+    /// 0 = the vendor's "never": then `retention_days` applies.
     pub cleanup_completed_days: u32,
+    /// Ended shipments, their response keys with them, go after this many days when
+    /// `CRON_DATA_CLEANUP_COMPLETED_DAYS` is 0 (`FIDO_CONNECTOR_RETENTION_DAYS`, 400; 0
+    /// keeps them for ever).
+    pub retention_days: u32,
     pub concurrency: usize,
     /// First retry delay after a transient failure (doubles per attempt up to
     /// `retry_max`); retries go on until the shipment's deadline, never a count.
@@ -51,6 +55,7 @@ impl ProcessingConfig {
             .unwrap_or_else(|| DEFAULT_CLEANUP_SCHEDULE.to_string());
         validate_cron("CRON_DATA_CLEANUP_SCHEDULE", &cleanup_schedule)?;
         let cleanup_completed_days: u32 = env.num("CRON_DATA_CLEANUP_COMPLETED_DAYS", 0)?;
+        let retention_days: u32 = env.num_in("FIDO_CONNECTOR_RETENTION_DAYS", 400, 0..=3650)?;
         let concurrency: usize = env.num_in("FIDO_CONNECTOR_PROCESS_CONCURRENCY", 16, 1..=1024)?;
         if env.get("FIDO_CONNECTOR_MAX_ATTEMPTS").is_some() {
             return Err(ConfigError::new(
@@ -86,6 +91,7 @@ impl ProcessingConfig {
             process_schedule,
             cleanup_schedule,
             cleanup_completed_days,
+            retention_days,
             concurrency,
             retry_base: Duration::from_secs(retry_base_s),
             retry_max: Duration::from_secs(retry_max_s),

@@ -1,5 +1,7 @@
 //! Deletes ended records (complete or failed) older than
-//! `CRON_DATA_CLEANUP_COMPLETED_DAYS` (0 = never) and purges their response keys. The key
+//! `CRON_DATA_CLEANUP_COMPLETED_DAYS`, or, where that is the vendor's 0 ("never"), older
+//! than `FIDO_CONNECTOR_RETENTION_DAYS` (400; 0 keeps them), and purges their response
+//! keys: nothing kept for ever by default. The key
 //! goes first: a record without its key is harmless, a key without its record would be an
 //! orphaned secret.
 //!
@@ -28,7 +30,11 @@ pub async fn cleanup(deps: &Deps) -> Result<usize, LifecycleError> {
             Err(e) => tracing::warn!(error = %e, "could not check the store's indexes"),
         }
     }
-    let days = deps.config.processing.cleanup_completed_days;
+    let p = &deps.config.processing;
+    let days = match p.cleanup_completed_days {
+        0 => p.retention_days,
+        d => d,
+    };
     if days == 0 {
         return Ok(0);
     }

@@ -420,3 +420,40 @@ async fn cleanup_removes_old_complete_records_and_their_keys() {
         .is_some());
     w.stop().await;
 }
+
+/// With the vendor's "never" (`CRON_DATA_CLEANUP_COMPLETED_DAYS=0`, the default), ended
+/// shipments and their response keys still go after the retention (400 days by default):
+/// nothing is kept for ever unless configured so.
+#[tokio::test]
+async fn ended_shipments_go_after_the_default_retention() {
+    let w = World::start(Backend::Embedded).await;
+    let done = w.create_ok(alice()).await;
+    w.sb.ye.advance(&done);
+    assert_eq!(w.process().await, 204);
+    let rec = w.record(&done).await;
+    assert_eq!(rec.step, fido_connector::domain::Step::Complete);
+    let at = |days: i64| {
+        let mut d = w.deps().clone();
+        d.clock = Arc::new(fido_connector::clock::ManualClock::new(
+            chrono::Utc::now() + chrono::Duration::days(days),
+        ));
+        d.instance_id = format!("later-{days}/boot");
+        d
+    };
+    assert_eq!(
+        fido_connector::lifecycle::cleanup(&at(399)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        fido_connector::lifecycle::cleanup(&at(401)).await.unwrap(),
+        1
+    );
+    assert!(w
+        .deps()
+        .secrets
+        .get(&rec.secret_name())
+        .await
+        .unwrap()
+        .is_none());
+    w.stop().await;
+}
