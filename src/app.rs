@@ -329,6 +329,7 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
             auth,
             jobs,
             readiness: Arc::default(),
+            exports: Arc::new(tokio::sync::Semaphore::new(crate::api::EXPORTS_AT_ONCE)),
         },
         listener,
         shutdown,

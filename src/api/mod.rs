@@ -38,7 +38,16 @@ pub struct AppState {
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     pub jobs: std::sync::Arc<crate::jobs::Jobs>,
     pub readiness: std::sync::Arc<Readiness>,
+    /// CSV exports streaming at once (each walks the index for as long as it is read).
+    pub exports: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// CSV exports that may stream at once per replica.
+pub const EXPORTS_AT_ONCE: usize = 2;
+/// An export's stream ends (as a broken transfer, never a short report) past this.
+pub const EXPORT_DEADLINE: Duration = Duration::from_secs(300);
+/// Rows one export sends at most; past it the transfer breaks, asking for a time window.
+pub const EXPORT_MAX_ROWS: usize = 100_000;
 
 /// Every route, listed once: this list is the router, and the OpenAPI document's paths are
 /// generated from it ([`openapi::document`]), so no route can be served undocumented.
@@ -234,7 +243,6 @@ pub async fn list_shipments(
                 .ok_or_else(|| ApiError::validation("`cursor` is not a cursor this API issued"))?,
         ),
     };
-    auth::audit(&caller, "shipment.list", None);
     let wants_csv = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -244,16 +252,59 @@ pub async fn list_shipments(
     if wants_csv || filter.user.is_none() {
         caller.require(Permission::ShipmentsExport)?;
     }
+    tracing::info!(
+        target: "fido_connector::audit",
+        subject = %caller.subject,
+        action = "shipment.list",
+        format = if wants_csv { "csv" } else { "json" },
+        user_filter = filter.user.is_some(),
+        state = p.state.as_deref().unwrap_or(""),
+        created_after = p.created_after.as_deref().unwrap_or(""),
+        created_before = p.created_before.as_deref().unwrap_or(""),
+        "authorised call"
+    );
     if wants_csv {
+        // A small permit of its own: exports cannot crowd out the API's other calls.
+        let permit =
+            state
+                .exports
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Unavailable {
+                    message: format!(
+                        "{EXPORTS_AT_ONCE} exports are running; retry when one has finished"
+                    ),
+                    retry_after: 10,
+                })?;
         // Every matching shipment (paging does not apply), read and sent page by page. A
         // store failure mid-stream ends the body early (the client sees a broken transfer,
         // never a silently short report).
         use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + EXPORT_DEADLINE;
+        let mut sent = 0usize;
         let rows = futures::stream::once(async { Ok(list::CSV_HEADER.to_string()) })
             .chain(
                 list::stream_shipments((*state.deps).clone(), filter)
                     .map(|r| r.map(|it| list::csv_row(&it))),
             )
+            // Bounded in rows and time; past either the transfer breaks (an error the
+            // client sees), never a silently short report. The permit goes with the stream.
+            .map(move |r| {
+                let _held = &permit;
+                sent += 1;
+                if sent > EXPORT_MAX_ROWS + 1 {
+                    return Err(crate::lifecycle::LifecycleError::Invalid(format!(
+                        "more than {EXPORT_MAX_ROWS} rows: narrow the export with created_after/created_before"
+                    )));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(crate::lifecycle::LifecycleError::Invalid(format!(
+                        "the export ran past {} s",
+                        EXPORT_DEADLINE.as_secs()
+                    )));
+                }
+                r
+            })
             .map(|r| {
                 r.map(axum::body::Bytes::from).map_err(|e| {
                     tracing::warn!(error = %e, "CSV export ended early");
