@@ -232,13 +232,15 @@ impl Pacer {
                     .map_or(0.0, |t| now.saturating_duration_since(*t).as_secs_f64())
                     .max(1.0);
                 let admitted = s.recent.len() as f64 / span;
+                // 0.9x what it admitted over the last 2 s (answers from before an earlier
+                // throttle included), and never below 0.7x the rate kept so far: two
+                // throttles close together must not measure a moment's trickle.
                 let rate = match s.rate {
-                    Some(r) if admitted < 1.0 => r / 2.0,
-                    _ => admitted,
+                    Some(r) => (admitted * RATE_BACKOFF).max(r * 0.7),
+                    None => admitted * RATE_BACKOFF,
                 };
-                s.rate = Some((rate * RATE_BACKOFF).max(0.5));
+                s.rate = Some(rate.max(0.5));
                 s.next_slot = None;
-                s.recent.clear();
                 s.grown_at = until;
             }
         } else {
