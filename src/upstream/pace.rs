@@ -68,6 +68,9 @@ struct LaneState {
     /// When the recent answers that were not throttles came (the rate admitted), over the
     /// last [`RATE_WINDOW`].
     recent: std::collections::VecDeque<Instant>,
+    /// The admitted rate is measured from here: the lane's start, or the end of its last
+    /// pause (a pause admits nothing and must not dilute the measure).
+    measure_from: Instant,
     /// When the limit and rate last grew.
     grown_at: Instant,
 }
@@ -155,6 +158,7 @@ impl Pacer {
                         rate: None,
                         next_slot: None,
                         recent: std::collections::VecDeque::new(),
+                        measure_from: Instant::now(),
                         grown_at: Instant::now(),
                     }),
                     notify: Notify::new(),
@@ -218,19 +222,15 @@ impl Pacer {
             if s.decreased_at.is_none_or(|d| permit.sent_at >= d) {
                 s.limit = (s.limit / 2.0).max(1.0);
                 s.decreased_at = Some(now);
-                // The rate it admitted just before (over a second at least).
-                while s
-                    .recent
-                    .front()
-                    .is_some_and(|t| now.saturating_duration_since(*t) > RATE_WINDOW)
-                {
+                // The rate it admitted just before: over the last 2 s since its last pause
+                // ended (over a second at least).
+                let from = s
+                    .measure_from
+                    .max(now.checked_sub(RATE_WINDOW).unwrap_or(now));
+                while s.recent.front().is_some_and(|t| *t < from) {
                     s.recent.pop_front();
                 }
-                let span = s
-                    .recent
-                    .front()
-                    .map_or(0.0, |t| now.saturating_duration_since(*t).as_secs_f64())
-                    .max(1.0);
+                let span = now.saturating_duration_since(from).as_secs_f64().max(1.0);
                 let admitted = s.recent.len() as f64 / span;
                 // 0.9x what it admitted over the last 2 s (answers from before an earlier
                 // throttle included), and never below 0.7x the rate kept so far: two
@@ -242,6 +242,7 @@ impl Pacer {
                 s.rate = Some(rate.max(0.5));
                 s.next_slot = None;
                 s.grown_at = until;
+                s.measure_from = until;
             }
         } else {
             s.recent.push_back(now);
