@@ -19,13 +19,34 @@ struct StoreGauges {
 
 static GAUGES: Mutex<Option<(Instant, StoreGauges)>> = Mutex::new(None);
 const GAUGE_MAX_AGE: Duration = Duration::from_secs(15);
+/// One refresh at a time: concurrent scrapes of stale gauges wait for the one scan.
+static REFRESH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static SCANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Scans of the store made for the gauges (tests).
+pub fn store_scans() -> u64 {
+    SCANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn fresh_gauges() -> Option<StoreGauges> {
+    GAUGES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < GAUGE_MAX_AGE)
+        .map(|(_, g)| g.clone())
+}
 
 async fn store_gauges(deps: &Deps) -> Option<StoreGauges> {
-    if let Some((at, g)) = GAUGES.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        if at.elapsed() < GAUGE_MAX_AGE {
-            return Some(g.clone());
-        }
+    if let Some(g) = fresh_gauges() {
+        return Some(g);
     }
+    let _one = REFRESH.lock().await;
+    // Another scrape may have refreshed them while this one waited.
+    if let Some(g) = fresh_gauges() {
+        return Some(g);
+    }
+    SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (open, flagged) = crate::lifecycle::list::open_counts(deps).await.ok()?;
     let g = StoreGauges {
         ongoing: open,

@@ -127,3 +127,18 @@ async fn metrics_are_off_by_default_and_move_with_a_shipment() {
     assert!(!after.contains(&w.sb.api_key));
     w.stop().await;
 }
+
+/// Concurrent scrapes of stale store gauges make one store scan between them, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_scrapes_refresh_the_store_gauges_once() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_METRICS_LISTEN".into(), "127.0.0.1:0".into());
+    })
+    .await;
+    let before = fido_connector::api::metrics::store_scans();
+    let scrapes = (0..50).map(|_| scrape(&w));
+    futures::future::join_all(scrapes).await;
+    let scans = fido_connector::api::metrics::store_scans() - before;
+    assert!(scans <= 1, "{scans} scans for 50 concurrent scrapes");
+    w.stop().await;
+}
