@@ -5,13 +5,11 @@
 //!
 //! Every variable is documented in `docs/configuration.md`. A bad value stops the start with
 //! one line naming the variable and what is wrong ([`ConfigError`]). Secrets are held as
-//! [`SecretString`] so they never show in `Debug` output.
+//! `secrecy::SecretString` so they never show in `Debug` output.
 
 use std::path::PathBuf;
 
 use secrecy::ExposeSecret;
-#[cfg(doc)]
-use secrecy::SecretString;
 
 mod cli;
 mod entra;

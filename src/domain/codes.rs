@@ -67,7 +67,15 @@ pub struct RegionRules {
     pub region_rule: &'static str,
     /// "must be …" for the postal code.
     pub postal_rule: &'static str,
+    /// The postal code's shape as the OpenAPI document states it (no looser than
+    /// `postal_ok`).
+    pub postal_pattern: &'static str,
+    /// The schema's title for such an address.
+    pub title: &'static str,
 }
+
+/// The countries with [`RegionRules`].
+pub const COUNTRIES_WITH_REGION_RULES: [&str; 2] = ["US", "CA"];
 
 /// The rules for US and Canadian addresses; elsewhere region and postal code are free text.
 pub fn region_rules(country: &str) -> Option<RegionRules> {
@@ -77,12 +85,16 @@ pub fn region_rules(country: &str) -> Option<RegionRules> {
             postal_ok: is_us_zip,
             region_rule: "a 2-letter US state code",
             postal_rule: "a US ZIP code (12345 or 12345-6789)",
+            postal_pattern: r"^[0-9]{5}(-[0-9]{4})?$",
+            title: "US address",
         }),
         "CA" => Some(RegionRules {
             regions: &CA_PROVINCES,
             postal_ok: is_ca_postal,
             region_rule: "a 2-letter Canadian province code",
             postal_rule: "a Canadian postal code (A1A 1A1)",
+            postal_pattern: r"^[A-Za-z][0-9][A-Za-z] ?[0-9][A-Za-z][0-9]$",
+            title: "Canadian address",
         }),
         _ => None,
     }

@@ -140,32 +140,28 @@ impl PartialSchema for MailingAddress {
             };
             b
         };
+        // One shape per country with region rules, from the same table the check uses.
+        let mut one_of = OneOfBuilder::new();
+        for country in codes::COUNTRIES_WITH_REGION_RULES {
+            if let Some(rules) = codes::region_rules(country) {
+                one_of = one_of.item(shape(
+                    enum_of(vec![country]),
+                    Some(enum_of(rules.regions.to_vec())),
+                    Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(rules.postal_pattern)),
+                    ),
+                    rules.title,
+                ));
+            }
+        }
         let others: Vec<&'static str> = codes::ISO_3166_ALPHA2
             .iter()
             .copied()
-            .filter(|c| *c != "US" && *c != "CA")
+            .filter(|c| !codes::COUNTRIES_WITH_REGION_RULES.contains(c))
             .collect();
-        OneOfBuilder::new()
-            .item(shape(
-                enum_of(vec!["US"]),
-                Some(enum_of(codes::US_STATES.to_vec())),
-                Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(r"^[0-9]{5}(-[0-9]{4})?$")),
-                ),
-                "US address",
-            ))
-            .item(shape(
-                enum_of(vec!["CA"]),
-                Some(enum_of(codes::CA_PROVINCES.to_vec())),
-                Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(r"^[A-Za-z][0-9][A-Za-z] ?[0-9][A-Za-z][0-9]$")),
-                ),
-                "Canadian address",
-            ))
+        one_of
             .item(shape(enum_of(others), None, None, "Address elsewhere"))
             .into()
     }

@@ -172,9 +172,6 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
 #[derive(Debug)]
 enum StepError {
     Transient(String, Option<StdDuration>),
-    /// A response names a signing key the published set lacks: tolerated as a key
-    /// published late for `FIDO_CONNECTOR_SIGNING_KEY_GRACE_MINUTES`, then a failure.
-    UnpublishedKey(String, String),
     /// The upstream's pace (429, or 503 with `Retry-After`): not the shipment's failure.
     /// Its calls may go again after the wait.
     Throttled(String, StdDuration),
@@ -242,9 +239,6 @@ fn crypto_err(context: &str, e: CryptoError) -> StepError {
         CryptoError::KeySet(m) => format!("{context}: {m}"),
         other => format!("{context}: {other}"),
     };
-    if let CryptoError::UnpublishedSigningKey(kid) = e {
-        return StepError::UnpublishedKey(message, kid);
-    }
     // Classified once, by crypto::CryptoError::failure (create and resend use the same).
     match e.failure() {
         crate::crypto::CryptoFailure::KeysUnavailable => StepError::Transient(message, None),
@@ -293,6 +287,35 @@ impl<'a> Claimed<'a> {
         self.rec.release_claim(self.deps.clock.now());
         self.etag = self.deps.store.replace(&self.rec, &self.etag).await?;
         Ok(())
+    }
+
+    /// Opening Yubico's response failed. A signing key missing from the published set is
+    /// taken for a key published late for `FIDO_CONNECTOR_SIGNING_KEY_GRACE_MINUTES`
+    /// (from the first time it was missing), then the shipment fails; anything else is
+    /// classified by [`crypto_err`].
+    fn opening_failed(&mut self, context: &str, e: CryptoError) -> StepError {
+        let CryptoError::UnpublishedSigningKey(kid) = &e else {
+            return crypto_err(context, e);
+        };
+        let now = self.deps.clock.now();
+        let since = self.rec.signing_key_missing(now);
+        let grace = Duration::from_std(self.deps.config.ye.signing_key_grace)
+            .unwrap_or(Duration::minutes(15));
+        if now - since >= grace {
+            StepError::Permanent(format!(
+                "Yubico's response is signed by key {kid}, still missing from Yubico's published \
+                 sign keys {} min after it was first missing: a forged or broken answer",
+                (now - since).num_minutes()
+            ))
+        } else {
+            StepError::Transient(
+                format!(
+                    "{context}: {e} (tolerated until {})",
+                    (since + grace).to_rfc3339()
+                ),
+                None,
+            )
+        }
     }
 
     /// Runs an upstream call within the claim's remaining time. Each request it sends
@@ -371,41 +394,9 @@ async fn process_one(
         }
     };
     let now = deps.clock.now();
-    let result = match result {
-        Err(StepError::UnpublishedKey(msg, kid)) => {
-            let since = c.rec.signing_key_missing(now);
-            let grace = Duration::from_std(deps.config.ye.signing_key_grace)
-                .unwrap_or(Duration::minutes(15));
-            if now - since >= grace {
-                Err(StepError::Permanent(format!(
-                    "Yubico's response is signed by key {kid}, still missing from Yubico's published \
-                     sign keys {} min after it was first missing: a forged or broken answer",
-                    (now - since).num_minutes()
-                )))
-            } else {
-                Err(StepError::Transient(
-                    format!("{msg} (tolerated until {})", (since + grace).to_rfc3339()),
-                    None,
-                ))
-            }
-        }
-        r => {
-            if r.is_ok() {
-                c.rec.signing_key_found();
-            }
-            r
-        }
-    };
     let outcome = match result {
         Ok(o) => o,
         Err(StepError::Lost) => return Outcome::Skipped,
-        Err(StepError::UnpublishedKey(msg, _)) => {
-            // Mapped to transient or permanent above; kept for the match to be complete.
-            if c.rec.failed(msg, now).is_err() {
-                return Outcome::Skipped;
-            }
-            Outcome::Failed
-        }
         Err(StepError::Throttled(msg, wait)) => {
             // Due again when the upstream allows: no attempt counted, no back-off grown.
             let at = now + Duration::from_std(wait).unwrap_or(Duration::seconds(1));
@@ -606,7 +597,7 @@ async fn register(c: &mut Claimed<'_>) -> Result<Registration, StepError> {
 /// Verifies every response of the shipment before any side effect (a key whose PIN
 /// cannot be sent is never registered): the credential and the PIN, for one serial.
 async fn open_responses(
-    c: &Claimed<'_>,
+    c: &mut Claimed<'_>,
     pd: &crate::upstream::ProductData,
 ) -> Result<(crypto::CredentialResponse, crate::domain::Pin), StepError> {
     let deps = c.deps;
@@ -624,13 +615,16 @@ async fn open_responses(
         let (keys, serial) = (deps.keys.as_ref(), pd.serial_number);
         let cred = crypto::open_credential_response(jwe, &key, keys, serial)
             .await
-            .map_err(|e| crypto_err("credential response", e))?;
+            .map_err(|e| ("credential response", e))?;
         let pin = crypto::open_pin_response(pin_jwe, &key, keys, serial)
             .await
-            .map_err(|e| crypto_err("PIN response", e))?;
-        Ok::<_, StepError>((cred, pin))
+            .map_err(|e| ("PIN response", e))?;
+        Ok((cred, pin))
     };
-    let (cred, pin) = compute(open_both).await?;
+    let (cred, pin) = compute(open_both)
+        .await
+        .map_err(|(context, e)| c.opening_failed(context, e))?;
+    c.rec.signing_key_found();
     if pin.serial_number != cred.serial_number {
         return Err(StepError::Permanent(format!(
             "the PIN response is for serial {} but the credential for {}",
@@ -724,15 +718,16 @@ async fn mail_pin(
                 StepError::Permanent("YubiEnterprise sent no PIN response".into())
             })?;
             let key = response_key(deps, &c.rec).await?;
-            compute(crypto::open_pin_response(
+            let opened = compute(crypto::open_pin_response(
                 &jwe,
                 &key,
                 deps.keys.as_ref(),
                 serial,
             ))
-            .await
-            .map_err(|e| crypto_err("PIN response", e))?
-            .pin
+            .await;
+            let pin = opened.map_err(|e| c.opening_failed("PIN response", e))?.pin;
+            c.rec.signing_key_found();
+            pin
         }
     };
     let mail = PinMail::for_record(

@@ -196,11 +196,11 @@ pub async fn send(
         let ra = retry_after(resp);
         let status = resp.status().as_u16();
         let throttled = status == 429 || (status == 503 && ra.is_some());
-        pacer.answered(&permit, throttled, ra);
+        let limit = pacer.answered(&permit, throttled, ra);
         if throttled {
             crate::metrics::throttled(service, ra.unwrap_or(super::pace::DEFAULT_PAUSE));
         }
-        crate::metrics::call_limit(service, &key.method, pacer.limit(&key));
+        crate::metrics::call_limit(service, &key.method, limit);
     }
     r.map_err(CallError::Transport)
 }

@@ -207,8 +207,8 @@ impl Pacer {
     }
 
     /// The answer to a call: `throttled` (429, or 503 with `Retry-After`) pauses the lane
-    /// and halves its limit; anything else lets the limit grow.
-    pub fn answered(&self, permit: &Permit, throttled: bool, retry_after: Option<Duration>) {
+    /// and halves its limit; anything else lets the limit grow. Returns the lane's limit.
+    pub fn answered(&self, permit: &Permit, throttled: bool, retry_after: Option<Duration>) -> f64 {
         let mut s = lock(&permit.lane.state);
         let now = Instant::now();
         if throttled {
@@ -255,13 +255,10 @@ impl Pacer {
                 s.rate = s.rate.map(|r| r * 1.1);
             }
         }
+        let limit = s.limit.floor().max(1.0);
         drop(s);
         permit.lane.notify.notify_waiters();
-    }
-
-    /// A lane's current limit (whole calls).
-    pub fn limit(&self, key: &LaneKey) -> f64 {
-        lock(&self.lane(key).state).limit.floor().max(1.0)
+        limit
     }
 
     /// Each lane's current limit, throttles seen and time paused (metrics, bench, tests).
