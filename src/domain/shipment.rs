@@ -139,6 +139,10 @@ pub struct ShipmentRecord {
     pub user_id: String,
     /// Entra object id resolved at creation.
     pub entra_user_id: String,
+    /// The user principal name Entra returned at creation, so that a listing by UPN finds
+    /// a shipment ordered by object id. Absent on records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_upn: Option<String>,
     pub emails_to: Vec<String>,
     pub yubikey_name: Option<String>,
     /// `kid` of the per-shipment response key (`fpr-<uuid>`).
@@ -265,6 +269,7 @@ impl ShipmentRecord {
             ye_state_id: None,
             user_id: user_id.into(),
             entra_user_id: entra_user_id.into(),
+            user_upn: None,
             emails_to: Vec::new(),
             yubikey_name: None,
             response_kid: response_kid.into(),
@@ -290,12 +295,39 @@ impl ShipmentRecord {
 
     /// What the create request fixes on its new record.
     pub fn with_order(mut self, order: Order) -> Self {
+        self.user_upn = order.user_upn;
         self.emails_to = order.emails_to;
         self.yubikey_name = order.yubikey_name;
         self.challenge_expires_at = Some(order.challenge_expires_at);
         self.idempotency_body_hash = order.idempotency_body_hash;
         self.created_by = Some(order.created_by);
         self
+    }
+
+    /// The keys the record is listed under, lowercased and distinct: the user as the
+    /// caller gave it, the object id, and the UPN Entra returned (when kept).
+    pub fn user_keys(&self) -> Vec<String> {
+        let mut keys = vec![self.user_id.to_lowercase()];
+        for k in [Some(&self.entra_user_id), self.user_upn.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let k = k.to_lowercase();
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        keys
+    }
+
+    /// Whether the record is this user's, by any of [`Self::user_keys`] (case-insensitive).
+    pub fn is_for_user(&self, user: &str) -> bool {
+        self.user_id.eq_ignore_ascii_case(user)
+            || self.entra_user_id.eq_ignore_ascii_case(user)
+            || self
+                .user_upn
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(user))
     }
 
     /// Its responses name a signing key the published set lacks: since when (the first
@@ -754,6 +786,8 @@ impl ShipmentRecord {
 /// What the create request fixes on its new record ([`ShipmentRecord::with_order`]).
 #[derive(Debug, Clone)]
 pub struct Order {
+    /// The user principal name Entra returned for the user.
+    pub user_upn: Option<String>,
     pub emails_to: Vec<String>,
     pub yubikey_name: Option<String>,
     pub challenge_expires_at: DateTime<Utc>,

@@ -231,6 +231,7 @@ async fn create_inner(
 /// and the response key (already in the secret store).
 struct Prepared {
     entra_user_id: String,
+    user_upn: Option<String>,
     response_kid: String,
     secret_name: String,
     challenge_timeout: chrono::DateTime<chrono::Utc>,
@@ -281,6 +282,7 @@ async fn prepare(deps: &Deps, req: &ShipmentRequest) -> Result<Prepared, Lifecyc
         .await?;
     Ok(Prepared {
         entra_user_id: user.id,
+        user_upn: user.user_principal_name,
         response_kid: response_key.kid.clone(),
         secret_name,
         challenge_timeout: options.challenge_timeout,
@@ -320,6 +322,7 @@ async fn record_accepted(
         now,
     )
     .with_order(Order {
+        user_upn: p.user_upn.clone(),
         emails_to: req.mail_recipients(),
         yubikey_name: req.yubikey_name().map(str::to_string),
         challenge_expires_at: p.challenge_timeout,

@@ -135,9 +135,7 @@ fn item(rec: &ShipmentRecord, now: DateTime<Utc>, attention: Duration) -> ListIt
 
 /// The filters that need only the record (checked before an item is built).
 fn record_matches(f: &ListFilter, rec: &ShipmentRecord) -> bool {
-    let user_ok = f.user.as_ref().is_none_or(|u| {
-        rec.user_id.eq_ignore_ascii_case(u) || rec.entra_user_id.eq_ignore_ascii_case(u)
-    });
+    let user_ok = f.user.as_ref().is_none_or(|u| rec.is_for_user(u));
     let after_ok = f.created_after.is_none_or(|t| rec.created_at >= t);
     let before_ok = f.created_before.is_none_or(|t| rec.created_at < t);
     user_ok && after_ok && before_ok

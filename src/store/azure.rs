@@ -135,13 +135,8 @@ fn user_partition(key: &str) -> String {
 /// The index entities a record is listed by (its creation time and user never change).
 fn listing_entries(rec: &ShipmentRecord) -> Vec<Value> {
     let rk = created_key(&rec.created_at, &rec.request_id);
-    let mut parts = vec![PK_CREATED.to_string(), user_partition(&rec.user_id)];
-    let entra = user_partition(&rec.entra_user_id);
-    if !parts.contains(&entra) {
-        parts.push(entra);
-    }
-    parts
-        .into_iter()
+    std::iter::once(PK_CREATED.to_string())
+        .chain(rec.user_keys().iter().map(|k| user_partition(k)))
         .map(|pk| json!({"PartitionKey": pk, "RowKey": rk, "RequestId": rec.request_id}))
         .collect()
 }

@@ -18,12 +18,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{ETag, Page, Query, ShipmentStore, StoreError, Versioned};
 use crate::domain::{ShipmentRecord, Step};
 
-/// Indexes over the listing columns (`created_at`, `user_key`, `entra_key`), created by
+/// Indexes over the listing columns (`created_at`, `user_key`, `entra_key`, `upn_key`), created by
 /// [`migrate`] once the columns exist (an older file gains and fills them first).
 const LISTING_COLUMNS: &str = "
 CREATE INDEX IF NOT EXISTS shipments_created ON shipments(created_at, request_id);
 CREATE INDEX IF NOT EXISTS shipments_user ON shipments(user_key, created_at, request_id);
 CREATE INDEX IF NOT EXISTS shipments_entra ON shipments(entra_key, created_at, request_id);
+CREATE INDEX IF NOT EXISTS shipments_upn ON shipments(upn_key, created_at, request_id);
 ";
 
 const SCHEMA: &str = "
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS shipments (
     created_at     TEXT,
     user_key       TEXT,
     entra_key      TEXT,
+    upn_key        TEXT,
     etag           TEXT NOT NULL,
     data           TEXT NOT NULL,
     view           TEXT
@@ -306,7 +308,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction().map_err(other)?;
     // `view` (the API's JSON view, written with the record) needs no filling in: a row
     // without one is read from `data`.
-    for col in ["created_at", "user_key", "entra_key", "view"] {
+    // `upn_key` stays empty on rows written before the UPN was kept: their records hold
+    // none (found by the user as ordered and by object id).
+    for col in ["created_at", "user_key", "entra_key", "upn_key", "view"] {
         if !cols.iter().any(|c| c == col) {
             tx.execute_batch(&format!("ALTER TABLE shipments ADD COLUMN {col} TEXT"))
                 .map_err(other)?;
@@ -368,8 +372,8 @@ impl ShipmentStore for SqliteStore {
             // Cached: the writer runs these statements for every record, parsing them once.
             let r = c.prepare_cached(
                 "INSERT INTO shipments (request_id, ye_shipment_id, step, open, completed_at, etag, data,
-                                        created_at, user_key, entra_key, view)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                        created_at, user_key, entra_key, upn_key, view)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             ).and_then(|mut st| st.execute(
                 params![
                     rec.request_id,
@@ -382,6 +386,7 @@ impl ShipmentStore for SqliteStore {
                     ts(&rec.created_at),
                     rec.user_id.to_lowercase(),
                     rec.entra_user_id.to_lowercase(),
+                    rec.user_upn.as_ref().map(|u| u.to_lowercase()),
                     view
                 ],
             ));
@@ -560,11 +565,11 @@ impl ShipmentStore for SqliteStore {
                     let upper = upper.as_ref().map(ts).unwrap_or_else(|| "9999".into());
                     let user = user.as_ref().map(|u| u.to_lowercase());
                     // Two statements so that each uses its own index: a user's rows
-                    // through the user indexes (an OR of two index lookups, then a sort of
-                    // that user's few rows), all rows through the time index.
+                    // through the user indexes (an OR of three index lookups, then a sort
+                    // of that user's few rows), all rows through the time index.
                     let sql = if user.is_some() {
                         "SELECT request_id, data, etag, created_at FROM shipments
-                         WHERE (user_key = ?1 OR entra_key = ?1)
+                         WHERE (user_key = ?1 OR entra_key = ?1 OR upn_key = ?1)
                            AND created_at >= ?2 AND created_at <= ?3
                            AND (created_at < ?4 OR (created_at = ?4 AND request_id > ?5))
                          ORDER BY created_at DESC, request_id ASC LIMIT ?6"

@@ -207,3 +207,37 @@ async fn list_filter_page_and_export_on_the_embedded_store() {
 async fn list_filter_page_and_export_on_azure_tables() {
     scenario(Backend::Azurite).await;
 }
+
+/// A shipment ordered by object id is found by the UPN Entra returned for it, and one
+/// ordered by UPN by the object id: either form finds every shipment of the user.
+async fn either_form_finds_every_shipment(backend: Backend) {
+    let w = World::start(backend).await;
+    let oid = fido_connector::sandbox::run::DEMO_USERS[0].1;
+    let by_oid_order = w.create_ok(oid).await;
+    let by_upn_order = w.create_ok(alice()).await;
+    let mut want = vec![by_oid_order.clone(), by_upn_order.clone()];
+    want.sort();
+    for form in [alice().to_uppercase(), oid.to_string(), alice().to_string()] {
+        let (s, v) = list(&w, &format!("?user_id={form}")).await;
+        assert_eq!(s, 200, "{v}");
+        let mut got: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["shipment_id"].as_str().unwrap().to_string())
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "listing by {form}");
+    }
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_shipment_ordered_by_object_id_is_listed_by_upn_on_the_embedded_store() {
+    either_form_finds_every_shipment(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_shipment_ordered_by_object_id_is_listed_by_upn_on_azure_tables() {
+    either_form_finds_every_shipment(Backend::Azurite).await;
+}
