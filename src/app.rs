@@ -320,6 +320,9 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
     };
     let jobs = Arc::new(crate::jobs::Jobs::new(&deps.config.processing));
     let (shutdown, _) = watch::channel(false);
+    let exports = Arc::new(tokio::sync::Semaphore::new(
+        deps.config.server.exports_at_once,
+    ));
     Ok(App {
         addr,
         metrics_addr,
@@ -329,7 +332,7 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
             auth,
             jobs,
             readiness: Arc::default(),
-            exports: Arc::new(tokio::sync::Semaphore::new(crate::api::EXPORTS_AT_ONCE)),
+            exports,
         },
         listener,
         shutdown,

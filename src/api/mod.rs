@@ -42,13 +42,6 @@ pub struct AppState {
     pub exports: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
-/// CSV exports that may stream at once per replica.
-pub const EXPORTS_AT_ONCE: usize = 2;
-/// An export's stream ends (as a broken transfer, never a short report) past this.
-pub const EXPORT_DEADLINE: Duration = Duration::from_secs(300);
-/// Rows one export sends at most; past it the transfer breaks, asking for a time window.
-pub const EXPORT_MAX_ROWS: usize = 100_000;
-
 /// Every route, listed once: this list is the router, and the OpenAPI document's paths are
 /// generated from it ([`openapi::document`]), so no route can be served undocumented.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -264,53 +257,40 @@ pub async fn list_shipments(
         "authorised call"
     );
     if wants_csv {
-        // A small permit of its own: exports cannot crowd out the API's other calls.
+        // A small permit of its own (FIDO_CONNECTOR_EXPORTS_AT_ONCE): exports cannot crowd
+        // out the API's other calls.
+        let limits = &state.deps.config.server;
+        let (at_once, max_rows, export_deadline) = (
+            limits.exports_at_once,
+            limits.export_max_rows,
+            limits.export_deadline,
+        );
         let permit =
             state
                 .exports
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| ApiError::Unavailable {
-                    message: format!(
-                        "{EXPORTS_AT_ONCE} exports are running; retry when one has finished"
-                    ),
+                    message: format!("{at_once} exports are running; retry when one has finished"),
                     retry_after: 10,
                 })?;
-        // Every matching shipment (paging does not apply), read and sent page by page. A
-        // store failure mid-stream ends the body early (the client sees a broken transfer,
-        // never a silently short report).
+        // Every matching shipment (paging does not apply), read and sent page by page,
+        // bounded in rows and time. A store failure mid-stream ends the body early (the
+        // client sees a broken transfer, never a silently short report). The permit goes
+        // with the stream.
         use futures::StreamExt;
-        let deadline = tokio::time::Instant::now() + EXPORT_DEADLINE;
-        let mut sent = 0usize;
-        let rows = futures::stream::once(async { Ok(list::CSV_HEADER.to_string()) })
-            .chain(
-                list::stream_shipments((*state.deps).clone(), filter)
-                    .map(|r| r.map(|it| list::csv_row(&it))),
-            )
-            // Bounded in rows and time; past either the transfer breaks (an error the
-            // client sees), never a silently short report. The permit goes with the stream.
-            .map(move |r| {
-                let _held = &permit;
-                sent += 1;
-                if sent > EXPORT_MAX_ROWS + 1 {
-                    return Err(crate::lifecycle::LifecycleError::Invalid(format!(
-                        "more than {EXPORT_MAX_ROWS} rows: narrow the export with created_after/created_before"
-                    )));
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(crate::lifecycle::LifecycleError::Invalid(format!(
-                        "the export ran past {} s",
-                        EXPORT_DEADLINE.as_secs()
-                    )));
-                }
-                r
+        let rows = list::csv_export(
+            list::stream_shipments((*state.deps).clone(), filter),
+            max_rows,
+            export_deadline,
+        )
+        .map(move |r| {
+            let _held = &permit;
+            r.map(axum::body::Bytes::from).map_err(|e| {
+                tracing::warn!(error = %e, "CSV export ended early");
+                std::io::Error::other(e.to_string())
             })
-            .map(|r| {
-                r.map(axum::body::Bytes::from).map_err(|e| {
-                    tracing::warn!(error = %e, "CSV export ended early");
-                    std::io::Error::other(e.to_string())
-                })
-            });
+        });
         let body = axum::body::Body::from_stream(rows);
         return Ok((
             StatusCode::OK,

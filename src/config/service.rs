@@ -118,6 +118,12 @@ pub struct ServerConfig {
     /// Inbound requests served at once; more are shed with 503 + Retry-After.
     pub max_concurrent_requests: usize,
     pub max_body_bytes: usize,
+    /// CSV exports one replica streams at once; more are answered 503 with Retry-After.
+    pub exports_at_once: usize,
+    /// An export's stream breaks (never ends short) past this.
+    pub export_deadline: Duration,
+    /// Rows one export sends at most; past it the transfer breaks, asking for a window.
+    pub export_max_rows: usize,
 }
 
 impl ServerConfig {
@@ -157,7 +163,15 @@ impl ServerConfig {
             DEFAULT_MAX_BODY_BYTES,
             1024..=10 * 1024 * 1024,
         )?;
+        let exports_at_once: usize = env.num_in("FIDO_CONNECTOR_EXPORTS_AT_ONCE", 2, 1..=64)?;
+        let export_deadline_s: u64 =
+            env.num_in("FIDO_CONNECTOR_EXPORT_DEADLINE_SECONDS", 300, 1..=3600)?;
+        let export_max_rows: usize =
+            env.num_in("FIDO_CONNECTOR_EXPORT_MAX_ROWS", 100_000, 1..=1_000_000)?;
         Ok(Self {
+            exports_at_once,
+            export_deadline: Duration::from_secs(export_deadline_s),
+            export_max_rows,
             listen,
             metrics_listen,
             request_timeout: Duration::from_secs(request_timeout_s),

@@ -296,6 +296,47 @@ pub fn stream_shipments(
     .flatten()
 }
 
+/// The CSV export of every matching shipment: the header, then one row per shipment,
+/// bounded in rows and time. Past `max_rows` rows or `within` the stream ends with an
+/// error (the client sees a broken transfer), never a silently short report.
+pub fn csv_export<S>(
+    items: S,
+    max_rows: usize,
+    within: std::time::Duration,
+) -> impl futures::Stream<Item = Result<String, LifecycleError>> + Send
+where
+    S: futures::Stream<Item = Result<ListItem, LifecycleError>> + Send,
+{
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut rows = 0usize;
+    let body = items.map(move |r| {
+        rows += 1;
+        if rows > max_rows {
+            return Err(LifecycleError::Invalid(format!(
+                "more than {max_rows} rows: narrow the export with created_after/created_before"
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LifecycleError::Invalid(format!(
+                "the export ran past {} s",
+                within.as_secs()
+            )));
+        }
+        r.map(|it| csv_row(&it))
+    });
+    // Ends at the first error: nothing is sent after a broken row.
+    futures::stream::once(async { Ok(CSV_HEADER.to_string()) })
+        .chain(body)
+        .scan(false, |failed, r| {
+            let out = if *failed { None } else { Some(r) };
+            if matches!(out, Some(Err(_))) {
+                *failed = true;
+            }
+            futures::future::ready(out)
+        })
+}
+
 /// A shipment's history, oldest first.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct History {
@@ -354,6 +395,64 @@ pub fn csv_row(it: &ListItem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(n: usize) -> ListItem {
+        ListItem {
+            shipment_id: Some(format!("s{n}")),
+            request_id: format!("r{n}"),
+            user_id: "alice@contoso.example".into(),
+            entra_user_id: "oid".into(),
+            state: "ongoing",
+            step: "ongoing",
+            needs_attention: false,
+            error_kind: None,
+            error_message: None,
+            ye_state: None,
+            serial_number: None,
+            challenge_expires_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            completed_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_export_past_its_row_cap_breaks_instead_of_ending_short() {
+        use futures::StreamExt;
+        let items = futures::stream::iter((0..5).map(|n| Ok(item(n))));
+        let out: Vec<_> = csv_export(items, 3, std::time::Duration::from_secs(60))
+            .collect()
+            .await;
+        // The header, three rows, then the error that breaks the transfer; nothing after.
+        assert_eq!(out.len(), 5, "{out:?}");
+        assert!(out[..4].iter().all(|r| r.is_ok()));
+        assert!(
+            matches!(&out[4], Err(LifecycleError::Invalid(m)) if m.contains("more than 3 rows"))
+        );
+        // Within the cap it ends cleanly.
+        let items = futures::stream::iter((0..3).map(|n| Ok(item(n))));
+        let out: Vec<_> = csv_export(items, 3, std::time::Duration::from_secs(60))
+            .collect()
+            .await;
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|r| r.is_ok()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_export_past_its_deadline_breaks() {
+        use futures::StreamExt;
+        // A reader (or a store) slow enough that the rows take 10 s each.
+        let items = futures::stream::iter(0..100).then(|n| async move {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            Ok(item(n))
+        });
+        let out: Vec<_> = csv_export(items, 1000, std::time::Duration::from_secs(25))
+            .collect()
+            .await;
+        // Header, rows at 10 s and 20 s; the one at 30 s is past the deadline.
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert!(matches!(&out[3], Err(LifecycleError::Invalid(m)) if m.contains("ran past 25 s")));
+    }
 
     #[test]
     fn cursors_round_trip() {

@@ -241,3 +241,85 @@ async fn a_shipment_ordered_by_object_id_is_listed_by_upn_on_the_embedded_store(
 async fn a_shipment_ordered_by_object_id_is_listed_by_upn_on_azure_tables() {
     either_form_finds_every_shipment(Backend::Azurite).await;
 }
+
+/// An export is bounded: past its row cap the transfer breaks (never a short file), and
+/// with every export permit taken one more is answered 503 with `Retry-After`.
+#[tokio::test]
+async fn exports_are_bounded_in_rows_and_in_how_many_run_at_once() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_EXPORT_MAX_ROWS".into(), "2".into());
+        env.insert("FIDO_CONNECTOR_EXPORTS_AT_ONCE".into(), "1".into());
+    })
+    .await;
+    for _ in 0..3 {
+        w.create_ok(alice()).await;
+    }
+    let export = || {
+        w.auth(w.http.get(format!("{}/v1/fpr/shipments", w.base)))
+            .header("accept", "text/csv")
+            .send()
+    };
+    // The transfer breaks: before the client has read the head (hyper sends it with the
+    // first rows) or in the body, never as a complete short file.
+    let broken = match export().await {
+        Err(_) => true,
+        Ok(r) => {
+            assert_eq!(r.status(), 200);
+            r.text().await.is_err()
+        }
+    };
+    assert!(
+        broken,
+        "three rows under a cap of two must break the transfer"
+    );
+    // Within the cap (a window holding two) it completes.
+    let r = w
+        .auth(w.http.get(format!(
+            "{}/v1/fpr/shipments?user_id={}&limit=2",
+            w.base,
+            alice()
+        )))
+        .send()
+        .await
+        .unwrap();
+    let page: Value = r.json().await.unwrap();
+    let newest = page["items"][1]["created_at"].as_str().unwrap().to_string();
+    let r = w
+        .auth(w.http.get(format!("{}/v1/fpr/shipments", w.base)))
+        .query(&[("created_after", newest.as_str())])
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert_eq!(
+        text.split("\r\n").filter(|l| !l.is_empty()).count(),
+        3,
+        "{text}"
+    );
+
+    // One export is streaming (its permit held): the next waits its turn.
+    let held = w.state.exports.clone().try_acquire_owned().unwrap();
+    let r = export().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("exports are running"),
+        "{v}"
+    );
+    drop(held);
+    let r = w
+        .auth(w.http.get(format!("{}/v1/fpr/shipments", w.base)))
+        .query(&[("created_after", newest.as_str())])
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the permit is free again");
+    w.stop().await;
+}
