@@ -16,15 +16,117 @@ enum Expect {
     Passes,
 }
 
-const ENDPOINTS: [(&str, &str, &str); 4] = [
-    ("POST", "/v1/fpr/shipments", "Shipments.Create"),
-    ("GET", "/v1/fpr/shipments/unknown1", "Shipments.Read"),
-    ("GET", "/v1/operations/resend-pin/unknown1", "Pin.Resend"),
-    ("GET", "/v1/operations/process-shipments", "Operations.Run"),
+/// Every protected route (and the variants of one route that need more): method, path,
+/// whether it asks for CSV, the body, and the grants it needs (all of them).
+struct Endpoint {
+    method: &'static str,
+    path: &'static str,
+    csv: bool,
+    body: Option<&'static str>,
+    needs: &'static [&'static str],
+}
+
+const fn ep(method: &'static str, path: &'static str, needs: &'static [&'static str]) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        csv: false,
+        body: None,
+        needs,
+    }
+}
+
+/// An invalid create body on purpose: a caller that passes authentication gets 400, never
+/// a shipment.
+const BAD_CREATE: &str = "bad-create";
+
+const ENDPOINTS: [Endpoint; 11] = [
+    Endpoint {
+        body: Some(BAD_CREATE),
+        ..ep("POST", "/v1/fpr/shipments", &["Shipments.Create"])
+    },
+    Endpoint {
+        body: Some(BAD_CREATE),
+        ..ep(
+            "POST",
+            "/v1/fpr/shipments?dry_run=true",
+            &["Shipments.Create"],
+        )
+    },
+    ep("GET", "/v1/fpr/shipments/unknown1", &["Shipments.Read"]),
+    ep(
+        "GET",
+        "/v1/fpr/shipments?user_id=alice%40contoso.example",
+        &["Shipments.Read"],
+    ),
+    ep(
+        "GET",
+        "/v1/fpr/shipments",
+        &["Shipments.Read", "Shipments.Export"],
+    ),
+    Endpoint {
+        csv: true,
+        ..ep(
+            "GET",
+            "/v1/fpr/shipments?user_id=alice%40contoso.example",
+            &["Shipments.Read", "Shipments.Export"],
+        )
+    },
+    ep(
+        "GET",
+        "/v1/fpr/shipments/unknown1/events",
+        &["Shipments.Read"],
+    ),
+    ep("GET", "/v1/operations/resend-pin/unknown1", &["Pin.Resend"]),
+    ep(
+        "GET",
+        "/v1/operations/process-shipments",
+        &["Operations.Run"],
+    ),
+    ep(
+        "POST",
+        "/v1/operations/retry/unknown1",
+        &["Shipments.Manage"],
+    ),
+    Endpoint {
+        body: Some(r#"{"resolution":"not_created"}"#),
+        ..ep(
+            "POST",
+            "/v1/operations/retry/unknown1",
+            &["Shipments.Manage"],
+        )
+    },
 ];
 
-/// (what, credential header, expected verdict per endpoint)
-type Case<'a> = (String, Option<(&'a str, String)>, [Expect; 4]);
+/// Every grant a route needs, once each.
+const GRANTS: [&str; 6] = [
+    "Shipments.Create",
+    "Shipments.Read",
+    "Pin.Resend",
+    "Operations.Run",
+    "Shipments.Export",
+    "Shipments.Manage",
+];
+
+/// What a credential holds: nothing the service accepts, or these grants.
+#[derive(Clone, Debug)]
+enum Holds {
+    Unauthenticated,
+    Grants(Vec<&'static str>),
+}
+
+impl Holds {
+    fn expect(&self, e: &Endpoint) -> Expect {
+        match self {
+            Holds::Unauthenticated => Expect::Unauthenticated,
+            Holds::Grants(g) if e.needs.iter().all(|n| g.contains(n)) => Expect::Passes,
+            Holds::Grants(_) => Expect::Forbidden,
+        }
+    }
+}
+
+/// (what, credential header, what it holds)
+type Case<'a> = (String, Option<(&'a str, String)>, Holds);
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -70,8 +172,7 @@ async fn the_vendor_setting_lets_create_request_grant_everything() {
             .issue_caller_token(claims(Some("Shipments.Read")));
     let r = call(
         &w,
-        "GET",
-        "/v1/operations/process-shipments",
+        &ep("GET", "/v1/operations/process-shipments", &[]),
         Some(("authorization", format!("Bearer {t}"))),
     )
     .await;
@@ -79,19 +180,20 @@ async fn the_vendor_setting_lets_create_request_grant_everything() {
     w.stop().await;
 }
 
-async fn call(
-    w: &World,
-    method: &str,
-    path: &str,
-    auth: Option<(&str, String)>,
-) -> reqwest::Response {
-    let m = Method::from_bytes(method.as_bytes()).unwrap();
-    let mut rb = w.http.request(m.clone(), format!("{}{}", w.base, path));
-    if m == Method::POST {
-        // Invalid on purpose: a caller that passes authentication gets 400, not a shipment.
-        let mut body = shipment_body(alice());
-        body["pin_request"]["length"] = serde_json::json!(2);
-        rb = rb.json(&body);
+async fn call(w: &World, e: &Endpoint, auth: Option<(&str, String)>) -> reqwest::Response {
+    let m = Method::from_bytes(e.method.as_bytes()).unwrap();
+    let mut rb = w.http.request(m, format!("{}{}", w.base, e.path));
+    match e.body {
+        Some(BAD_CREATE) => {
+            let mut body = shipment_body(alice());
+            body["pin_request"]["length"] = serde_json::json!(2);
+            rb = rb.json(&body);
+        }
+        Some(b) => rb = rb.header("content-type", "application/json").body(b),
+        None => {}
+    }
+    if e.csv {
+        rb = rb.header("accept", "text/csv");
     }
     if let Some((h, v)) = auth {
         rb = rb.header(h, v);
@@ -175,89 +277,82 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
     let hs256 = josekit::jwt::encode_with_signer(&payload, &h, &hs).unwrap();
 
     let mut cases: Vec<Case> = vec![
-        ("no credentials".into(), None, [Expect::Unauthenticated; 4]),
+        ("no credentials".into(), None, Holds::Unauthenticated),
         (
             "expired".into(),
             bearer(e.issue_caller_token(expired)),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "not yet valid".into(),
             bearer(e.issue_caller_token(early)),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "wrong issuer".into(),
             bearer(e.issue_caller_token(wrong_iss)),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "wrong audience".into(),
             bearer(e.issue_caller_token(wrong_aud)),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "unknown kid".into(),
             bearer(unknown_kid),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "tampered signature".into(),
             bearer(tampered),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
-        (
-            "alg none".into(),
-            bearer(none),
-            [Expect::Unauthenticated; 4],
-        ),
+        ("alg none".into(), bearer(none), Holds::Unauthenticated),
         (
             "oversized token".into(),
             bearer("e".repeat(20_000)),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "HS256 keyed with the public key".into(),
             bearer(hs256),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             // A delegated scope says what the client may do for the user, not what the
             // user may do: without the user's app roles it grants nothing.
             "create_request scope without user roles".into(),
             bearer(valid.clone()),
-            [Expect::Forbidden; 4],
+            Holds::Grants(vec![]),
         ),
         (
             "create_request scope with every user role".into(),
-            bearer(e.issue_caller_token(with_roles(
-                claims(Some("create_request")),
-                &ENDPOINTS.map(|(_, _, g)| g),
-            ))),
-            [Expect::Passes; 4],
+            bearer(e.issue_caller_token(with_roles(claims(Some("create_request")), &GRANTS))),
+            Holds::Grants(GRANTS.to_vec()),
         ),
         (
             "no scope and no role (not an access token for this API)".into(),
             bearer(e.issue_caller_token(claims(None))),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "an ID token (nonce), even with roles".into(),
             bearer(e.issue_caller_token({
-                let mut c = with_roles(claims(None), &ENDPOINTS.map(|(_, _, g)| g));
+                let mut c = with_roles(claims(None), &GRANTS);
                 c.nonce = Some("n-0S6_WzA2Mj".into());
                 c
             })),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "a token without azp or appid (an ID token for the API's app id, no nonce)".into(),
             bearer(e.issue_caller_token({
-                let mut c = with_roles(claims(None), &ENDPOINTS.map(|(_, _, g)| g));
+                let mut c = with_roles(claims(None), &GRANTS);
                 c.azp = None;
                 c
             })),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "an app-only token (idtyp app) with a stray create_request scope and no roles".into(),
@@ -266,65 +361,54 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
                 c.idtyp = Some("app".into());
                 c
             })),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
         (
             "admin API key".into(),
             Some(("x-api-key", w.sb.api_key.clone())),
-            [Expect::Passes; 4],
+            Holds::Grants(GRANTS.to_vec()),
         ),
         (
             "reader API key".into(),
             Some(("authorization", format!("Bearer {reader_key}"))),
-            [
-                Expect::Forbidden,
-                Expect::Passes,
-                Expect::Forbidden,
-                Expect::Forbidden,
-            ],
+            Holds::Grants(vec!["Shipments.Read"]),
         ),
         (
             "ops API key".into(),
             Some(("x-api-key", ops_key.clone())),
-            [
-                Expect::Forbidden,
-                Expect::Forbidden,
-                Expect::Passes,
-                Expect::Passes,
-            ],
+            Holds::Grants(vec!["Pin.Resend", "Operations.Run"]),
         ),
         (
             "unknown API key".into(),
             Some(("x-api-key", generate_api_key())),
-            [Expect::Unauthenticated; 4],
+            Holds::Unauthenticated,
         ),
     ];
     // Each fine-grained grant: as a delegated scope alone (nothing), as a scope with the
     // user's matching role, as create_request with that one user role, and as an
     // application role (app-only token).
-    for (i, (_, _, grant)) in ENDPOINTS.iter().enumerate() {
-        let mut expect = [Expect::Forbidden; 4];
-        expect[i] = Expect::Passes;
+    for (i, grant) in GRANTS.iter().copied().enumerate() {
+        let expect = Holds::Grants(vec![grant]);
         cases.push((
             format!("scope {grant} without the user role"),
             bearer(e.issue_caller_token(claims(Some(grant)))),
-            [Expect::Forbidden; 4],
+            Holds::Grants(vec![]),
         ));
         cases.push((
             format!("scope {grant} with the user role"),
             bearer(e.issue_caller_token(with_roles(claims(Some(grant)), &[grant]))),
-            expect,
+            expect.clone(),
         ));
         cases.push((
             format!("create_request with the user role {grant}"),
             bearer(e.issue_caller_token(with_roles(claims(Some("create_request")), &[grant]))),
-            expect,
+            expect.clone(),
         ));
-        let other = ENDPOINTS[(i + 1) % 4].2;
+        let other = GRANTS[(i + 1) % GRANTS.len()];
         cases.push((
             format!("scope {other} with the user role {grant}: they must agree"),
             bearer(e.issue_caller_token(with_roles(claims(Some(other)), &[grant]))),
-            [Expect::Forbidden; 4],
+            Holds::Grants(vec![]),
         ));
         let mut role = claims(None);
         role.roles = vec![grant.to_string()];
@@ -335,14 +419,62 @@ async fn the_authorisation_matrix_holds_for_every_endpoint() {
         ));
     }
 
-    for (name, auth, expected) in &cases {
-        for (i, (method, path, _)) in ENDPOINTS.iter().enumerate() {
-            let resp = call(&w, method, path, auth.clone()).await;
+    // The matrix covers every protected operation of the OpenAPI document (which lists
+    // every route the router serves).
+    let doc: serde_json::Value = w
+        .http
+        .get(format!("{}/v1/openapi.json", w.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut protected = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+            });
+            if !secured {
+                continue;
+            }
+            protected += 1;
+            let template = |p: &str| {
+                let p = p.split('?').next().unwrap().to_string();
+                p.replace("unknown1", "{}")
+            };
+            let want = path.replace("{shipment_id}", "{}").replace("{id}", "{}");
+            assert!(
+                ENDPOINTS
+                    .iter()
+                    .any(|e| e.method.eq_ignore_ascii_case(method) && template(e.path) == want),
+                "{method} {path} is protected but not in the matrix"
+            );
+        }
+    }
+    assert_eq!(protected, 7, "the document's protected operations");
+
+    // An auditor's pair: the export needs both roles.
+    cases.push((
+        "roles Shipments.Read and Shipments.Export".into(),
+        bearer(e.issue_caller_token(with_roles(
+            claims(None),
+            &["Shipments.Read", "Shipments.Export"],
+        ))),
+        Holds::Grants(vec!["Shipments.Read", "Shipments.Export"]),
+    ));
+    for (name, auth, holds) in &cases {
+        for ep in &ENDPOINTS {
+            let resp = call(&w, ep, auth.clone()).await;
             let status = resp.status().as_u16();
+            let (method, path) = (ep.method, ep.path);
             assert_eq!(
                 verdict(status),
-                expected[i],
-                "{name}: {method} {path} → {status}"
+                holds.expect(ep),
+                "{name}: {method} {path} (csv {}) → {status}",
+                ep.csv
             );
             if status == 401 {
                 let www = resp.headers()["www-authenticate"]
