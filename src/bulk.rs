@@ -175,6 +175,12 @@ impl Pause {
         }
     }
 
+    /// Whether the workers are held now.
+    fn waiting(&self) -> bool {
+        let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|t| t > std::time::Instant::now())
+    }
+
     async fn wait(&self) {
         let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = until {
@@ -275,56 +281,126 @@ async fn preflight_one(http: &reqwest::Client, url: &str, row: &Row) -> Result<P
     })
 }
 
-struct ImportArgs {
-    file: PathBuf,
-    submit: bool,
-    url: Option<String>,
-    concurrency: usize,
-    out: Option<PathBuf>,
+const CLIENT_ENV: &str = "Environment: FIDO_CONNECTOR_TOKEN (an Entra access token for the \
+service) or FIDO_CONNECTOR_API_KEY (an API key), sent as the bearer credential, never over \
+plain http outside loopback; FIDO_CONNECTOR_URL (the service, default http://127.0.0.1:8080).";
+
+/// `fido-connector import`: the options.
+#[derive(Debug, clap::Args)]
+#[command(after_help = CLIENT_ENV)]
+pub struct ImportArgs {
+    /// The CSV file of shipment requests (docs/bulk.md lists its columns)
+    pub file: PathBuf,
+    /// Order the valid rows (without it nothing is created)
+    #[arg(long, overrides_with = "dry_run")]
+    pub submit: bool,
+    /// Check only: report each row, create nothing (the default)
+    #[arg(long, overrides_with = "submit")]
+    pub dry_run: bool,
+    /// The service's base URL
+    #[arg(long, env = "FIDO_CONNECTOR_URL")]
+    pub url: Option<String>,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub concurrency: u8,
+    /// Where the per-row result CSV goes (default FILE.result.csv)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
-fn parse_import(args: &[String]) -> Result<ImportArgs, String> {
-    let mut a = ImportArgs {
-        file: PathBuf::new(),
-        submit: false,
-        url: None,
-        concurrency: 8,
-        out: None,
-    };
-    let mut it = args.iter();
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--submit" => a.submit = true,
-            "--dry-run" => a.submit = false,
-            "--url" => a.url = Some(it.next().ok_or("--url needs a value")?.clone()),
-            "--out" => a.out = Some(PathBuf::from(it.next().ok_or("--out needs a value")?)),
-            "--concurrency" => {
-                a.concurrency = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| (1..=64).contains(n))
-                    .ok_or("--concurrency needs a number from 1 to 64")?
+/// `fido-connector export`: the options (the filters of `GET /v1/fpr/shipments`).
+#[derive(Debug, clap::Args)]
+#[command(after_help = CLIENT_ENV)]
+pub struct ExportArgs {
+    /// The service's base URL
+    #[arg(long, env = "FIDO_CONNECTOR_URL")]
+    pub url: Option<String>,
+    /// Write the CSV here (default stdout)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only this user's shipments (UPN or object id)
+    #[arg(long = "user_id")]
+    pub user_id: Option<String>,
+    /// ongoing, complete, failed or needs_attention
+    #[arg(long)]
+    pub state: Option<String>,
+    /// RFC 3339 time (inclusive)
+    #[arg(long = "created_after")]
+    pub created_after: Option<String>,
+    /// RFC 3339 time (exclusive)
+    #[arg(long = "created_before")]
+    pub created_before: Option<String>,
+}
+
+/// How far `import --submit` has got: a progress bar when stderr is a terminal, else a
+/// plain line every tenth of the rows (and at the end), for logs and CI.
+#[derive(Clone)]
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    done: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    total: usize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} submitted, {elapsed} elapsed, about {eta} left {msg}",
+            ) {
+                b.set_style(style);
             }
-            f if !f.starts_with("--") && a.file.as_os_str().is_empty() => a.file = f.into(),
-            other => return Err(format!("unknown argument `{other}`")),
+            b
+        });
+        Self {
+            bar,
+            done: Arc::default(),
+            failed: Arc::default(),
+            total,
         }
     }
-    if a.file.as_os_str().is_empty() {
-        return Err("usage: fido-connector import FILE.csv [--submit] [--url URL] [--concurrency N] [--out RESULT.csv]".into());
+
+    /// One row answered; `paced`: the service asked the workers to wait.
+    fn one_done(&self, failed: bool, paced: bool) {
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let f = self
+            .failed
+            .fetch_add(usize::from(failed), Ordering::Relaxed)
+            + usize::from(failed);
+        match &self.bar {
+            Some(b) => {
+                b.set_position(n as u64);
+                let mut msg = String::new();
+                if f > 0 {
+                    msg.push_str(&format!("({f} failed)"));
+                }
+                if paced {
+                    msg.push_str(" (the service asked to slow down)");
+                }
+                b.set_message(msg);
+            }
+            None => {
+                let step = (self.total / 10).max(1);
+                if n.is_multiple_of(step) || n == self.total {
+                    eprintln!("submitted {n}/{}, {f} failed", self.total);
+                }
+            }
+        }
     }
-    Ok(a)
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
 }
 
 /// `fido-connector import`. Exit status: 0 all rows good (and created), 1 some rows bad or
 /// failed, 2 usage or file errors.
-pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
-    let a = match parse_import(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
+pub async fn import(a: ImportArgs, settings: &ClientSettings) -> u8 {
+    let concurrency = usize::from(a.concurrency);
     let rows = match read_rows(&a.file) {
         Ok(r) => r,
         Err(e) => {
@@ -351,7 +427,7 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
                             let (http, url) = (http.clone(), url.clone());
                             async move { (row.line, preflight_one(&http, &url, row).await) }
                         })
-                        .buffer_unordered(a.concurrency)
+                        .buffer_unordered(concurrency)
                         .collect()
                         .await;
                 preflight = checked.into_iter().collect();
@@ -406,27 +482,23 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
     };
     let good: Vec<&Row> = rows.iter().filter(|r| r.verdict.is_ok()).collect();
     let total = good.len();
-    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::new(total);
     // One pause for every worker: a 429 or 503 with Retry-After holds them all.
     let pause = Pause::default();
     let results: Vec<(usize, Result<String, String>)> = futures::stream::iter(good)
         .map(|row| {
-            let (http, url, done, pause) = (http.clone(), url.clone(), done.clone(), pause.clone());
+            let (http, url, progress, pause) =
+                (http.clone(), url.clone(), progress.clone(), pause.clone());
             async move {
                 let r = submit_one(&http, &url, row, &pause).await;
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 10 == 0 || n == total {
-                    eprint!("\rsubmitted {n}/{total}");
-                    if n == total {
-                        eprintln!();
-                    }
-                }
+                progress.one_done(r.is_err(), pause.waiting());
                 (row.line, r)
             }
         })
-        .buffer_unordered(a.concurrency)
+        .buffer_unordered(concurrency)
         .collect()
         .await;
+    progress.finish();
     let mut by_line: HashMap<usize, Result<String, String>> = results.into_iter().collect();
     let failed = by_line.values().filter(|r| r.is_err()).count();
     let out_path = a
@@ -458,26 +530,18 @@ pub async fn import(args: &[String], settings: &ClientSettings) -> u8 {
 
 /// `fido-connector export [--url URL] [--out FILE] [--user_id U] [--state S]
 /// [--created_after T] [--created_before T]`: the list CSV.
-pub async fn export(args: &[String], settings: &ClientSettings) -> u8 {
-    let mut url = settings.url.clone();
-    let mut out: Option<PathBuf> = None;
-    let mut query: Vec<(String, String)> = Vec::new();
-    let mut it = args.iter();
-    while let Some(x) = it.next() {
-        let mut value = || it.next().cloned().ok_or(format!("{x} needs a value"));
-        let r = match x.as_str() {
-            "--url" => value().map(|v| url = v),
-            "--out" => value().map(|v| out = Some(v.into())),
-            "--user_id" | "--state" | "--created_after" | "--created_before" => {
-                value().map(|v| query.push((x.trim_start_matches("--").to_string(), v)))
-            }
-            other => Err(format!("unknown argument `{other}`")),
-        };
-        if let Err(e) = r {
-            eprintln!("{e}");
-            return 2;
-        }
-    }
+pub async fn export(a: ExportArgs, settings: &ClientSettings) -> u8 {
+    let url = a.url.clone().unwrap_or_else(|| settings.url.clone());
+    let out = a.out.clone();
+    let query: Vec<(&str, String)> = [
+        ("user_id", a.user_id),
+        ("state", a.state),
+        ("created_after", a.created_after),
+        ("created_before", a.created_before),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
     let http = match client(settings, &url) {
         Ok(h) => h,
         Err(e) => {

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogLevel;
+use crate::config::{LogFormat, LogLevel};
 
 static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
 
@@ -58,18 +58,34 @@ pub struct Otlp {
     pub client: reqwest::Client,
 }
 
-pub fn init(level: LogLevel) {
-    init_with(level, None);
+pub fn init(level: LogLevel, format: LogFormat) {
+    init_with(level, format, None);
 }
 
 /// Logs, plus traces to `otlp` when given (call from within the tokio runtime).
-pub fn init_with(level: LogLevel, otlp: Option<Otlp>) {
+pub fn init_with(level: LogLevel, format: LogFormat, otlp: Option<Otlp>) {
     let filter = crate::config::log_filter(level);
-    let fmt = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_writer(std::io::stdout);
+    // One of the two is set: JSON objects for collectors, or readable lines.
+    let (json, text) = match format {
+        LogFormat::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stdout),
+            ),
+            None,
+        ),
+        LogFormat::Text => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                    .with_writer(std::io::stdout),
+            ),
+        ),
+    };
     let otel = otlp.and_then(|o| match tracer(o) {
         Ok(t) => Some(tracing_opentelemetry::layer().with_tracer(t)),
         Err(e) => {
@@ -79,7 +95,8 @@ pub fn init_with(level: LogLevel, otlp: Option<Otlp>) {
     });
     let _ = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new(filter))
-        .with(fmt)
+        .with(json)
+        .with(text)
         .with(otel)
         .try_init();
 }

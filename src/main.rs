@@ -3,22 +3,70 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "fido-connector [serve|sandbox|check-config|import FILE.csv [--submit]|export]";
+use clap::{Parser, Subcommand};
+
+/// Ships YubiKeys that arrive registered to their users: the service, its sandbox, and the
+/// bulk clients.
+#[derive(Parser)]
+#[command(name = "fido-connector", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+const SERVE_ENV: &str = "Environment: the service reads its whole configuration from the \
+environment (docs/configuration.md lists every variable), among them FIDO_CONNECTOR_LISTEN, \
+FIDO_CONNECTOR_STORE, AZURE_TABLES_ENDPOINT, AZURE_KEY_VAULT_ENDPOINT, AZURE_TENANT_ID, \
+AZURE_CLIENT_ID, ENTRA_FIDO_API_CLIENT_ID, YE_API_BASE_URL, EMAIL_API_SEND_ENDPOINT, \
+LOGGING_LEVEL_COM_YUBICO and FIDO_CONNECTOR_LOG_FORMAT (json|text; text when stdout is a \
+terminal). Missing production settings stop the start with a message naming the variable.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default)
+    #[command(after_help = SERVE_ENV)]
+    Serve,
+    /// Run the service with every upstream simulated on loopback (for trying it out)
+    #[cfg(feature = "sandbox")]
+    #[command(
+        after_help = "Environment: FIDO_CONNECTOR_DATA_DIR (default ./data/sandbox, \
+        reset at each start), FIDO_CONNECTOR_LISTEN (default 127.0.0.1:8080), \
+        FIDO_CONNECTOR_SANDBOX_SIM_PORT (default 8081: the simulators take it and the next \
+        three), FIDO_CONNECTOR_LOG_FORMAT (default text)."
+    )]
+    Sandbox,
+    /// Load and check the configuration, then exit (0 good, 78 bad)
+    #[command(after_help = SERVE_ENV)]
+    CheckConfig,
+    /// Check a CSV of shipment requests row by row; with --submit, order the valid rows
+    Import(fido_connector::bulk::ImportArgs),
+    /// Write the shipment list as CSV
+    Export(fido_connector::bulk::ExportArgs),
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("serve") => serve().await,
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let client_settings =
+        || fido_connector::config::ClientSettings::load(&fido_connector::config::Env::process());
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
         #[cfg(feature = "sandbox")]
-        Some("sandbox") => match fido_connector::sandbox::run::run().await {
+        Command::Sandbox => match fido_connector::sandbox::run::run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fido-connector sandbox: {e}");
                 ExitCode::FAILURE
             }
         },
-        Some("check-config") => match fido_connector::config::Config::from_env() {
+        Command::CheckConfig => match fido_connector::config::Config::from_env() {
             Ok(_) => {
                 println!("configuration OK");
                 ExitCode::SUCCESS
@@ -28,25 +76,11 @@ async fn main() -> ExitCode {
                 ExitCode::from(78)
             }
         },
-        Some("import") => {
-            let settings = fido_connector::config::ClientSettings::load(
-                &fido_connector::config::Env::process(),
-            );
-            ExitCode::from(fido_connector::bulk::import(&args[1..], &settings).await)
+        Command::Import(a) => {
+            ExitCode::from(fido_connector::bulk::import(a, &client_settings()).await)
         }
-        Some("export") => {
-            let settings = fido_connector::config::ClientSettings::load(
-                &fido_connector::config::Env::process(),
-            );
-            ExitCode::from(fido_connector::bulk::export(&args[1..], &settings).await)
-        }
-        Some("-h") | Some("--help") => {
-            println!("usage: {USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("unknown command `{other}`; usage: {USAGE}");
-            ExitCode::from(2)
+        Command::Export(a) => {
+            ExitCode::from(fido_connector::bulk::export(a, &client_settings()).await)
         }
     }
 }
@@ -76,7 +110,11 @@ async fn serve() -> ExitCode {
                 endpoint: endpoint.clone(),
                 client: http.clone(),
             });
-    fido_connector::logging::init_with(config.observability.logging_level, otlp);
+    fido_connector::logging::init_with(
+        config.observability.logging_level,
+        fido_connector::config::LogFormat::or_by_terminal(config.observability.log_format),
+        otlp,
+    );
     let app = match fido_connector::app::build_with_client(config, http).await {
         Ok(a) => a,
         Err(e) => {

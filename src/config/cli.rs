@@ -7,14 +7,16 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{ConfigError, Env};
 
-/// Where `fido-connector sandbox` puts things (`FIDO_CONNECTOR_DATA_DIR`,
-/// `FIDO_CONNECTOR_LISTEN`, `FIDO_CONNECTOR_SANDBOX_SIM_PORT`).
+/// Where `fido-connector sandbox` puts things and how it logs (`FIDO_CONNECTOR_DATA_DIR`,
+/// `FIDO_CONNECTOR_LISTEN`, `FIDO_CONNECTOR_SANDBOX_SIM_PORT`, `FIDO_CONNECTOR_LOG_FORMAT`).
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
     pub data_dir: PathBuf,
     pub listen: String,
     /// The simulators listen on this port and the next three.
     pub sim_base_port: u16,
+    /// `FIDO_CONNECTOR_LOG_FORMAT`; readable text when unset.
+    pub log_format: super::LogFormat,
 }
 
 impl SandboxSettings {
@@ -28,6 +30,7 @@ impl SandboxSettings {
                 .get("FIDO_CONNECTOR_LISTEN")
                 .unwrap_or_else(|| "127.0.0.1:8080".into()),
             sim_base_port: env.num_in("FIDO_CONNECTOR_SANDBOX_SIM_PORT", 8081, 1024..=65000)?,
+            log_format: super::LogFormat::load(env)?.unwrap_or(super::LogFormat::Text),
         })
     }
 }

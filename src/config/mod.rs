@@ -26,7 +26,7 @@ pub use entra::{
 };
 pub use env::{allowed_outbound, parse_url, require_https, validate_cron, Env};
 pub use mask::{mask_credentials, mask_url};
-pub use service::{LogLevel, ObservabilityConfig, ProcessingConfig, ServerConfig};
+pub use service::{LogFormat, LogLevel, ObservabilityConfig, ProcessingConfig, ServerConfig};
 pub use storage::{SecretBackend, SecretsConfig, StoreBackend, StoreConfig};
 pub use upstreams::{AlertsConfig, MailConfig, OutboundConfig, YeConfig};
 

@@ -182,6 +182,43 @@ impl ServerConfig {
     }
 }
 
+/// How log lines are written: one JSON object each (for collectors), or one readable line
+/// each (time, level, message, fields) for a person at a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    /// `FIDO_CONNECTOR_LOG_FORMAT`: `json`, `text`, or unset.
+    pub fn load(env: &Env) -> Result<Option<Self>, ConfigError> {
+        match env
+            .get("FIDO_CONNECTOR_LOG_FORMAT")
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("json") => Ok(Some(Self::Json)),
+            Some(v) if v.eq_ignore_ascii_case("text") => Ok(Some(Self::Text)),
+            Some(v) => Err(ConfigError::new(
+                "FIDO_CONNECTOR_LOG_FORMAT",
+                format!("`{v}` is not json or text"),
+            )),
+        }
+    }
+
+    /// What a format left unset means here: text when stdout is a terminal.
+    pub fn or_by_terminal(f: Option<Self>) -> Self {
+        use std::io::IsTerminal;
+        f.unwrap_or(if std::io::stdout().is_terminal() {
+            Self::Text
+        } else {
+            Self::Json
+        })
+    }
+}
+
 /// Java-style level names accepted by `LOGGING_LEVEL_COM_YUBICO`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -231,6 +268,9 @@ impl LogLevel {
 #[derive(Debug, Clone)]
 pub struct ObservabilityConfig {
     pub logging_level: LogLevel,
+    /// `FIDO_CONNECTOR_LOG_FORMAT`; `None`: readable text when stdout is a terminal (and
+    /// in the sandbox), JSON lines otherwise (containers).
+    pub log_format: Option<LogFormat>,
     /// OTLP/HTTP traces endpoint (the full `/v1/traces` URL); `None`: no trace export.
     pub otlp_endpoint: Option<Url>,
 }
@@ -264,8 +304,10 @@ impl ObservabilityConfig {
                 Some(u)
             }
         };
+        let log_format = LogFormat::load(env)?;
         Ok(Self {
             logging_level,
+            log_format,
             otlp_endpoint,
         })
     }

@@ -188,15 +188,20 @@ fn random_token() -> String {
 pub async fn run() -> Result<(), String> {
     let settings =
         crate::config::SandboxSettings::load(&Env::process()).map_err(|e| e.to_string())?;
-    let (data_dir, listen, base_port) =
-        (settings.data_dir, settings.listen, settings.sim_base_port);
+    let (data_dir, listen, base_port, log_format) = (
+        settings.data_dir,
+        settings.listen,
+        settings.sim_base_port,
+        settings.log_format,
+    );
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
             .map_err(|e| format!("cannot reset {}: {e}", data_dir.display()))?;
     }
     std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
     let sb = prepare(&data_dir, &listen, Some(base_port)).await?;
-    crate::logging::init(sb.config.observability.logging_level);
+    // A person runs the sandbox: readable lines unless the format is set.
+    crate::logging::init(sb.config.observability.logging_level, log_format);
     // The key goes to a 0600 file, not to the log stream.
     let key_file = data_dir.join("api-key");
     write_private(&key_file, &sb.api_key).map_err(|e| format!("{}: {e}", key_file.display()))?;

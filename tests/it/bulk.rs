@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use crate::support::{Backend, World};
 
-const HEADER: &str = "user_id,pin_length,emails_to,recipient_company,recipient_email,recipient_firstname,recipient_lastname,recipient_telephone,street_line1,street_line2,city,region,postal_code,country_code_2,product_id,inventory_product_id,customization_id,yubikey_name,delivery_type,reseller_organization_id";
+pub(crate) const HEADER: &str = "user_id,pin_length,emails_to,recipient_company,recipient_email,recipient_firstname,recipient_lastname,recipient_telephone,street_line1,street_line2,city,region,postal_code,country_code_2,product_id,inventory_product_id,customization_id,yubikey_name,delivery_type,reseller_organization_id";
 
 /// 200 rows; the bad ones at these lines (header = line 1), with the field each names.
 const BAD: [(usize, &str); 5] = [

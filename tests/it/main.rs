@@ -7,6 +7,7 @@ mod alerts;
 mod api;
 mod auth;
 mod bulk;
+mod cli;
 #[cfg(feature = "fault-injection")]
 mod crash;
 mod e2e;
