@@ -193,6 +193,7 @@ pub async fn build_deps_with(
                 table,
                 auth,
                 config.outbound.timeout,
+                http.clone(),
             )
             .await
             .map_err(|e| dep("Azure Tables")(e.to_string()))?

@@ -134,6 +134,8 @@ async fn main() {
                 key: sb.env["AZURE_STORAGE_ACCOUNT_KEY"].clone().into(),
             },
             std::time::Duration::from_secs(30),
+            fido_connector::upstream::http::build_client(std::time::Duration::from_secs(30), None)
+                .unwrap(),
         )
         .await
         .unwrap();

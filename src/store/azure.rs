@@ -180,7 +180,7 @@ fn status_of(e: &azure_core_legacy::Error) -> Option<u16> {
 fn unavailable(e: azure_core_legacy::Error) -> StoreError {
     match status_of(&e) {
         Some(s) => StoreError::Other(format!("Azure Tables answered {s}")),
-        None => StoreError::Unavailable(format!("Azure Tables: {}", e.kind())),
+        None => StoreError::Unavailable(format!("Azure Tables: {e}")),
     }
 }
 
@@ -228,6 +228,7 @@ impl AzureTableStore {
         table: &str,
         auth: AzureTablesAuth,
         timeout: std::time::Duration,
+        http: reqwest::Client,
     ) -> Result<Arc<dyn ShipmentStore>, StoreError> {
         // The account is the host's first label (`<account>.table.core.windows.net`) or, for
         // path-style endpoints such as Azurite's, the first path segment.
@@ -259,6 +260,10 @@ impl AzureTableStore {
             credentials,
         )
         .retry(azure_core_legacy::RetryOptions::none())
+        // Through the process's client: no redirect followed, its CAs and timeouts.
+        .transport(azure_core_legacy::TransportOptions::new(Arc::new(
+            super::transport::ProjectTransport(http),
+        )))
         .build();
         let table = service.table_client(table);
         let created = tokio::time::timeout(timeout, table.create())

@@ -13,6 +13,7 @@ use crate::domain::ShipmentRecord;
 
 pub mod azure;
 pub mod sqlite;
+pub mod transport;
 
 /// An opaque version tag; a write with a stale one fails with [`StoreError::Conflict`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -38,6 +38,8 @@ async fn azurite_table(table: &str) -> Arc<dyn ShipmentStore> {
             key: crate::support::azurite::KEY.to_string().into(),
         },
         std::time::Duration::from_secs(30),
+        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(30), None)
+            .unwrap(),
     )
     .await
     .unwrap()
@@ -579,6 +581,11 @@ async fn an_older_azure_table_is_indexed_at_connect() {
             crate::support::azurite::KEY.to_string(),
         ),
     )
+    .transport(azure_core_legacy::TransportOptions::new(
+        std::sync::Arc::new(fido_connector::store::transport::ProjectTransport(
+            reqwest::Client::new(),
+        )),
+    ))
     .build();
     let client = service.table_client(&table);
     client.create().await.unwrap();
@@ -601,6 +608,8 @@ async fn an_older_azure_table_is_indexed_at_connect() {
             key: crate::support::azurite::KEY.to_string().into(),
         },
         std::time::Duration::from_secs(30),
+        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(30), None)
+            .unwrap(),
     )
     .await
     .unwrap();
@@ -628,6 +637,8 @@ async fn a_new_azure_table_spreads_records_over_partitions() {
             key: crate::support::azurite::KEY.to_string().into(),
         },
         std::time::Duration::from_secs(30),
+        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(30), None)
+            .unwrap(),
     )
     .await
     .unwrap();
@@ -646,6 +657,11 @@ async fn a_new_azure_table_spreads_records_over_partitions() {
             crate::support::azurite::KEY.to_string(),
         ),
     )
+    .transport(azure_core_legacy::TransportOptions::new(
+        std::sync::Arc::new(fido_connector::store::transport::ProjectTransport(
+            reqwest::Client::new(),
+        )),
+    ))
     .build();
     let mut stream = service
         .table_client(&table)
@@ -681,6 +697,8 @@ async fn azure_tables_calls_time_out() {
             key: crate::support::azurite::KEY.to_string().into(),
         },
         std::time::Duration::from_secs(1),
+        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(1), None)
+            .unwrap(),
     )
     .await;
     match r {
@@ -692,4 +710,57 @@ async fn azure_tables_calls_time_out() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     drop(blackhole);
+}
+
+/// The Tables client goes through the process's outbound client: a redirect from the
+/// Tables endpoint is an answer it does not follow (the default client of azure_core 0.21
+/// would have sent the signed request on to the other host).
+#[tokio::test]
+async fn the_tables_client_uses_the_hardened_client_and_follows_no_redirect() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let azurite = crate::support::azurite::azurite_endpoint().await;
+    // Where the redirect points: a server counting what reaches it.
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let target = axum::Router::new().fallback(move || {
+        h.fetch_add(1, Ordering::SeqCst);
+        async { axum::http::StatusCode::NO_CONTENT }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, target).await;
+    });
+    let redirector = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+        (
+            axum::http::StatusCode::TEMPORARY_REDIRECT,
+            [(
+                axum::http::header::LOCATION,
+                format!("http://{target_addr}{uri}"),
+            )],
+        )
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector_addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, redirector).await;
+    });
+    let connect = |endpoint: String| async move {
+        fido_connector::store::azure::AzureTableStore::connect(
+            &endpoint.parse().unwrap(),
+            &format!("t{}", uuid::Uuid::new_v4().simple()),
+            fido_connector::store::azure::AzureTablesAuth::SharedKey {
+                account: crate::support::azurite::ACCOUNT.into(),
+                key: crate::support::azurite::KEY.to_string().into(),
+            },
+            std::time::Duration::from_secs(10),
+            fido_connector::upstream::http::build_client(std::time::Duration::from_secs(10), None)
+                .unwrap(),
+        )
+        .await
+    };
+    assert!(connect(azurite).await.is_ok(), "the direct endpoint works");
+    let r = connect(format!("http://{redirector_addr}/devstoreaccount1")).await;
+    assert!(r.is_err(), "a redirected create must not succeed");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
 }
