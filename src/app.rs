@@ -159,13 +159,25 @@ pub async fn build_deps_with(
             crate::secrets::file::FileSecretStore::new(dir.clone())
                 .map_err(|e| dep("secret store")(e.to_string()))?,
         ),
-        SecretBackend::KeyVault { endpoint } => {
-            crate::secrets::keyvault::KeyVaultSecretStore::connect(
-                endpoint,
-                azure_credential().map_err(dep("Azure credential"))?,
-                http.clone(),
-            )
-            .map_err(|e| dep("Key Vault")(e.to_string()))?
+        SecretBackend::KeyVault {
+            endpoint,
+            response_keys,
+        } => {
+            let vault = |endpoint: &url::Url| -> Result<Arc<dyn SecretStore>, BuildError> {
+                crate::secrets::keyvault::KeyVaultSecretStore::connect(
+                    endpoint,
+                    azure_credential().map_err(dep("Azure credential"))?,
+                    http.clone(),
+                )
+                .map_err(|e| dep("Key Vault")(e.to_string()))
+            };
+            match response_keys {
+                None => vault(endpoint)?,
+                Some(keys) => Arc::new(crate::secrets::split::SplitSecrets {
+                    statics: vault(endpoint)?,
+                    keys: vault(keys)?,
+                }),
+            }
         }
     };
     let store: Arc<dyn ShipmentStore> = match &config.store.backend {

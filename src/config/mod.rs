@@ -244,6 +244,47 @@ mod tests {
     }
 
     #[test]
+    fn the_response_key_vault_is_a_second_https_vault() {
+        let mut m = base();
+        m.insert(
+            "AZURE_KEY_VAULT_ENDPOINT".into(),
+            "https://contoso-fpr-kv.vault.azure.net/".into(),
+        );
+        m.insert(
+            "FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT".into(),
+            "https://contoso-fpr-keys.vault.azure.net/".into(),
+        );
+        let c = load(&m).unwrap();
+        match &c.secrets.backend {
+            SecretBackend::KeyVault { response_keys, .. } => assert_eq!(
+                response_keys.as_ref().map(|u| u.as_str()),
+                Some("https://contoso-fpr-keys.vault.azure.net/")
+            ),
+            other => panic!("{other:?}"),
+        }
+        for (bad, why) in [
+            ("https://contoso-fpr-kv.vault.azure.net/", "same vault"),
+            ("http://contoso-fpr-keys.vault.azure.net/", "https"),
+        ] {
+            m.insert(
+                "FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT".into(),
+                bad.into(),
+            );
+            let e = load(&m).unwrap_err();
+            assert!(
+                e.var.contains("FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT"),
+                "{why}: {e}"
+            );
+        }
+        m.remove("AZURE_KEY_VAULT_ENDPOINT");
+        m.insert(
+            "FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT".into(),
+            "https://contoso-fpr-keys.vault.azure.net/".into(),
+        );
+        assert!(load(&m).is_err(), "a response-key vault alone");
+    }
+
+    #[test]
     fn missing_production_settings_name_every_variable() {
         let mut m = base();
         m.remove("YE_API_BASE_URL");

@@ -29,8 +29,13 @@ pub enum StoreBackend {
 pub enum SecretBackend {
     /// One file per secret (mode 0600) under this directory.
     File { dir: PathBuf },
-    /// Azure Key Vault.
-    KeyVault { endpoint: Url },
+    /// Azure Key Vault: the static secrets in `endpoint`; the per-shipment response keys
+    /// in `response_keys` when set (a vault the connector may write, the other read-only
+    /// to it), else in the same vault.
+    KeyVault {
+        endpoint: Url,
+        response_keys: Option<Url>,
+    },
 }
 
 /// `AZURE_TABLES_*`, `FIDO_CONNECTOR_STORE`, `AZURE_STORAGE_ACCOUNT_*`.
@@ -101,6 +106,22 @@ impl SecretsConfig {
         if let Some(u) = &key_vault_endpoint {
             require_https("AZURE_KEY_VAULT_ENDPOINT", u)?;
         }
+        let response_keys = env.url("FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT")?;
+        if let Some(u) = &response_keys {
+            require_https("FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT", u)?;
+            if key_vault_endpoint.is_none() {
+                return Err(ConfigError::new(
+                    "FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT",
+                    "needs AZURE_KEY_VAULT_ENDPOINT (the vault of the static secrets)",
+                ));
+            }
+            if key_vault_endpoint.as_ref() == Some(u) {
+                return Err(ConfigError::new(
+                    "FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT",
+                    "is the same vault as AZURE_KEY_VAULT_ENDPOINT: leave it unset, or name the vault the connector may write",
+                ));
+            }
+        }
         let files = || SecretBackend::File {
             dir: data_dir.join("secrets"),
         };
@@ -111,6 +132,7 @@ impl SecretsConfig {
             (Some("file"), _) | (None, None) => files(),
             (Some("keyvault") | None, Some(endpoint)) => SecretBackend::KeyVault {
                 endpoint: endpoint.clone(),
+                response_keys: response_keys.clone(),
             },
             (Some("keyvault"), None) => {
                 return Err(ConfigError::new(

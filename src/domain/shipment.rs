@@ -805,6 +805,7 @@ pub struct ResendRefused {
 
 /// Secret-store name of a response key's private JWK.
 pub fn response_secret_name(kid: &str) -> String {
+    // `crate::secrets::split::RESPONSE_KEY_PREFIX` routes these to the keys vault.
     format!("fpr-response-{kid}")
 }
 

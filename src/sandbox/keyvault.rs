@@ -33,6 +33,8 @@ struct Vault {
     live: HashMap<String, Entry>,
     deleted: HashMap<String, Deleted>,
     requests: usize,
+    /// The caller holds a read-only role (Key Vault Secrets User): writes are 403.
+    read_only: bool,
 }
 
 #[derive(Clone)]
@@ -95,6 +97,15 @@ impl KeyVaultSim {
         })
     }
 
+    /// Gives the caller a read-only role (Key Vault Secrets User) or back its write role:
+    /// while read-only, set, delete and purge answer 403 `ForbiddenByRbac`.
+    pub fn set_read_only(&self, on: bool) {
+        self.vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read_only = on;
+    }
+
     pub fn live_names(&self) -> Vec<String> {
         self.vault
             .lock()
@@ -120,6 +131,18 @@ impl KeyVaultSim {
             .unwrap_or_else(|p| p.into_inner())
             .requests
     }
+}
+
+/// Key Vault's answer to a write by a caller with a read-only role.
+fn refused_write(st: &St) -> Option<Response> {
+    let ro = st.vault.lock().unwrap_or_else(|p| p.into_inner()).read_only;
+    ro.then(|| {
+        kv_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Caller is not authorized to perform action on resource. Action: 'Microsoft.KeyVault/vaults/secrets/setSecret/action' (ForbiddenByRbac)",
+        )
+    })
 }
 
 fn kv_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -179,6 +202,9 @@ async fn put_secret(
     body: String,
 ) -> Response {
     if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    if let Some(r) = refused_write(&st) {
         return r;
     }
     let Some(value) = serde_json::from_str::<Value>(&body)
@@ -250,6 +276,9 @@ async fn delete_secret(
     if let Err(r) = check(&st, &headers, &name) {
         return r;
     }
+    if let Some(r) = refused_write(&st) {
+        return r;
+    }
     let mut v = st.vault.lock().unwrap_or_else(|p| p.into_inner());
     let Some(e) = v.live.remove(&name) else {
         return kv_error(StatusCode::NOT_FOUND, "SecretNotFound", "not found");
@@ -285,6 +314,9 @@ async fn get_deleted(
 
 async fn purge(State(st): State<St>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     if let Err(r) = check(&st, &headers, &name) {
+        return r;
+    }
+    if let Some(r) = refused_write(&st) {
         return r;
     }
     let mut v = st.vault.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 
 pub mod file;
 pub mod keyvault;
+pub mod split;
 
 pub const YE_API_TOKEN: &str = "ye-api-token";
 pub const ENTRA_CLIENT_SECRET: &str = "entra-client-secret";

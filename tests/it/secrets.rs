@@ -183,3 +183,50 @@ async fn key_vault_outages_surface_as_errors_not_panics() {
     sim.faults.clear();
     assert!(store.get("ye-api-token").await.unwrap().is_some());
 }
+
+/// Two vaults: the static secrets read-only to the connector (Key Vault Secrets User), the
+/// response keys in a vault it writes. The connector writes and deletes response keys,
+/// reads the static secrets, and cannot rewrite one of them.
+#[tokio::test]
+async fn static_secrets_are_read_only_and_response_keys_go_to_their_own_vault() {
+    use secrecy::ExposeSecret;
+    let (statics_sim, statics) = vault().await;
+    let (keys_sim, keys) = vault().await;
+    // The deployer stored the static secret; the connector's role is read-only.
+    statics
+        .set(
+            fido_connector::secrets::EMAIL_API_SEND_ENDPOINT,
+            &SecretString::from("https://relay.example/send".to_string()),
+        )
+        .await
+        .unwrap();
+    statics_sim.set_read_only(true);
+    let split = fido_connector::secrets::split::SplitSecrets { statics, keys };
+    let response = fido_connector::domain::shipment::response_secret_name("fpr-abc");
+    split
+        .set(
+            &response,
+            &SecretString::from("{\"kty\":\"EC\"}".to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys_sim.live_names(), vec![response.clone()]);
+    assert!(statics_sim.live_names().iter().all(|n| n != &response));
+    let endpoint = split
+        .get(fido_connector::secrets::EMAIL_API_SEND_ENDPOINT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(endpoint.expose_secret(), "https://relay.example/send");
+    // A compromised identity cannot redirect the PIN mails.
+    assert!(split
+        .set(
+            fido_connector::secrets::EMAIL_API_SEND_ENDPOINT,
+            &SecretString::from("https://attacker.example/".to_string()),
+        )
+        .await
+        .is_err());
+    split.delete(&response).await.unwrap();
+    assert!(keys_sim.live_names().is_empty());
+    split.ping().await.unwrap();
+}
