@@ -12,7 +12,17 @@ param environmentId string
 param identityId string
 param identityClientId string
 param tablesEndpoint string
+@description('The vault of the static secrets (infra output keyVaultUri): read-only to the connector.')
 param keyVaultUri string
+@description('The vault of the per-shipment response keys (infra output responseKeyVaultUri): the only one the connector writes.')
+param responseKeyVaultUri string
+
+@description('Domains the PIN mail may go to, comma separated (e.g. contoso.com,contoso.de): a PIN is never mailed elsewhere, whatever a create request names.')
+@minLength(3)
+param allowedMailDomains string
+
+@description('Audience of the managed-identity token sent to the mail trigger; the same string as infra mailTriggerAudience (token-only trigger, the infrastructure default).')
+param mailTriggerAudience string = 'https://management.azure.com/'
 
 @description('Entra tenant of the Graph app and of callers.')
 param tenantId string = subscription().tenantId
@@ -65,8 +75,8 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
       }
       secrets: [
         {
-          // The Logic App trigger URL (with its SAS signature, unless the trigger's SAS is
-          // turned off in favour of its Entra ID policy): kept in Key Vault.
+          // The Logic App trigger URL without its SAS signature (sp, sv, sig removed: the
+          // trigger admits the connector's managed-identity token only): kept in Key Vault.
           name: 'email-api-send-endpoint'
           keyVaultUrl: '${keyVaultUri}secrets/email-api-send-endpoint'
           identity: identityId
@@ -86,6 +96,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'AZURE_TABLES_ENDPOINT', value: tablesEndpoint }
             { name: 'AZURE_TABLES_SHIPMENTS_TABLE_NAME', value: 'fprshipments' }
             { name: 'AZURE_KEY_VAULT_ENDPOINT', value: keyVaultUri }
+            { name: 'FIDO_CONNECTOR_RESPONSE_KEY_VAULT_ENDPOINT', value: responseKeyVaultUri }
             { name: 'AZURE_TENANT_ID', value: tenantId }
             { name: 'AZURE_CLIENT_ID', value: identityClientId }
             { name: 'ENTRA_CREDENTIAL', value: 'managed_identity' }
@@ -96,6 +107,8 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'CRON_DATA_CLEANUP_SCHEDULE', value: cleanupSchedule }
             { name: 'CRON_DATA_CLEANUP_COMPLETED_DAYS', value: cleanupCompletedDays }
             { name: 'EMAIL_API_SEND_ENDPOINT', secretRef: 'email-api-send-endpoint' }
+            { name: 'EMAIL_API_TOKEN_AUDIENCE', value: mailTriggerAudience }
+            { name: 'FIDO_CONNECTOR_ALLOWED_MAIL_DOMAINS', value: allowedMailDomains }
             { name: 'YE_API_BASE_URL', value: yeApiBaseUrl }
             { name: 'YE_JWKS_SIGN_ENDPOINT', value: yeJwksSignEndpoint }
             { name: 'YE_JWKS_TRANSPORT_ENDPOINT', value: yeJwksTransportEndpoint }

@@ -53,8 +53,8 @@ param mailFrom string = ''
 @description('Audience of the managed-identity token the connector presents to the mail trigger (claim aud of the trigger authorization policy).')
 param mailTriggerAudience string = 'https://management.azure.com/'
 
-@description('Turn off the SAS signature (sig) of the mail trigger, so that only the authorization policy (the connector managed identity) lets a call in. Needs a connector that sends a bearer token to the trigger and a trigger URL without sp, sv and sig (infra/README.md). Off by default so that a connector calling the signed URL keeps working.')
-param disableMailTriggerSas bool = false
+@description('Turn off the SAS signature (sig) of the mail trigger, so that only the authorization policy (the connector managed identity) lets a call in (the default: token-only). Needs a connector that sends a bearer token to the trigger (EMAIL_API_TOKEN_AUDIENCE) and a trigger URL without sp, sv and sig (infra/README.md). Set false only while migrating a connector that still calls the signed URL.')
+param disableMailTriggerSas bool = true
 
 @description('IP ranges (CIDR) allowed to call the mail trigger, e.g. the outbound addresses of the Container Apps environment; empty for no IP restriction.')
 param mailTriggerAllowedCallerIps array = []
@@ -63,7 +63,12 @@ param mailTriggerAllowedCallerIps array = []
 @minLength(3)
 @maxLength(24)
 param storageName string
+// Two vaults with different rights: the static secrets (read-only to the connector) and
+// the per-shipment response keys (the only secrets it writes).
 var vaultName = '${prefix}-fpr-kv'
+var keysVaultName = '${prefix}-fpr-keys'
+// The mail relay's record of message ids it has sent (one PIN mail per message_id).
+var mailSentTableName = 'fprmailsent'
 var identityName = '${prefix}-fpr-identity'
 var vnetName = '${prefix}-fpr-vnet'
 var appsSubnetName = 'apps'
@@ -130,8 +135,84 @@ resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-0
   name: tableName
 }
 
+// The mail relay's own small account for the message ids it sent: apart from the shipment
+// data, reachable only by the relay's Logic App (a resource instance rule: a consumption
+// Logic App cannot use a private endpoint), no shared keys.
+resource mailStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_59: public network access must be Enabled for the resource instance rule (the relay's Logic App only; defaultAction Deny); nothing else reaches it
+  name: '${take(storageName, 20)}mail'
+  location: location
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_GRS'
+  }
+  properties: {
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Deny'
+      bypass: 'AzureServices'
+      resourceAccessRules: [
+        {
+          tenantId: subscription().tenantId
+          resourceId: resourceId('Microsoft.Logic/workflows', 'Send_shipment_pin')
+        }
+      ]
+    }
+    encryption: {
+      requireInfrastructureEncryption: true
+      keySource: 'Microsoft.Storage'
+      services: {
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource mailTableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: mailStorage
+  name: 'default'
+}
+
+resource mailSentTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: mailTableService
+  name: mailSentTableName
+}
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: vaultName
+  location: location
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'premium'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: effectivePublicNetworkAccess
+    networkAcls: {
+      defaultAction: 'Deny'
+      bypass: 'AzureServices'
+      ipRules: [for r in allowedIpRanges: {
+        value: r
+      }]
+    }
+  }
+}
+
+// The per-shipment response keys: the connector writes and deletes here only.
+resource keysVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: keysVaultName
   location: location
   properties: {
     tenantId: subscription().tenantId
@@ -157,6 +238,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 // Built-in role definition ids.
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
 // Scoped to the shipments table, not the account: the identity reads and writes that
 // table's entities and nothing else in the account.
@@ -170,13 +252,37 @@ resource tableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// Read-only on the static secrets: a compromised identity cannot rewrite where PIN mails
+// or alerts go. The deployer stores them (infra/README.md).
 resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: vault
-  name: guid(vault.id, identity.id, keyVaultSecretsOfficer)
+  name: guid(vault.id, identity.id, keyVaultSecretsUser)
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}
+
+// Writes and deletes on the response-key vault only.
+resource keysVaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: keysVault
+  name: guid(keysVault.id, identity.id, keyVaultSecretsOfficer)
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+  }
+}
+
+// The mail relay (its system identity) records the message ids it sent in its own table.
+resource mailSentRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: mailSentTable
+  name: guid(mailSentTable.id, mail.id, storageTableDataContributor)
+  properties: {
+    principalId: mail.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
   }
 }
 
@@ -377,6 +483,45 @@ resource vaultPeDns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@202
   }
 }
 
+resource keysVaultPe 'Microsoft.Network/privateEndpoints@2023-11-01' = if (enablePrivateEndpoints) {
+  name: '${keysVaultName}-pe'
+  location: location
+  dependsOn: [
+    vnet
+  ]
+  properties: {
+    subnet: {
+      id: privateEndpointSubnetId
+    }
+    privateLinkServiceConnections: [
+      {
+        name: 'vault'
+        properties: {
+          privateLinkServiceId: keysVault.id
+          groupIds: [
+            'vault'
+          ]
+        }
+      }
+    ]
+  }
+}
+
+resource keysVaultPeDns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2023-11-01' = if (enablePrivateEndpoints) {
+  parent: keysVaultPe
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'vault'
+        properties: {
+          privateDnsZoneId: vaultDnsZone.id
+        }
+      }
+    ]
+  }
+}
+
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: '${prefix}-fpr-logs'
   location: location
@@ -466,9 +611,23 @@ var mailTriggerSas = disableMailTriggerSas ? {
   }
 } : {}
 
-// The PIN mail relay. Its HTTP trigger takes exactly the connector's PIN mail body; the
-// connector de-duplicates by message_id only as far as the relay does (see
-// docs/deployment.md: "One PIN mail per shipment").
+// The relay's record of sent message ids (Azure Tables REST, with the Logic App's own
+// identity). A message_id (`<shipment>/pin/...`) holds '/', which a key may not: '|'.
+var mailSentKey = '@{replace(triggerBody()?[\'message_id\'], \'/\', \'|\')}'
+var mailSentUri = '${mailStorage.properties.primaryEndpoints.table}${mailSentTableName}'
+var mailSentEntityUri = '${mailSentUri}(PartitionKey=\'@{encodeUriComponent(replace(replace(triggerBody()?[\'message_id\'], \'/\', \'|\'), \'\'\'\', \'\'\'\'\'\'))}\',RowKey=\'pin\')'
+var mailSentHeaders = {
+  Accept: 'application/json;odata=nometadata'
+  'Content-Type': 'application/json'
+  'x-ms-version': '2020-12-06'
+}
+var mailSentAuth = {
+  type: 'ManagedServiceIdentity'
+  audience: 'https://storage.azure.com/'
+}
+
+// The PIN mail relay. Its HTTP trigger takes exactly the connector's PIN mail body, and it
+// sends one mail per message_id (docs/deployment.md: "One PIN mail per shipment").
 resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
   name: 'Send_shipment_pin'
   location: location
@@ -545,6 +704,23 @@ resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
         }
       }
       actions: {
+        // Insert-if-absent before sending: the first call with a message_id records it
+        // as 'sending'; a repeat finds the record and is answered without a second mail.
+        Record_message_id: {
+          type: 'Http'
+          inputs: {
+            method: 'POST'
+            uri: mailSentUri
+            headers: mailSentHeaders
+            body: {
+              PartitionKey: mailSentKey
+              RowKey: 'pin'
+              State: 'sending'
+            }
+            authentication: mailSentAuth
+          }
+          runAfter: {}
+        }
         Send_an_email: {
           type: 'ApiConnection'
           runtimeConfiguration: {
@@ -573,7 +749,30 @@ resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
               Importance: 'High'
             }
           }
-          runAfter: {}
+          runAfter: {
+            Record_message_id: [
+              'Succeeded'
+            ]
+          }
+        }
+        Mark_sent: {
+          type: 'Http'
+          inputs: {
+            method: 'PATCH'
+            uri: mailSentEntityUri
+            headers: union(mailSentHeaders, {
+              'If-Match': '*'
+            })
+            body: {
+              State: 'sent'
+            }
+            authentication: mailSentAuth
+          }
+          runAfter: {
+            Send_an_email: [
+              'Succeeded'
+            ]
+          }
         }
         Response: {
           type: 'Response'
@@ -582,8 +781,121 @@ resource mail 'Microsoft.Logic/workflows@2019-05-01' = {
             statusCode: 202
           }
           runAfter: {
-            Send_an_email: [
+            Mark_sent: [
               'Succeeded'
+              'Failed'
+            ]
+          }
+        }
+        // The mail did not go: forget the id, so that the connector's retry sends it.
+        Forget_message_id: {
+          type: 'Http'
+          inputs: {
+            method: 'DELETE'
+            uri: mailSentEntityUri
+            headers: union(mailSentHeaders, {
+              'If-Match': '*'
+            })
+            authentication: mailSentAuth
+          }
+          runAfter: {
+            Send_an_email: [
+              'Failed'
+              'TimedOut'
+            ]
+          }
+        }
+        Response_send_failed: {
+          type: 'Response'
+          kind: 'Http'
+          inputs: {
+            statusCode: 502
+            body: {
+              error: 'the mail was not sent; retry with the same message_id'
+            }
+          }
+          runAfter: {
+            Forget_message_id: [
+              'Succeeded'
+              'Failed'
+            ]
+          }
+        }
+        // The insert failed: a repeat (the record exists) or the table is unreachable.
+        Read_message_id: {
+          type: 'Http'
+          inputs: {
+            method: 'GET'
+            uri: mailSentEntityUri
+            headers: mailSentHeaders
+            authentication: mailSentAuth
+          }
+          runAfter: {
+            Record_message_id: [
+              'Failed'
+            ]
+          }
+        }
+        Repeat_of_a_sent_mail: {
+          type: 'If'
+          expression: {
+            and: [
+              {
+                equals: [
+                  '@body(\'Read_message_id\')?[\'State\']'
+                  'sent'
+                ]
+              }
+            ]
+          }
+          actions: {
+            Response_already_sent: {
+              type: 'Response'
+              kind: 'Http'
+              inputs: {
+                statusCode: 200
+                body: {
+                  duplicate: true
+                }
+              }
+              runAfter: {}
+            }
+          }
+          else: {
+            actions: {
+              // Another call with this id is sending now: ask the connector to come back.
+              Response_in_progress: {
+                type: 'Response'
+                kind: 'Http'
+                inputs: {
+                  statusCode: 503
+                  headers: {
+                    'Retry-After': '30'
+                  }
+                }
+                runAfter: {}
+              }
+            }
+          }
+          runAfter: {
+            Read_message_id: [
+              'Succeeded'
+            ]
+          }
+        }
+        Response_relay_unavailable: {
+          type: 'Response'
+          kind: 'Http'
+          inputs: {
+            statusCode: 503
+            headers: {
+              'Retry-After': '30'
+            }
+          }
+          runAfter: {
+            Read_message_id: [
+              'Failed'
+              'TimedOut'
             ]
           }
         }
@@ -608,6 +920,7 @@ output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
 output tablesEndpoint string = storage.properties.primaryEndpoints.table
 output keyVaultUri string = vault.properties.vaultUri
+output responseKeyVaultUri string = keysVault.properties.vaultUri
 output environmentId string = environment.id
 output mailLogicAppName string = mail.name
 output mailTriggerAudience string = mailTriggerAudience
