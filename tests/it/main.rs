@@ -10,6 +10,7 @@ mod bulk;
 mod cli;
 #[cfg(feature = "fault-injection")]
 mod crash;
+mod deployment;
 mod e2e;
 mod lifecycle;
 mod list;
