@@ -25,6 +25,22 @@ use crate::store::{ETag, Query, StoreError, Versioned};
 use crate::upstream::{PinMail, ProductData, UpstreamError};
 
 const PAGE: usize = 200;
+/// Open records read ahead and ordered by urgency before they are taken: within each
+/// window of this many, the nearest deadline goes first, so that a run its budget cuts
+/// short leaves the least urgent for the next run.
+const WINDOW: usize = 2_000;
+
+/// The order a run takes shipments in: the nearest step deadline (a challenge about to
+/// expire, a PIN mail window closing) first; records without one last; then the oldest.
+fn urgency(v: &Versioned<ShipmentRecord>) -> (DateTime<Utc>, DateTime<Utc>) {
+    (
+        v.value
+            .step_deadline()
+            .or(v.value.challenge_expires_at)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        v.value.created_at,
+    )
+}
 /// Upstream calls stop this long before the claim runs out.
 const CLAIM_MARGIN: StdDuration = StdDuration::from_secs(1);
 
@@ -56,8 +72,9 @@ enum Outcome {
     Paced,
 }
 
-/// One pass over every open record. Pages are fetched as the work drains, so the
-/// concurrency limit applies across page boundaries (no wave barrier per page).
+/// One pass over every open record, most urgent first within each window of [`WINDOW`]
+/// records ([`urgency`]). Windows are read as the work drains, so the concurrency limit
+/// applies across their boundaries (no wave barrier per page).
 pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError> {
     let started = std::time::Instant::now();
     let concurrency = deps.config.processing.concurrency;
@@ -87,13 +104,17 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
                 break;
             }
             if queue.is_empty() && !exhausted {
-                let page = deps
-                    .store
-                    .query(&Query::Open, continuation.take(), PAGE)
-                    .await?;
-                queue.extend(page.items);
-                continuation = page.next;
-                exhausted = continuation.is_none();
+                // A window of open records, read ahead and taken most urgent first.
+                while queue.len() < WINDOW && !exhausted {
+                    let page = deps
+                        .store
+                        .query(&Query::Open, continuation.take(), PAGE)
+                        .await?;
+                    queue.extend(page.items);
+                    continuation = page.next;
+                    exhausted = continuation.is_none();
+                }
+                queue.make_contiguous().sort_by_key(urgency);
             }
             match queue.pop_front() {
                 Some(v) => {

@@ -257,3 +257,40 @@ async fn an_import_under_a_limit_fails_no_row_and_a_rerun_creates_nothing() {
     );
     w.stop().await;
 }
+
+/// A run its budget cuts short has taken the most urgent shipments first: those whose
+/// challenge expires soonest (the oldest here) are done, the rest stay due for the next
+/// run, which finishes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_short_by_its_budget_took_the_nearest_deadlines_first() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_RUN_BUDGET_SECONDS".into(), "1".into());
+        env.insert("FIDO_CONNECTOR_PROCESS_CONCURRENCY".into(), "1".into());
+    })
+    .await;
+    // Created one after the other: each challenge expires a little later than the last.
+    let ids = ready_shipments(&w, 12).await;
+    // Slow registrations: far fewer than 12 fit in the 1 s budget.
+    w.sb.entra.faults.set(FaultConfig {
+        latency_ms: 250,
+        ..Default::default()
+    });
+    let summary = fido_connector::lifecycle::process_shipments(w.deps())
+        .await
+        .unwrap();
+    assert!(summary.deferred > 0, "{summary:?}");
+    let mut done = Vec::new();
+    for id in &ids {
+        done.push(w.record(id).await.step == fido_connector::domain::Step::Complete);
+    }
+    let k = done.iter().filter(|d| **d).count();
+    assert!(k >= 1 && k < ids.len(), "{done:?} {summary:?}");
+    // The completed ones are exactly the k nearest deadlines.
+    assert!(done[..k].iter().all(|d| *d), "{done:?}");
+    w.sb.entra.faults.set(FaultConfig::default());
+    let rest = fido_connector::lifecycle::process_shipments(w.deps())
+        .await
+        .unwrap();
+    assert_eq!(rest.completed, ids.len() - k, "{rest:?}");
+    w.stop().await;
+}
