@@ -340,13 +340,13 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
         addr,
         metrics_addr,
         metrics_listener,
-        state: AppState {
+        state: AppState::new(crate::api::Shared {
             deps,
             auth,
             jobs,
             readiness: Arc::default(),
             exports,
-        },
+        }),
         listener,
         shutdown,
     })

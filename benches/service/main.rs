@@ -68,6 +68,10 @@ async fn main() {
         floor_child(&spec);
         return;
     }
+    if let Ok(n) = std::env::var("BENCH_BASELINE_CHILD") {
+        baseline_child(n.parse().unwrap()).await;
+        return;
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -77,6 +81,24 @@ async fn main() {
             .unwrap_or_else(|_| "target/release/fido-connector".into()),
     ) {
         println!("release binary: {:.1} MiB", md.len() as f64 / 1048576.0);
+    }
+    // BENCH_ONLY_REPLICAS=1: the three-replica row alone (needs AZURITE_TABLE_ENDPOINT).
+    if std::env::var("BENCH_ONLY_REPLICAS").is_ok() {
+        if let Ok(ep) = std::env::var("AZURITE_TABLE_ENDPOINT") {
+            let (sb, dir) = world(Some(&ep)).await;
+            let limited_n = env_usize("BENCH_LIMITED_SHIPMENTS", 160);
+            throttled(
+                "azurite",
+                &sb,
+                dir.path(),
+                limited_n,
+                Limited::GraphRegistrations,
+                10.0,
+                3,
+            )
+            .await;
+        }
+        return;
     }
     let records = env_usize("BENCH_RECORDS", 100_000);
     let n = env_usize("BENCH_SHIPMENTS", 1000);

@@ -309,6 +309,7 @@ pub(crate) async fn read_path(
         ours.rps, ms(ours.p50), ms(ours.p99), ours.errors, per_req(key_cpu, &ours), theirs.rps, ms(theirs.p50), ms(theirs.p99),
         ours.rps / theirs.rps.max(1.0), each(&|r| r.2.rps / r.4.rps.max(1.0))
     );
+    read_path_wrk(label, (proc_.0.id(), &proc_.1), &token, &sb.api_key, n, dir);
     listings(label, &proc_.1, &sb.api_key, &store).await;
     println!(
         "[{label}] footprint: start-up to ready {} (median of 3: {startup_each}), RSS idle {:.1} MiB (anonymous {:.1} MiB, \
@@ -318,5 +319,233 @@ pub(crate) async fn read_path(
         idle_anon as f64 / 1024.0,
         idle_file as f64 / 1024.0,
         loaded / 1024
+    );
+}
+
+/// `BENCH_BASELINE_CHILD=n`: the baseline handler as a process of its own (so that it can
+/// be pinned to a core like the connector); prints its address, then serves.
+pub(crate) async fn baseline_child(n: usize) {
+    let base = baseline(n).await;
+    println!("{base}");
+    std::future::pending::<()>().await;
+}
+
+/// One `wrk` load (pinned to core `core`): requests per second, p50 and p99 in ms.
+fn wrk(
+    url: &str,
+    auth: Option<&str>,
+    n: usize,
+    conns: usize,
+    secs: u64,
+    core: usize,
+    dir: &Path,
+) -> (f64, f64, f64) {
+    let script = dir.join("ids.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "math.randomseed(7)\nrequest = function()\n  return wrk.format(nil, string.format(\"/v1/fpr/shipments/ship%08d\", math.random(0, {})))\nend\n",
+            n - 1
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &core.to_string(), "wrk", "-t1", "--latency"])
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"))
+        .arg("-s")
+        .arg(&script);
+    if let Some(a) = auth {
+        cmd.args(["-H", &format!("Authorization: Bearer {a}")]);
+    }
+    let out = cmd.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|v| v.split_whitespace().next())
+            .map(|v| {
+                let (num, scale) = if let Some(x) = v.strip_suffix("ms") {
+                    (x, 1.0)
+                } else if let Some(x) = v.strip_suffix("us") {
+                    (x, 0.001)
+                } else if let Some(x) = v.strip_suffix('s') {
+                    (x, 1000.0)
+                } else {
+                    (v, 1.0)
+                };
+                num.parse::<f64>().unwrap_or(0.0) * scale
+            })
+            .unwrap_or(0.0)
+    };
+    if text.contains("Non-2xx") {
+        println!("wrk saw non-2xx answers: {text}");
+    }
+    (field("Requests/sec:"), field("50%"), field("99%"))
+}
+
+/// Pins every thread of `pid` to the given cores (`taskset -a -p -c`).
+fn pin(pid: u32, cores: &str) {
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", cores, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status();
+}
+
+/// The read path measured honestly: the connector and the baseline each pinned to core 0
+/// in turn, `wrk` on core 1, so the load generator never takes the server's CPU. Three
+/// rounds, medians. Needs `wrk` and `taskset` (Debian: `apt-get install wrk`).
+pub(crate) fn read_path_wrk(
+    label: &str,
+    connector: (u32, &str),
+    token: &str,
+    api_key: &str,
+    n: usize,
+    dir: &Path,
+) {
+    let have = |c: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {c}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if !have("wrk") || !have("taskset") || cores < 2 {
+        println!("[{label}] read path with wrk: skipped (needs wrk, taskset and two cores; apt-get install wrk)");
+        return;
+    }
+    let secs = env_usize("BENCH_SECONDS", 5) as u64;
+    let conns = env_usize("BENCH_CONNECTIONS", 32);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_BASELINE_CHILD", n.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().to_string()
+    };
+    pin(child.id(), "0");
+    pin(connector.0, "0");
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let c0 = proc_cpu(connector.0);
+        let entra = wrk(connector.1, Some(token), n, conns, secs, 1, dir);
+        let entra_cpu = proc_cpu(connector.0) - c0;
+        let c0 = proc_cpu(connector.0);
+        let key = wrk(connector.1, Some(api_key), n, conns, secs, 1, dir);
+        let key_cpu = proc_cpu(connector.0) - c0;
+        let b0 = proc_cpu(child.id());
+        let bare = wrk(&base, None, n, conns, secs, 1, dir);
+        let bare_cpu = proc_cpu(child.id()) - b0;
+        rounds.push((entra, entra_cpu, key, key_cpu, bare, bare_cpu));
+    }
+    // BENCH_PERF=1: where the connector's CPU goes under the Entra-token load (perf, with
+    // an unstripped binary: CARGO_PROFILE_RELEASE_STRIP=false).
+    if std::env::var("BENCH_PERF").is_ok() && have("perf") {
+        let data = dir.join("perf.data");
+        let mut rec = Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "1999", "-g", "-o"])
+            .arg(&data)
+            .args([
+                "-p",
+                &connector.0.to_string(),
+                "--",
+                "sleep",
+                &secs.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = wrk(connector.1, Some(token), n, conns, secs, 1, dir);
+        let _ = rec.wait();
+        let _ = std::fs::copy(&data, "/tmp/fido-connector-reads.perf.data");
+        for sort in ["dso", "symbol"] {
+            let out = Command::new("perf")
+                .args([
+                    "report",
+                    "--stdio",
+                    "--no-children",
+                    "--percent-limit",
+                    "1",
+                    "--sort",
+                    sort,
+                    "-g",
+                    "none",
+                    "-i",
+                ])
+                .arg(&data)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            println!("[{label}] perf, Entra-token reads, by {sort}:");
+            for l in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .take(40)
+            {
+                println!("    {l}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    pin(connector.0, &format!("0-{}", cores - 1));
+    let med = |f: &dyn Fn(
+        &(
+            (f64, f64, f64),
+            f64,
+            (f64, f64, f64),
+            f64,
+            (f64, f64, f64),
+            f64,
+        ),
+    ) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let total = secs as f64;
+    let us = |cpu: f64, rps: f64| cpu * 1e6 / (rps * total).max(1.0);
+    let entra = med(&|r| r.0 .0);
+    let key = med(&|r| r.2 .0);
+    let bare = med(&|r| r.4 .0);
+    let entra_us = med(&|r| us(r.1, r.0 .0));
+    let key_us = med(&|r| us(r.3, r.2 .0));
+    let bare_us = med(&|r| us(r.5, r.4 .0));
+    let each = |f: &dyn Fn(
+        &(
+            (f64, f64, f64),
+            f64,
+            (f64, f64, f64),
+            f64,
+            (f64, f64, f64),
+            f64,
+        ),
+    ) -> f64| {
+        rounds
+            .iter()
+            .map(|r| format!("{:.2}", f(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "[{label}] read path with wrk (server pinned to core 0, wrk on core 1, {conns} connections, 3 rounds of {secs} s, medians): \
+         Entra token {entra:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, {entra_us:.1} µs CPU/req) | API key {key:.0} req/s ({key_us:.1} µs CPU/req) | \
+         bare axum {bare:.0} req/s ({bare_us:.1} µs CPU/req) | ratio Entra {:.2} (goal >= 0.6; rounds {}), API key {:.2} (rounds {})",
+        med(&|r| r.0 .1),
+        med(&|r| r.0 .2),
+        entra / bare.max(1.0),
+        each(&|r| r.0 .0 / r.4 .0.max(1.0)),
+        key / bare.max(1.0),
+        each(&|r| r.2 .0 / r.4 .0.max(1.0)),
     );
 }

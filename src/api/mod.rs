@@ -32,8 +32,26 @@ pub use error::ApiError;
 use extract::JsonBody;
 
 /// Shared by every handler.
+/// What every handler shares: one `Arc`, so that handing it to a request is one count,
+/// not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(std::sync::Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub deps: std::sync::Arc<crate::lifecycle::Deps>,
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     pub jobs: std::sync::Arc<crate::jobs::Jobs>,

@@ -413,19 +413,23 @@ impl ShipmentStore for SqliteStore {
     async fn public_view(&self, ye_shipment_id: &str) -> Result<Option<String>, StoreError> {
         let value = ye_shipment_id.to_string();
         self.read_point(move |c| {
+            // The view alone (the record is not read, nor copied out): a row written by an
+            // earlier version has none, and is then read from the record itself.
             let row = c
-                .prepare_cached("SELECT view, data FROM shipments WHERE ye_shipment_id = ?1")
+                .prepare_cached("SELECT view FROM shipments WHERE ye_shipment_id = ?1")
                 .map_err(other)?
-                .query_row(params![value], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?))
-                })
+                .query_row(params![value], |r| r.get::<_, Option<String>>(0))
                 .optional()
                 .map_err(other)?;
             Ok(match row {
                 None => None,
-                Some((Some(view), _)) => Some(view),
-                // Written by an earlier version: from the record itself.
-                Some((None, data)) => {
+                Some(Some(view)) => Some(view),
+                Some(None) => {
+                    let data: String = c
+                        .prepare_cached("SELECT data FROM shipments WHERE ye_shipment_id = ?1")
+                        .map_err(other)?
+                        .query_row(params![value], |r| r.get(0))
+                        .map_err(other)?;
                     crate::domain::shipment::public_view_json(&decode(&data, String::new())?.value)
                 }
             })

@@ -3,9 +3,10 @@
 //! upstream until `Retry-After` has passed, halves the calls it lets be in flight at once
 //! (between 1 and the processing concurrency), and from then on spaces the calls at a
 //! little under the rate the upstream admitted before it said no. Each second without a
-//! throttle lets one more call be in flight and the rate grow by a tenth (additive
-//! increase of the limit, multiplicative decrease; the rate as in the AWS SDKs' adaptive
-//! retry mode), so the lane settles just under what the upstream allows.
+//! throttle lets one more call be in flight (additive increase of the limit,
+//! multiplicative decrease), and the rate grows along a cubic curve that stays flat near
+//! the rate last refused ([`Cubic`], as in the AWS SDKs' adaptive retry mode), so the lane
+//! settles just under what the upstream allows.
 //!
 //! A lane is one upstream as it limits us: service, host and port, and the method (Graph
 //! counts registrations apart from reads). Each replica paces itself; nothing of this is
@@ -61,8 +62,8 @@ struct LaneState {
     decreased_at: Option<Instant>,
     throttled: u64,
     paused: Duration,
-    /// Calls per second once a throttle taught the lane a rate; `None`: unspaced.
-    rate: Option<f64>,
+    /// The rate once a throttle taught the lane one; `None`: unspaced.
+    rate: Option<Cubic>,
     /// When the next call may go, when spaced.
     next_slot: Option<Instant>,
     /// When the recent answers that were not throttles came (the rate admitted), over the
@@ -77,6 +78,34 @@ struct LaneState {
 
 /// How much of the rate admitted before a throttle the lane keeps to afterwards.
 const RATE_BACKOFF: f64 = 0.9;
+/// CUBIC's scale, relative to the rate at the last throttle: the rate is back at that rate
+/// after `K = cbrt((1 - RATE_BACKOFF) / CUBIC_C)` (2.7 s), stays near it for a few seconds,
+/// then probes faster and faster (4% above it after 5 s, 2.9x after 10 s).
+const CUBIC_C: f64 = 0.005;
+
+/// The lane's rate as a function of the time since its last throttle (the end of that
+/// throttle's pause): CUBIC (RFC 8438), as the AWS SDKs' adaptive retry mode grows its
+/// send rate. Near the rate the upstream last refused it grows slowly, so replicas that
+/// share one limit each settle just under their share and rarely meet a throttle (each
+/// costs the lane a whole `Retry-After`); far from it (another replica finished, the
+/// limit was raised) it grows fast.
+#[derive(Debug, Clone, Copy)]
+struct Cubic {
+    /// Calls per second admitted when the upstream last said no.
+    w_max: f64,
+    /// When growth starts: the end of that throttle's pause.
+    epoch: Instant,
+}
+
+impl Cubic {
+    fn at(&self, now: Instant) -> f64 {
+        let k = ((1.0 - RATE_BACKOFF) / CUBIC_C).cbrt();
+        let t = now.saturating_duration_since(self.epoch).as_secs_f64();
+        // Past a minute the rate no longer spaces anything; keep the cube bounded.
+        let d = (t - k).min(60.0);
+        (self.w_max * (1.0 + CUBIC_C * d * d * d)).max(0.5)
+    }
+}
 /// The answers the admitted rate is measured over.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// How often, without a throttle, the limit grows by one and the rate by a tenth.
@@ -187,7 +216,7 @@ impl Pacer {
                         None if (s.in_flight as f64) < s.limit.floor().max(1.0) => {
                             s.in_flight += 1;
                             if let Some(rate) = s.rate {
-                                let gap = Duration::from_secs_f64(1.0 / rate);
+                                let gap = Duration::from_secs_f64(1.0 / rate.at(now));
                                 s.next_slot = Some(s.next_slot.unwrap_or(now).max(now) + gap);
                             }
                             return Ok(Permit {
@@ -232,14 +261,17 @@ impl Pacer {
                 }
                 let span = now.saturating_duration_since(from).as_secs_f64().max(1.0);
                 let admitted = s.recent.len() as f64 / span;
-                // 0.9x what it admitted over the last 2 s (answers from before an earlier
-                // throttle included), and never below 0.7x the rate kept so far: two
-                // throttles close together must not measure a moment's trickle.
-                let rate = match s.rate {
-                    Some(r) => (admitted * RATE_BACKOFF).max(r * 0.7),
-                    None => admitted * RATE_BACKOFF,
+                // From 0.9x what it admitted over the last 2 s (answers from before an
+                // earlier throttle included), and never below 0.7x the rate kept so far:
+                // two throttles close together must not measure a moment's trickle.
+                let w_max = match s.rate {
+                    Some(r) => admitted.max(r.at(now) * 0.7 / RATE_BACKOFF),
+                    None => admitted,
                 };
-                s.rate = Some(rate.max(0.5));
+                s.rate = Some(Cubic {
+                    w_max: w_max.max(0.5),
+                    epoch: until,
+                });
                 s.next_slot = None;
                 s.grown_at = until;
                 s.measure_from = until;
@@ -252,7 +284,6 @@ impl Pacer {
             if now.saturating_duration_since(s.grown_at) >= GROW_EVERY {
                 s.grown_at = now;
                 s.limit = (s.limit + 1.0).min(s.max);
-                s.rate = s.rate.map(|r| r * 1.1);
             }
         }
         let limit = s.limit.floor().max(1.0);
@@ -348,6 +379,32 @@ mod tests {
         let took = t.elapsed();
         assert!(took >= Duration::from_millis(450), "{took:?}");
         assert!(took < Duration::from_millis(1500), "{took:?}");
+    }
+
+    #[test]
+    fn the_rate_grows_back_slowly_near_the_refused_rate_then_fast() {
+        let epoch = Instant::now();
+        let c = Cubic { w_max: 10.0, epoch };
+        let at = |s: f64| c.at(epoch + Duration::from_secs_f64(s));
+        assert!((at(0.0) - 9.0).abs() < 1e-9, "{}", at(0.0));
+        let k = ((1.0 - RATE_BACKOFF) / CUBIC_C).cbrt();
+        assert!((at(k) - 10.0).abs() < 1e-9);
+        // Flat around the refused rate: within 5% for two seconds past it.
+        assert!(
+            at(k - 1.0) > 9.9 && at(k + 2.0) < 10.5,
+            "{} {}",
+            at(k - 1.0),
+            at(k + 2.0)
+        );
+        // Then probing fast: well past it ten seconds on.
+        assert!(at(10.0) > 25.0, "{}", at(10.0));
+        // Monotone.
+        let mut last = 0.0;
+        for i in 0..200 {
+            let r = at(i as f64 * 0.05);
+            assert!(r >= last);
+            last = r;
+        }
     }
 
     #[tokio::test]
