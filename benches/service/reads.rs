@@ -384,6 +384,17 @@ fn wrk(
     (field("Requests/sec:"), field("50%"), field("99%"))
 }
 
+/// One wrk round: (req/s, p50, p99) and connector CPU for the Entra token and the API key,
+/// then the bare handler's and its CPU.
+type WrkRound = (
+    (f64, f64, f64),
+    f64,
+    (f64, f64, f64),
+    f64,
+    (f64, f64, f64),
+    f64,
+);
+
 /// Pins every thread of `pid` to the given cores (`taskset -a -p -c`).
 fn pin(pid: u32, cores: &str) {
     let _ = Command::new("taskset")
@@ -499,16 +510,7 @@ pub(crate) fn read_path_wrk(
     let _ = child.kill();
     let _ = child.wait();
     pin(connector.0, &format!("0-{}", cores - 1));
-    let med = |f: &dyn Fn(
-        &(
-            (f64, f64, f64),
-            f64,
-            (f64, f64, f64),
-            f64,
-            (f64, f64, f64),
-            f64,
-        ),
-    ) -> f64| {
+    let med = |f: &dyn Fn(&WrkRound) -> f64| {
         let mut v: Vec<f64> = rounds.iter().map(f).collect();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
@@ -521,16 +523,7 @@ pub(crate) fn read_path_wrk(
     let entra_us = med(&|r| us(r.1, r.0 .0));
     let key_us = med(&|r| us(r.3, r.2 .0));
     let bare_us = med(&|r| us(r.5, r.4 .0));
-    let each = |f: &dyn Fn(
-        &(
-            (f64, f64, f64),
-            f64,
-            (f64, f64, f64),
-            f64,
-            (f64, f64, f64),
-            f64,
-        ),
-    ) -> f64| {
+    let each = |f: &dyn Fn(&WrkRound) -> f64| {
         rounds
             .iter()
             .map(|r| format!("{:.2}", f(r)))
