@@ -67,7 +67,14 @@ pub(crate) async fn start_connector_in(
         .env_clear()
         .envs(env)
         .env("FIDO_CONNECTOR_LISTEN", format!("127.0.0.1:{port}"))
-        .env("LOGGING_LEVEL_COM_YUBICO", "WARN")
+        .env(
+            "LOGGING_LEVEL_COM_YUBICO",
+            if std::env::var("BENCH_SHOW_RUNS").is_ok() {
+                "INFO"
+            } else {
+                "WARN"
+            },
+        )
         .stdout(Stdio::from(out))
         .stderr(Stdio::null())
         .spawn()

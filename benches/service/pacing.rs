@@ -20,6 +20,15 @@ pub(crate) enum Limited {
 }
 
 impl Limited {
+    /// The service label the metrics give the limited upstream.
+    fn service(self) -> &'static str {
+        match self {
+            Limited::GraphRegistrations => "service=\"entra\"",
+            Limited::YeReads => "service=\"yubienterprise\"",
+            Limited::Mail => "service=\"mail\"",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Limited::GraphRegistrations => "Graph registrations",
@@ -66,6 +75,7 @@ pub(crate) async fn throttled(
     replicas: usize,
 ) {
     let mut procs = Vec::new();
+    let mut metrics_ports = Vec::new();
     for i in 0..replicas {
         let mut env = sb.env.clone();
         env.insert("FIDO_CONNECTOR_REPLICA_NAME".into(), format!("bench-{i}"));
@@ -73,6 +83,20 @@ pub(crate) async fn throttled(
             "FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS".into(),
             "3600".into(),
         );
+        if std::env::var("BENCH_SHOW_RUNS").is_ok() {
+            env.insert("LOGGING_LEVEL_COM_YUBICO".into(), "INFO".into());
+        }
+        // The metrics listener: the final in-flight limit of each lane after the run.
+        let mport = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        env.insert(
+            "FIDO_CONNECTOR_METRICS_LISTEN".into(),
+            format!("127.0.0.1:{mport}"),
+        );
+        metrics_ports.push(mport);
         let log = dir.join(format!("{label}-throttled-{i}.log"));
         procs.push(start_connector(&env, &log).await.0);
     }
@@ -91,20 +115,86 @@ pub(crate) async fn throttled(
         .collect();
     futures::future::join_all(runs).await;
     let took = t.elapsed().as_secs_f64();
+    // BENCH_SHOW_RUNS=1: each replica's run summary and its warnings, from its log.
+    if std::env::var("BENCH_SHOW_RUNS").is_ok() {
+        for i in 0..replicas {
+            let path = dir.join(format!("{label}-throttled-{i}.log"));
+            let _ = std::fs::create_dir_all("/tmp/bench-logs");
+            let _ = std::fs::copy(
+                &path,
+                format!(
+                    "/tmp/bench-logs/{}-{i}.log",
+                    limited.label().replace(' ', "_")
+                ),
+            );
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            for l in log
+                .lines()
+                .filter(|l| {
+                    l.contains("processing run finished")
+                        || l.contains("\"WARN\"")
+                        || l.contains("\"ERROR\"")
+                        || l.contains("etry")
+                })
+                .take(12)
+            {
+                println!("    replica {i}: {}", &l[..l.len().min(600)]);
+            }
+        }
+    }
     let (admitted, refused) = faults.rate_limited();
     faults.clear();
+    // Each replica's final in-flight limit on the limited upstream's lanes.
+    let mut limits = Vec::new();
+    for p in &metrics_ports {
+        let text = http
+            .get(format!("http://127.0.0.1:{p}/metrics"))
+            .send()
+            .await
+            .ok();
+        let text = match text {
+            Some(r) => r.text().await.unwrap_or_default(),
+            None => String::new(),
+        };
+        if std::env::var("BENCH_SHOW_RUNS").is_ok() {
+            println!(
+                "metrics: {} bytes; {}",
+                text.len(),
+                text.lines()
+                    .filter(|l| l.contains("call_limit"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+        }
+        let lanes: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("upstream_call_limit{"))
+            .filter(|l| l.contains(limited.service()))
+            .map(|l| {
+                let method = l
+                    .split("method=\"")
+                    .nth(1)
+                    .and_then(|m| m.split('"').next())
+                    .unwrap_or("?");
+                let v = l.rsplit(' ').next().unwrap_or("?");
+                format!("{method} {v}")
+            })
+            .collect();
+        limits.push(lanes.join(", "));
+    }
     let bound = created as f64 / rate;
     let registered = sb.entra.registration_count() - registered0;
     let mailed = sb.mail.delivered().len() - mailed0;
     println!(
         "[{label}] {created} ready shipments, {} limited to {rate}/s (burst {rate}), {replicas} replica(s), \
          one run each: {took:.2} s vs bound N/rate {bound:.2} s (bound/took {:.2}); {refused} of {} calls \
-         answered 429 ({:.1}%); registered {registered}, mailed {mailed} (each exactly once: {})",
+         answered 429 ({:.1}%); registered {registered}, mailed {mailed} (each exactly once: {}); final in-flight limit per replica: [{}]",
         limited.label(),
         bound / took,
         admitted + refused,
         100.0 * refused as f64 / (admitted + refused).max(1) as f64,
         registered == created && mailed == created && sb.mail.duplicates() == 0,
+        limits.join("; "),
     );
 }
 

@@ -79,9 +79,10 @@ struct LaneState {
 /// How much of the rate admitted before a throttle the lane keeps to afterwards.
 const RATE_BACKOFF: f64 = 0.9;
 /// CUBIC's scale, relative to the rate at the last throttle: the rate is back at that rate
-/// after `K = cbrt((1 - RATE_BACKOFF) / CUBIC_C)` (2.7 s), stays near it for a few seconds,
-/// then probes faster and faster (4% above it after 5 s, 2.9x after 10 s).
-const CUBIC_C: f64 = 0.005;
+/// after `K = cbrt((1 - RATE_BACKOFF) / CUBIC_C)` (2.2 s), stays within 6% of it until 4 s,
+/// then probes faster and faster (1.6x after 6 s, 3x after 8 s: a replica whose peers
+/// finished takes their share within seconds).
+const CUBIC_C: f64 = 0.01;
 
 /// The lane's rate as a function of the time since its last throttle (the end of that
 /// throttle's pause): CUBIC (RFC 8438), as the AWS SDKs' adaptive retry mode grows its
@@ -93,6 +94,12 @@ const CUBIC_C: f64 = 0.005;
 struct Cubic {
     /// Calls per second admitted when the upstream last said no.
     w_max: f64,
+    /// The span (seconds) `w_max` was measured over: a call of that window whose answer
+    /// comes only after the throttle adds `1 / span` (the throttle often answers first, so
+    /// the count at that moment is short).
+    span: f64,
+    /// Calls sent before this (the throttle) count toward `w_max` when they succeed late.
+    measured_at: Instant,
     /// When growth starts: the end of that throttle's pause.
     epoch: Instant,
 }
@@ -269,7 +276,9 @@ impl Pacer {
                     None => admitted,
                 };
                 s.rate = Some(Cubic {
-                    w_max: w_max.max(0.5),
+                    w_max,
+                    span,
+                    measured_at: now,
                     epoch: until,
                 });
                 s.next_slot = None;
@@ -277,6 +286,13 @@ impl Pacer {
                 s.measure_from = until;
             }
         } else {
+            // A call sent before the last throttle that succeeded after it: the upstream
+            // admitted it in the window the rate was measured over.
+            if let Some(c) = s.rate.as_mut() {
+                if permit.sent_at < c.measured_at && now < c.epoch {
+                    c.w_max += 1.0 / c.span;
+                }
+            }
             s.recent.push_back(now);
             if s.recent.len() > 10_000 {
                 s.recent.pop_front();
@@ -381,20 +397,49 @@ mod tests {
         assert!(took < Duration::from_millis(1500), "{took:?}");
     }
 
+    #[tokio::test]
+    async fn successes_answered_after_the_throttle_count_toward_the_rate_learnt() {
+        let p = Pacer::new(32);
+        let k = key();
+        // 20 calls go at once; the upstream's 429 to the 21st comes back before any of
+        // the 20 successes.
+        let permits: Vec<_> = futures::future::join_all((0..21).map(|_| p.acquire(&k, MAX_WAIT)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        p.answered(&permits[20], true, Some(Duration::from_millis(300)));
+        for permit in &permits[..20] {
+            p.answered(permit, false, None);
+        }
+        drop(permits);
+        let lanes = lock(&p.lanes);
+        let lane = lanes.values().next().unwrap();
+        let rate = lock(&lane.state).rate.unwrap();
+        // 20 admitted over the 1 s span the rate is measured over at least, not 0.
+        assert!((rate.w_max - 20.0).abs() < 1e-9, "{}", rate.w_max);
+    }
+
     #[test]
     fn the_rate_grows_back_slowly_near_the_refused_rate_then_fast() {
         let epoch = Instant::now();
-        let c = Cubic { w_max: 10.0, epoch };
+        let c = Cubic {
+            w_max: 10.0,
+            span: 1.0,
+            measured_at: epoch,
+            epoch,
+        };
         let at = |s: f64| c.at(epoch + Duration::from_secs_f64(s));
         assert!((at(0.0) - 9.0).abs() < 1e-9, "{}", at(0.0));
         let k = ((1.0 - RATE_BACKOFF) / CUBIC_C).cbrt();
         assert!((at(k) - 10.0).abs() < 1e-9);
-        // Flat around the refused rate: within 5% for two seconds past it.
+        // Flat around the refused rate: within 4% from a second before it to a second
+        // and a half after.
         assert!(
-            at(k - 1.0) > 9.9 && at(k + 2.0) < 10.5,
+            at(k - 1.0) > 9.85 && at(k + 1.5) < 10.4,
             "{} {}",
             at(k - 1.0),
-            at(k + 2.0)
+            at(k + 1.5)
         );
         // Then probing fast: well past it ten seconds on.
         assert!(at(10.0) > 25.0, "{}", at(10.0));
