@@ -10,6 +10,7 @@
 #   BENCH_SKIP_LIMITS=1     leave out the rows under upstream rate limits (#24)
 #   BENCH_LIMITED_SHIPMENTS (160), BENCH_IMPORT_ROWS (1000)  their sizes
 #   BENCH_ONLY_REPLICAS=1   only the three-replica row under one Graph limit
+#   BENCH_SHOW_RUNS=1       rate-limit rows: log at INFO, print each replica's run summary
 #   BENCH_PERF=1            where the connector's CPU goes on the read path (perf; build
 #                           unstripped: CARGO_PROFILE_RELEASE_STRIP=false)
 #   The read path is also measured with wrk (server pinned to core 0, wrk on core 1) when

@@ -85,18 +85,7 @@ async fn main() {
     // BENCH_ONLY_REPLICAS=1: the three-replica row alone (needs AZURITE_TABLE_ENDPOINT).
     if std::env::var("BENCH_ONLY_REPLICAS").is_ok() {
         if let Ok(ep) = std::env::var("AZURITE_TABLE_ENDPOINT") {
-            let (sb, dir) = world(Some(&ep)).await;
-            let limited_n = env_usize("BENCH_LIMITED_SHIPMENTS", 160);
-            throttled(
-                "azurite",
-                &sb,
-                dir.path(),
-                limited_n,
-                Limited::GraphRegistrations,
-                10.0,
-                3,
-            )
-            .await;
+            three_replicas(&ep).await;
         }
         return;
     }
@@ -201,7 +190,7 @@ async fn main() {
         processing("azurite", &sb, dir.path(), n, 64, latency).await;
         if std::env::var("BENCH_SKIP_LIMITS").is_err() {
             // Three replicas over one table, sharing one Graph limit.
-            let (sb, dir) = world(Some(&ep)).await;
+            three_replicas(&ep).await;
             let limited_n = env_usize("BENCH_LIMITED_SHIPMENTS", 160);
             throttled(
                 "azurite",

@@ -63,6 +63,22 @@ impl Limited {
     }
 }
 
+/// The three-replica row: three connectors over one Azurite table sharing one Graph limit.
+pub(crate) async fn three_replicas(azurite: &str) {
+    let (sb, dir) = world(Some(azurite)).await;
+    let limited_n = env_usize("BENCH_LIMITED_SHIPMENTS", 160);
+    throttled(
+        "azurite",
+        &sb,
+        dir.path(),
+        limited_n,
+        Limited::GraphRegistrations,
+        10.0,
+        3,
+    )
+    .await;
+}
+
 /// `replicas` connectors (over one store) process `n` ready shipments together, each
 /// with one run, while `limited` admits `rate` calls a second.
 pub(crate) async fn throttled(
@@ -83,9 +99,6 @@ pub(crate) async fn throttled(
             "FIDO_CONNECTOR_REQUEST_TIMEOUT_SECONDS".into(),
             "3600".into(),
         );
-        if std::env::var("BENCH_SHOW_RUNS").is_ok() {
-            env.insert("LOGGING_LEVEL_COM_YUBICO".into(), "INFO".into());
-        }
         // The metrics listener: the final in-flight limit of each lane after the run.
         let mport = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -119,14 +132,6 @@ pub(crate) async fn throttled(
     if std::env::var("BENCH_SHOW_RUNS").is_ok() {
         for i in 0..replicas {
             let path = dir.join(format!("{label}-throttled-{i}.log"));
-            let _ = std::fs::create_dir_all("/tmp/bench-logs");
-            let _ = std::fs::copy(
-                &path,
-                format!(
-                    "/tmp/bench-logs/{}-{i}.log",
-                    limited.label().replace(' ', "_")
-                ),
-            );
             let log = std::fs::read_to_string(&path).unwrap_or_default();
             for l in log
                 .lines()
@@ -156,16 +161,6 @@ pub(crate) async fn throttled(
             Some(r) => r.text().await.unwrap_or_default(),
             None => String::new(),
         };
-        if std::env::var("BENCH_SHOW_RUNS").is_ok() {
-            println!(
-                "metrics: {} bytes; {}",
-                text.len(),
-                text.lines()
-                    .filter(|l| l.contains("call_limit"))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            );
-        }
         let lanes: Vec<String> = text
             .lines()
             .filter(|l| l.contains("upstream_call_limit{"))

@@ -27,9 +27,14 @@ async fn azurite() -> Arc<dyn ShipmentStore> {
     azurite_table(&format!("t{}", uuid::Uuid::new_v4().simple())).await
 }
 
-/// A replica's store on the named table (each call connects anew, as another replica).
-async fn azurite_table(table: &str) -> Arc<dyn ShipmentStore> {
-    let endpoint = crate::support::azurite::azurite_endpoint().await;
+/// Connects to Azure Tables at `endpoint` with Azurite's shared key, through the project's
+/// client, every call bounded by `timeout_s`.
+async fn connect_at(
+    endpoint: &str,
+    table: &str,
+    timeout_s: u64,
+) -> Result<Arc<dyn ShipmentStore>, fido_connector::store::StoreError> {
+    let timeout = std::time::Duration::from_secs(timeout_s);
     fido_connector::store::azure::AzureTableStore::connect(
         &endpoint.parse().unwrap(),
         table,
@@ -37,12 +42,16 @@ async fn azurite_table(table: &str) -> Arc<dyn ShipmentStore> {
             account: crate::support::azurite::ACCOUNT.into(),
             key: crate::support::azurite::KEY.to_string().into(),
         },
-        std::time::Duration::from_secs(30),
-        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(30), None)
-            .unwrap(),
+        timeout,
+        fido_connector::upstream::http::build_client(timeout, None).unwrap(),
     )
     .await
-    .unwrap()
+}
+
+/// A replica's store on the named table (each call connects anew, as another replica).
+async fn azurite_table(table: &str) -> Arc<dyn ShipmentStore> {
+    let endpoint = crate::support::azurite::azurite_endpoint().await;
+    connect_at(&endpoint, table, 30).await.unwrap()
 }
 
 async fn insert_get_and_duplicates(s: Arc<dyn ShipmentStore>) {
@@ -600,19 +609,7 @@ async fn an_older_azure_table_is_indexed_at_connect() {
         .unwrap()
         .await
         .unwrap();
-    let s = fido_connector::store::azure::AzureTableStore::connect(
-        &endpoint.parse().unwrap(),
-        &table,
-        fido_connector::store::azure::AzureTablesAuth::SharedKey {
-            account: crate::support::azurite::ACCOUNT.into(),
-            key: crate::support::azurite::KEY.to_string().into(),
-        },
-        std::time::Duration::from_secs(30),
-        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(30), None)
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let s = connect_at(&endpoint, &table, 30).await.unwrap();
     assert_eq!(all_pages(&s, &Query::Open, 10).await, ["legacy1"]);
     let q = Query::Created {
         user: Some("alice@contoso.example".into()),
@@ -629,19 +626,7 @@ async fn a_new_azure_table_spreads_records_over_partitions() {
     use futures::StreamExt;
     let endpoint = crate::support::azurite::azurite_endpoint().await;
     let table = format!("t{}", uuid::Uuid::new_v4().simple());
-    let s = fido_connector::store::azure::AzureTableStore::connect(
-        &endpoint.parse().unwrap(),
-        &table,
-        fido_connector::store::azure::AzureTablesAuth::SharedKey {
-            account: crate::support::azurite::ACCOUNT.into(),
-            key: crate::support::azurite::KEY.to_string().into(),
-        },
-        std::time::Duration::from_secs(30),
-        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(30), None)
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let s = connect_at(&endpoint, &table, 30).await.unwrap();
     for i in 0..64 {
         s.insert(&record(&format!("spread{i}"))).await.unwrap();
     }
@@ -689,18 +674,7 @@ async fn azure_tables_calls_time_out() {
     let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = blackhole.local_addr().unwrap();
     let started = std::time::Instant::now();
-    let r = fido_connector::store::azure::AzureTableStore::connect(
-        &format!("http://{addr}/devstoreaccount1").parse().unwrap(),
-        "shipments",
-        fido_connector::store::azure::AzureTablesAuth::SharedKey {
-            account: crate::support::azurite::ACCOUNT.into(),
-            key: crate::support::azurite::KEY.to_string().into(),
-        },
-        std::time::Duration::from_secs(1),
-        fido_connector::upstream::http::build_client(std::time::Duration::from_secs(1), None)
-            .unwrap(),
-    )
-    .await;
+    let r = connect_at(&format!("http://{addr}/devstoreaccount1"), "shipments", 1).await;
     match r {
         Err(fido_connector::store::StoreError::Unavailable(m)) => {
             assert!(m.contains("did not answer"), "{m}")
@@ -746,16 +720,10 @@ async fn the_tables_client_uses_the_hardened_client_and_follows_no_redirect() {
         let _ = axum::serve(l, redirector).await;
     });
     let connect = |endpoint: String| async move {
-        fido_connector::store::azure::AzureTableStore::connect(
-            &endpoint.parse().unwrap(),
+        connect_at(
+            &endpoint,
             &format!("t{}", uuid::Uuid::new_v4().simple()),
-            fido_connector::store::azure::AzureTablesAuth::SharedKey {
-                account: crate::support::azurite::ACCOUNT.into(),
-                key: crate::support::azurite::KEY.to_string().into(),
-            },
-            std::time::Duration::from_secs(10),
-            fido_connector::upstream::http::build_client(std::time::Duration::from_secs(10), None)
-                .unwrap(),
+            10,
         )
         .await
     };
