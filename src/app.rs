@@ -33,6 +33,8 @@ pub struct App {
     /// Where `GET /metrics` is served, when enabled.
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
+    /// The helpdesk console, when configured.
+    pub console: Option<Arc<crate::console::Console>>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: watch::Sender<bool>,
@@ -43,6 +45,10 @@ impl App {
     /// requests before returning.
     pub async fn run(self) -> std::io::Result<()> {
         let router = crate::api::router(self.state.clone());
+        let router = match &self.console {
+            Some(c) => router.merge(crate::console::router(c.clone())),
+            None => router,
+        };
         let metrics = self.metrics_listener.map(|l| {
             let router = crate::api::metrics::router(self.state.deps.clone());
             // The same connection loop as the API (header-read timeout); stopped by abort.
@@ -336,17 +342,31 @@ pub async fn build_with(deps: Arc<Deps>) -> Result<App, BuildError> {
     let exports = Arc::new(tokio::sync::Semaphore::new(
         deps.config.server.exports_at_once,
     ));
+    let console_config = deps.config.console.clone();
+    let state = AppState::new(crate::api::Shared {
+        deps,
+        auth,
+        jobs,
+        readiness: Arc::default(),
+        exports,
+    });
+    let console = match console_config {
+        Some(cfg) => Some(
+            crate::console::Console::build(state.clone(), cfg)
+                .await
+                .map_err(|e| BuildError::Dependency {
+                    what: "console",
+                    message: e.0,
+                })?,
+        ),
+        None => None,
+    };
     Ok(App {
         addr,
         metrics_addr,
         metrics_listener,
-        state: AppState::new(crate::api::Shared {
-            deps,
-            auth,
-            jobs,
-            readiness: Arc::default(),
-            exports,
-        }),
+        state,
+        console,
         listener,
         shutdown,
     })

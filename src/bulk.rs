@@ -48,13 +48,25 @@ fn body_of(rec: &HashMap<String, String>) -> Value {
 /// Reads and checks a file. Errors that concern the whole file (not CSV, a missing or
 /// unknown column) are `Err`.
 pub fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, String> {
-    let mut reader = csv::ReaderBuilder::new()
+    let reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    rows_of(reader, &path.display().to_string())
+}
+
+/// As [`read_rows`], from a file's bytes (an upload in the console).
+pub fn parse_rows(bytes: &[u8]) -> Result<Vec<Row>, String> {
+    let reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    rows_of(reader, "the file")
+}
+
+fn rows_of<R: std::io::Read>(mut reader: csv::Reader<R>, name: &str) -> Result<Vec<Row>, String> {
     let headers: Vec<String> = reader
         .headers()
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| format!("{name}: {e}"))?
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_string())
         .collect();

@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod bulk;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod csv_safe;
 pub mod domain;

@@ -498,7 +498,7 @@ pub async fn retry_shipment(
 }
 
 /// `emails_to` restricted to configured domains (when any are configured).
-fn check_mail_domains(allowed: &[String], recipients: &[String]) -> Result<(), ApiError> {
+pub fn check_mail_domains(allowed: &[String], recipients: &[String]) -> Result<(), ApiError> {
     if allowed.is_empty() {
         return Ok(());
     }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use secrecy::ExposeSecret;
 
 mod cli;
+mod console;
 mod entra;
 mod env;
 mod mask;
@@ -20,6 +21,7 @@ mod storage;
 mod upstreams;
 
 pub use cli::{ClientSettings, SandboxSettings};
+pub use console::ConsoleConfig;
 pub use entra::{
     parse_api_keys, parse_product_aaguids, ApiKeyConfig, CallerAuthConfig, EntraConfig,
     EntraCredentialKind, PreflightMode, YUBIKEY_5_AAGUIDS,
@@ -67,6 +69,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub observability: ObservabilityConfig,
     pub outbound: OutboundConfig,
+    /// The helpdesk console, when configured.
+    pub console: Option<ConsoleConfig>,
     /// Where the embedded store and file secrets live (`FIDO_CONNECTOR_DATA_DIR`).
     pub data_dir: PathBuf,
     /// True only when started by the sandbox command: simulators on loopback.
@@ -109,6 +113,7 @@ impl Config {
         let caller_auth = CallerAuthConfig::load(env, &entra)?;
         let alerts = AlertsConfig::load(env)?;
         let outbound = OutboundConfig::load(env)?;
+        let console = ConsoleConfig::load(env)?;
         Ok(Config {
             store,
             secrets,
@@ -121,6 +126,7 @@ impl Config {
             server,
             observability,
             outbound,
+            console,
             data_dir,
             sandbox,
         })

@@ -249,6 +249,152 @@ pub async fn open_counts(deps: &Deps) -> Result<(u64, u64), LifecycleError> {
     }
 }
 
+/// Why a shipment needs attention, in words, and since when.
+pub fn attention_cause(
+    rec: &ShipmentRecord,
+    now: DateTime<Utc>,
+    attention: Duration,
+) -> Option<(String, DateTime<Utc>)> {
+    if !needs_attention(rec, now, attention) {
+        return None;
+    }
+    let since = |cause: &str, fallback: DateTime<Utc>| {
+        rec.alerts
+            .iter()
+            .find(|a| a.cause == cause)
+            .map_or(fallback, |a| a.since)
+    };
+    let message = rec.error.as_ref().map(|e| e.message.clone());
+    Some(match rec.step {
+        Step::Failed => (
+            format!(
+                "failed: {}",
+                message.unwrap_or_else(|| "no cause recorded".into())
+            ),
+            since(
+                crate::domain::shipment::ALERT_FAILED,
+                rec.failed_at.unwrap_or(rec.updated_at),
+            ),
+        ),
+        Step::Unknown => (
+            "the create's outcome at YubiEnterprise is unknown: an operator must resolve it".into(),
+            since(crate::domain::shipment::ALERT_UNKNOWN, rec.updated_at),
+        ),
+        _ => match rec.ye_state_id.and_then(ye_state_meaning) {
+            Some(meaning) => (
+                format!("YubiEnterprise reports: {meaning}"),
+                since(crate::domain::shipment::ALERT_YE_ERROR, rec.updated_at),
+            ),
+            None => (
+                "Entra's challenge expires soon and Yubico has not programmed the key".into(),
+                rec.created_at,
+            ),
+        },
+    })
+}
+
+/// A shipment that needs attention, with its cause and since when.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub item: ListItem,
+    pub cause: String,
+    pub since: DateTime<Utc>,
+}
+
+/// The console's front page: open shipments by step, and those needing attention
+/// (oldest cause first).
+#[derive(Debug, Clone, Default)]
+pub struct Overview {
+    pub by_step: std::collections::BTreeMap<&'static str, u64>,
+    pub attention: Vec<Attention>,
+    /// Shipments needing attention in all, of which at most `limit` are listed.
+    pub attention_total: usize,
+}
+
+/// Reads the processing scan's records (its cost follows open shipments, not every
+/// shipment ever made) and the newest [`RECENT_FOR_ATTENTION`] shipments (failed ones whose
+/// alert is settled have left the scan).
+pub async fn overview(deps: &Deps, limit: usize) -> Result<Overview, LifecycleError> {
+    let now = deps.clock.now();
+    let attention =
+        Duration::from_std(deps.config.processing.attention_window).unwrap_or(Duration::days(3));
+    let mut o = Overview::default();
+    let mut found: std::collections::HashMap<String, Attention> = Default::default();
+    let note = |found: &mut std::collections::HashMap<String, Attention>, rec: &ShipmentRecord| {
+        if let Some((cause, since)) = attention_cause(rec, now, attention) {
+            found
+                .entry(rec.request_id.clone())
+                .or_insert_with(|| Attention {
+                    item: item(rec, now, attention),
+                    cause,
+                    since,
+                });
+        }
+    };
+    let mut continuation = None;
+    loop {
+        let page = deps.store.query(&Query::Open, continuation, 1000).await?;
+        for v in &page.items {
+            *o.by_step.entry(v.value.step.as_str()).or_default() += 1;
+            note(&mut found, &v.value);
+        }
+        continuation = page.next;
+        if continuation.is_none() {
+            break;
+        }
+    }
+    let f = ListFilter {
+        state: Some(StateFilter::NeedsAttention),
+        ..Default::default()
+    };
+    let (recent, _) = walk(deps, &f, None, limit, RECENT_FOR_ATTENTION).await?;
+    for (_, it) in recent {
+        if !found.contains_key(&it.request_id) {
+            if let Some(v) = deps.store.get(&it.request_id).await? {
+                note(&mut found, &v.value);
+            }
+        }
+    }
+    let mut all: Vec<Attention> = found.into_values().collect();
+    all.sort_by(|a, b| {
+        a.since
+            .cmp(&b.since)
+            .then(a.item.request_id.cmp(&b.item.request_id))
+    });
+    o.attention_total = all.len();
+    all.truncate(limit);
+    o.attention = all;
+    Ok(o)
+}
+
+/// The newest shipments the front page reads for failed ones.
+pub const RECENT_FOR_ATTENTION: usize = 500;
+
+/// The newest shipment whose key has this serial number, among the newest `budget`.
+pub async fn find_serial(
+    deps: &Deps,
+    serial: u64,
+    budget: usize,
+) -> Result<Option<ListItem>, LifecycleError> {
+    let mut position = None;
+    let mut read = 0;
+    while read < budget {
+        let (items, next) = walk(deps, &ListFilter::default(), position, 500, 500).await?;
+        read += items.len().max(1);
+        if let Some((_, it)) = items
+            .into_iter()
+            .find(|(_, it)| it.serial_number == Some(serial))
+        {
+            return Ok(Some(it));
+        }
+        match next {
+            Some(n) => position = Some(n),
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// One page: at most `limit` items after `cursor`. A page may hold fewer than `limit`
 /// items and still carry a cursor (a state filter that matched few of the records read).
 pub async fn list_shipments(

@@ -97,6 +97,14 @@ pub(crate) fn service_of(e: &UpstreamError) -> &'static str {
 
 pub(crate) use crate::hex::hex;
 
+/// A shipment's record by YubiEnterprise's id or the request id (the console's view).
+pub async fn find_record(
+    deps: &Deps,
+    id: &str,
+) -> Result<crate::domain::ShipmentRecord, LifecycleError> {
+    Ok(find_by_any_id(deps, id).await?.value)
+}
+
 /// A record by YubiEnterprise's shipment id or, for a create that never got one, by the
 /// request id.
 pub(crate) async fn find_by_any_id(

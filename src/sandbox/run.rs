@@ -115,6 +115,43 @@ pub async fn prepare(
     )
     .map_err(|e| format!("{}: {e}", ca_file.display()))?;
 
+    // The console signs people in through the Entra simulator, back to this address: a
+    // free port is chosen now when the caller asked for any.
+    let listen = match listen.rsplit_once(':') {
+        Some((host, "0")) => {
+            let l = std::net::TcpListener::bind((host, 0)).map_err(|e| e.to_string())?;
+            format!(
+                "{host}:{}",
+                l.local_addr().map_err(|e| e.to_string())?.port()
+            )
+        }
+        _ => listen.to_string(),
+    };
+    let console_port = listen
+        .rsplit_once(':')
+        .map_or("8080", |(_, p)| p)
+        .to_string();
+    let redirect_uri = format!("http://localhost:{console_port}/console/auth/callback");
+    entra.allow_redirect_uri(&redirect_uri);
+    secrets
+        .set(
+            "console-client-secret",
+            &SecretString::from(client_secret.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let cookie_key: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
+    secrets
+        .set(
+            "console-cookie-key",
+            &SecretString::from(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                cookie_key,
+            )),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+
     let api_key = crate::auth::generate_api_key();
     let mut env: HashMap<String, String> = HashMap::new();
     let mut set = |k: &str, v: String| {
@@ -129,7 +166,8 @@ pub async fn prepare(
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ),
     );
-    set("FIDO_CONNECTOR_LISTEN", listen.to_string());
+    set("FIDO_CONNECTOR_LISTEN", listen.clone());
+    set("FIDO_CONNECTOR_CONSOLE_REDIRECT_URI", redirect_uri);
     set("FIDO_CONNECTOR_DATA_DIR", data_dir.display().to_string());
     set("FIDO_CONNECTOR_STORE", "embedded".into());
     set("FIDO_CONNECTOR_SECRETS", "file".into());
@@ -213,6 +251,7 @@ pub async fn run() -> Result<(), String> {
         "\n==================== fido-connector SANDBOX ====================\n\
          Simulated upstreams only: nothing leaves this machine.\n\
          connector:              {base}\n\
+         helpdesk console:       http://localhost:{port}/console   (sign in as a sandbox person)\n\
          YubiEnterprise sim:     {ye}   (program keys: curl -X POST {ye_root}/_sim/advance-all)\n\
          Entra / Graph sim:      {graph}\n\
          PIN mail sink:          {mail_root}/_sim/mails\n\
@@ -222,6 +261,7 @@ pub async fn run() -> Result<(), String> {
          caller token (Entra):   curl -s -X POST {graph}_sim/caller-token -H 'Content-Type: application/json' \\\n\
                                    -d '{{\"aud\":\"{aud}\",\"scp\":\"create_request\"}}'\n\
          ================================================================\n",
+        port = app.addr.port(),
         ye = sb.ye.url(),
         ye_root = sb.ye.root_url(),
         graph = sb.entra.graph_url(),

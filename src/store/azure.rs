@@ -589,6 +589,21 @@ impl ShipmentStore for AzureTableStore {
         Ok(())
     }
 
+    async fn lease_holder(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let Some((cur, _)) = self.get_entity(PK_LEASE, &hex(name)).await? else {
+            return Ok(None);
+        };
+        let owner = cur["Owner"].as_str().unwrap_or_default().to_string();
+        let until = cur["Until"]
+            .as_str()
+            .and_then(|u| DateTime::parse_from_rfc3339(u).ok())
+            .ok_or_else(|| StoreError::Other("lease without a valid `Until`".into()))?;
+        Ok(Some((owner, until.with_timezone(&Utc))))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut s = self
             .table

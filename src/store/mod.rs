@@ -130,6 +130,9 @@ pub trait ShipmentStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Gives the lease up if `owner` holds it.
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+    /// Who holds the named lease, and until when (an expired one is still returned).
+    async fn lease_holder(&self, name: &str)
+        -> Result<Option<(String, DateTime<Utc>)>, StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Replaces a record that was not open (failed, or a create of unknown outcome) with
@@ -219,6 +222,12 @@ impl<S: ShipmentStore> ShipmentStore for Timed<S> {
     }
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         self.run(self.inner.release_lease(name, owner)).await
+    }
+    async fn lease_holder(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        self.run(self.inner.lease_holder(name)).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(self.inner.ping()).await

@@ -669,6 +669,30 @@ impl ShipmentStore for SqliteStore {
         .await
     }
 
+    async fn lease_holder(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let row: Option<(String, String)> = c
+                .query_row(
+                    "SELECT owner, until FROM leases WHERE name = ?1",
+                    params![name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(other)?;
+            row.map(|(owner, until)| {
+                DateTime::parse_from_rfc3339(&until)
+                    .map(|t| (owner, t.with_timezone(&Utc)))
+                    .map_err(|e| StoreError::Other(format!("lease time: {e}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))

@@ -78,10 +78,22 @@ pub(super) async fn openid_configuration(
     Path(tenant): Path<String>,
 ) -> Response {
     let base = st.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let http_base = st
+        .http_base
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     Json(json!({
         "issuer": format!("{base}/{tenant}/v2.0"),
         "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
+        "authorization_endpoint": format!("{http_base}/{tenant}/oauth2/v2.0/authorize"),
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "name", "preferred_username", "oid", "tid", "roles"],
         "id_token_signing_alg_values_supported": ["RS256"],
     }))
     .into_response()

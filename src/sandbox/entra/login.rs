@@ -7,6 +7,7 @@ use super::*;
 pub(super) async fn token(
     State(st): State<St>,
     Path(tenant): Path<String>,
+    headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let bad = |code: &str, desc: &str| {
@@ -23,6 +24,13 @@ pub(super) async fn token(
             "error_description": "AADSTS90002: Tenant not found."})),
         )
             .into_response();
+    }
+    if form.get("grant_type").map(String::as_str) == Some("authorization_code") {
+        let r = redeem_code(&st, &headers, &form);
+        if r.status().is_success() {
+            st.lock().sign_ins += 1;
+        }
+        return r;
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials")
         || form.get("client_id") != Some(&st.cfg.client_id)

@@ -33,6 +33,7 @@ mod caller_tokens;
 mod control;
 mod graph;
 mod login;
+mod signin;
 
 pub use caller_tokens::CallerClaims;
 #[allow(unused_imports)]
@@ -40,6 +41,9 @@ use caller_tokens::*;
 use control::*;
 use graph::*;
 use login::*;
+use sha2::Digest;
+use signin::*;
+pub use signin::{default_people, Person};
 
 /// The audience of Microsoft Graph tokens.
 pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
@@ -61,6 +65,8 @@ pub struct EntraSimConfig {
     /// HTTPS port of the login host (token endpoint, OpenID discovery, keys); 0 = any.
     /// The Azure SDK's credentials refuse a plain-http authority.
     pub tls_port: u16,
+    /// Who may sign in to the console ([`default_people`]).
+    pub people: Vec<Person>,
 }
 
 impl EntraSimConfig {
@@ -75,6 +81,7 @@ impl EntraSimConfig {
             token_lifetime_secs: 3599,
             port: 0,
             tls_port: 0,
+            people: default_people(),
         }
     }
 }
@@ -108,6 +115,11 @@ struct Inner {
     groups: HashMap<String, Vec<String>>,
     /// Answer 400 to a user lookup with `$select` (a server without query options).
     refuse_select: bool,
+    /// The app registration's web redirect URIs (sign-in for people).
+    redirect_uris: Vec<String>,
+    /// Authorization codes issued and not yet redeemed.
+    codes: HashMap<String, Code>,
+    sign_ins: usize,
 }
 
 /// The policy of a tenant that lets every user register passkeys, any key model.
@@ -131,6 +143,9 @@ struct St {
     faults: Faults,
     signing: Arc<Mutex<Arc<Jwk>>>,
     base: Arc<Mutex<String>>,
+    /// The plain-http base (loopback): the browser-facing authorization endpoint, so that
+    /// a browser in the sandbox meets no certificate of the sandbox CA.
+    http_base: Arc<Mutex<String>>,
 }
 
 fn new_signing_key() -> Result<Jwk, josekit::JoseError> {
@@ -183,6 +198,7 @@ impl EntraSim {
             faults: faults.clone(),
             signing: Arc::new(Mutex::new(Arc::new(signing))),
             base: Arc::new(Mutex::new(String::new())),
+            http_base: Arc::new(Mutex::new(String::new())),
         };
         let graph = Router::new()
             .route("/{root}/users/{id}", get(get_user))
@@ -208,6 +224,10 @@ impl EntraSim {
                 get(openid_configuration),
             )
             .route("/{root}/discovery/v2.0/keys", get(keys))
+            .route(
+                "/{root}/oauth2/v2.0/authorize",
+                get(authorize).post(authorize_pick),
+            )
             .route("/_sim/caller-token", post(ctl_caller_token))
             .route("/_sim/users", post(ctl_add_user))
             .route("/_sim/user-state", post(ctl_user_state))
@@ -218,6 +238,7 @@ impl EntraSim {
         let served = serve(router.clone(), port).await?;
         let served_tls = super::serve_tls(router, tls_port).await?;
         *st.base.lock().unwrap_or_else(|p| p.into_inner()) = served_tls.url();
+        *st.http_base.lock().unwrap_or_else(|p| p.into_inner()) = served.url();
         Ok(EntraSim {
             st,
             served: Arc::new(served),
@@ -350,6 +371,19 @@ impl EntraSim {
                 created: Utc::now(),
             });
         id
+    }
+
+    /// Registers a web redirect URI of the app (where sign-ins may return).
+    pub fn allow_redirect_uri(&self, uri: &str) {
+        self.st.lock().redirect_uris.push(uri.into());
+    }
+    /// The people who may sign in.
+    pub fn people(&self) -> &[Person] {
+        &self.st.cfg.people
+    }
+    /// Authorization codes redeemed so far.
+    pub fn sign_ins(&self) -> usize {
+        self.st.lock().sign_ins
     }
 
     /// Mints an RS256 caller token for the connector's API.
