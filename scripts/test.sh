@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/azurite.sh install
+# Headless Chromium, ChromeDriver and axe-core for the console's browser tests.
+bash scripts/browser.sh install
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 workdir=$(mktemp -d)

@@ -82,7 +82,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        ConsoleConfig::load(&Env::from_map(&m))
+        let r = ConsoleConfig::load(&Env::from_map(&m));
+        r
     }
 
     #[test]

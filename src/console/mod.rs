@@ -126,7 +126,7 @@ impl Console {
             Ok(Some(_)) => return Err(Page::SignIn("You signed out. Sign in again.")),
             Err(e) => return Err(Page::Unavailable(e.to_string())),
         }
-        let refresh = if now - s.seen > 60 {
+        let refresh = if now - s.seen > (idle / 4).clamp(1, 60) {
             s.seen = now;
             Some(session::store(&self.key, &s, max, now).into_response())
         } else {

@@ -175,9 +175,9 @@ pub fn find(f: &Frame, query: &str, notice: Option<&str>, o: &Overview) -> Marku
                 }
             }
             @if let Some(n) = notice { p.notice role="status" { (n) } }
-            h2 { "Open shipments" }
+            h2 { "Shipments by state" }
             @if o.by_step.is_empty() {
-                p { "None: every shipment has ended." }
+                p { "None in processing, none failed." }
             } @else {
                 dl.counts {
                     @for (step, n) in &o.by_step {

@@ -301,8 +301,8 @@ pub struct Attention {
     pub since: DateTime<Utc>,
 }
 
-/// The console's front page: open shipments by step, and those needing attention
-/// (oldest cause first).
+/// The console's front page: shipments in processing by step (and failed or unresolved
+/// ones needing attention), and those needing attention (oldest cause first).
 #[derive(Debug, Clone, Default)]
 pub struct Overview {
     pub by_step: std::collections::BTreeMap<&'static str, u64>,
@@ -335,7 +335,9 @@ pub async fn overview(deps: &Deps, limit: usize) -> Result<Overview, LifecycleEr
     loop {
         let page = deps.store.query(&Query::Open, continuation, 1000).await?;
         for v in &page.items {
-            *o.by_step.entry(v.value.step.as_str()).or_default() += 1;
+            if v.value.step.is_open() {
+                *o.by_step.entry(v.value.step.as_str()).or_default() += 1;
+            }
             note(&mut found, &v.value);
         }
         continuation = page.next;
@@ -356,6 +358,11 @@ pub async fn overview(deps: &Deps, limit: usize) -> Result<Overview, LifecycleEr
         }
     }
     let mut all: Vec<Attention> = found.into_values().collect();
+    for a in &all {
+        if matches!(a.item.step, "failed" | "unknown") {
+            *o.by_step.entry(a.item.step).or_default() += 1;
+        }
+    }
     all.sort_by(|a, b| {
         a.since
             .cmp(&b.since)

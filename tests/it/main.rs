@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod bulk;
 mod cli;
+mod console;
 #[cfg(feature = "fault-injection")]
 mod crash;
 mod deployment;

@@ -118,6 +118,7 @@ fn aad_error(code: &str, desc: &str) -> Response {
 }
 
 /// Checks an authorization request as Entra does before showing its sign-in page.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself
 fn check_request(st: &St, tenant: &str, q: &HashMap<String, String>) -> Result<(), Response> {
     if tenant != st.cfg.tenant {
         return Err(aad_error("AADSTS90002", "Tenant not found."));

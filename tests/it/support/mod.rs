@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod browser;
 pub mod process;
 
 use std::collections::HashMap;
