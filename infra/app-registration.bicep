@@ -23,6 +23,9 @@ param uniqueName string = 'fido-connector-api'
 
 param displayName string = 'fido-connector-api'
 
+@description('The helpdesk console\'s sign-in return address, https://<connector host>/console/auth/callback (FIDO_CONNECTOR_CONSOLE_REDIRECT_URI); empty leaves the console without one (off).')
+param consoleRedirectUri string = ''
+
 var identifierUri = 'api://${apiIdentifier}'
 
 // Fixed ids (see above). Never reuse one for a different scope or role.
@@ -73,6 +76,17 @@ resource api 'Microsoft.Graph/applications@v1.0' = {
   identifierUris: [
     identifierUri
   ]
+  // The console signs people in with this app (the code flow, as a confidential client):
+  // their ID token then carries the app roles assigned to them here.
+  web: {
+    redirectUris: empty(consoleRedirectUri) ? [] : [
+      consoleRedirectUri
+    ]
+    implicitGrantSettings: {
+      enableIdTokenIssuance: false
+      enableAccessTokenIssuance: false
+    }
+  }
   api: {
     // v2 tokens: iss https://login.microsoftonline.com/<tenant>/v2.0, aud the app id.
     requestedAccessTokenVersion: 2

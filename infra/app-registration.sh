@@ -12,7 +12,9 @@
 #   3. sets the delegated scope create_request, the app roles Shipments.Create,
 #      Shipments.Read, Pin.Resend, Operations.Run (users and applications) and
 #      requestedAccessTokenVersion 2, keeping any other scope or role the app has;
-#   4. creates the service principal if needed and sets appRoleAssignmentRequired=true.
+#   4. creates the service principal if needed and sets appRoleAssignmentRequired=true;
+#   5. with CONSOLE_REDIRECT_URI=https://<host>/console/auth/callback set, makes it the
+#      app's web redirect URI (the helpdesk console's sign-in; no implicit grant).
 #
 # Needs: az (signed in with Application.ReadWrite.All, e.g. Cloud Application
 # Administrator, or Application Developer for an app it owns) and jq.
@@ -121,6 +123,18 @@ echo "Requiring app role assignment on the service principal" >&2
 az rest --method PATCH --uri "${GRAPH}/servicePrincipals/${SP_ID}" \
   --headers 'Content-Type=application/json' \
   --body '{"appRoleAssignmentRequired": true}' -o none
+
+# 5. The console's sign-in return address, when given.
+if [ -n "${CONSOLE_REDIRECT_URI:-}" ]; then
+  case "$CONSOLE_REDIRECT_URI" in
+    https://*/console/auth/callback) ;;
+    *) echo "CONSOLE_REDIRECT_URI must be https://<host>/console/auth/callback" >&2; exit 2 ;;
+  esac
+  echo "Setting the console's redirect URI" >&2
+  az rest --method PATCH --uri "${GRAPH}/applications/${OBJECT_ID}" \
+    --headers 'Content-Type=application/json' \
+    --body "$(jq -n --arg u "$CONSOLE_REDIRECT_URI" '{web: {redirectUris: [$u], implicitGrantSettings: {enableIdTokenIssuance: false, enableAccessTokenIssuance: false}}}')" -o none
+fi
 
 jq -n --arg appId "$APP_ID" --arg identifierUri "$IDENTIFIER_URI" --arg servicePrincipalId "$SP_ID" \
   '{appId: $appId, identifierUri: $identifierUri, servicePrincipalId: $servicePrincipalId}'

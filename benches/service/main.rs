@@ -29,6 +29,7 @@ use fido_connector::store::ShipmentStore;
 use serde_json::{json, Value};
 
 mod callgrind;
+mod console;
 mod floors;
 mod harness;
 mod pacing;
@@ -37,6 +38,8 @@ mod reads;
 
 #[allow(unused_imports)]
 use callgrind::*;
+#[allow(unused_imports)]
+use console::*;
 #[allow(unused_imports)]
 use floors::*;
 #[allow(unused_imports)]
@@ -90,6 +93,11 @@ async fn main() {
         return;
     }
     let records = env_usize("BENCH_RECORDS", 100_000);
+    // BENCH_ONLY_CONSOLE=1: the console's page rows alone.
+    if std::env::var("BENCH_ONLY_CONSOLE").is_ok() {
+        console_pages(records).await;
+        return;
+    }
     let n = env_usize("BENCH_SHIPMENTS", 1000);
     let latency = env_usize("BENCH_LATENCY_MS", 50) as u64;
 
@@ -103,6 +111,7 @@ async fn main() {
     let reads = std::env::var("BENCH_SKIP_READS").is_err();
     if reads {
         read_path("embedded", &sb, store, dir.path(), records).await;
+        console_pages(records).await;
     }
     let levels: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "16,64".into())

@@ -17,6 +17,10 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone)]
 pub struct ConsoleConfig {
+    /// The app registration people sign in with: the one that holds the app roles
+    /// (`FIDO_CONNECTOR_CONSOLE_CLIENT_ID`; `None`: `ENTRA_FIDO_API_CLIENT_ID`, when one
+    /// app does both).
+    pub client_id: Option<String>,
     /// Where Entra sends the browser back (`https://<host>/console/auth/callback`); the
     /// console's own origin is this URL's.
     pub redirect_uri: Url,
@@ -53,6 +57,7 @@ impl ConsoleConfig {
                 .map(Duration::from_secs)
         };
         Ok(Some(Self {
+            client_id: env.get("FIDO_CONNECTOR_CONSOLE_CLIENT_ID"),
             redirect_uri,
             client_secret_name: env
                 .get("FIDO_CONNECTOR_CONSOLE_CLIENT_SECRET_NAME")

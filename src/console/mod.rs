@@ -40,7 +40,13 @@ pub struct Console {
     key: Key,
     oidc: oidc::Oidc,
     origin: String,
+    /// The front page's counts and attention list, read at most every
+    /// [`OVERVIEW_TTL`] by this process (its cost follows the open shipments).
+    overview: tokio::sync::Mutex<Option<(std::time::Instant, Arc<list::Overview>)>>,
 }
+
+/// How old the front page's overview may be.
+pub const OVERVIEW_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the console cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +95,9 @@ impl Console {
         );
         let oidc = oidc::Oidc::new(
             issuer,
-            entra.client_id.clone(),
+            cfg.client_id
+                .clone()
+                .unwrap_or_else(|| entra.client_id.clone()),
             SecretString::from(secret.expose_secret().to_string()),
             cfg.redirect_uri.to_string(),
             deps.http.clone(),
@@ -100,7 +108,20 @@ impl Console {
             cfg,
             key,
             oidc,
+            overview: tokio::sync::Mutex::new(None),
         }))
+    }
+
+    async fn overview(&self) -> Result<Arc<list::Overview>, crate::lifecycle::LifecycleError> {
+        let mut slot = self.overview.lock().await;
+        if let Some((at, o)) = slot.as_ref() {
+            if at.elapsed() < OVERVIEW_TTL {
+                return Ok(o.clone());
+            }
+        }
+        let o = Arc::new(list::overview(&self.app.deps, 50).await?);
+        *slot = Some((std::time::Instant::now(), o.clone()));
+        Ok(o)
     }
 
     fn now(&self) -> i64 {
@@ -528,7 +549,7 @@ async fn find(
             ));
         }
     }
-    let overview = list::overview(deps, 50).await.map_err(lifecycle_page)?;
+    let overview = c.overview().await.map_err(lifecycle_page)?;
     Ok(with_cookie(
         html(pages::find(&f, q, notice.as_deref(), &overview)),
         refresh,

@@ -176,6 +176,7 @@ pub fn find(f: &Frame, query: &str, notice: Option<&str>, o: &Overview) -> Marku
             }
             @if let Some(n) = notice { p.notice role="status" { (n) } }
             h2 { "Shipments by state" }
+            p.muted { "As of " (when(o.at, tz)) " (read at most every " (super::OVERVIEW_TTL.as_secs()) " s)." }
             @if o.by_step.is_empty() {
                 p { "None in processing, none failed." }
             } @else {

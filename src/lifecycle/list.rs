@@ -309,6 +309,8 @@ pub struct Overview {
     pub attention: Vec<Attention>,
     /// Shipments needing attention in all, of which at most `limit` are listed.
     pub attention_total: usize,
+    /// When it was read.
+    pub at: DateTime<Utc>,
 }
 
 /// Reads the processing scan's records (its cost follows open shipments, not every
@@ -318,7 +320,10 @@ pub async fn overview(deps: &Deps, limit: usize) -> Result<Overview, LifecycleEr
     let now = deps.clock.now();
     let attention =
         Duration::from_std(deps.config.processing.attention_window).unwrap_or(Duration::days(3));
-    let mut o = Overview::default();
+    let mut o = Overview {
+        at: now,
+        ..Default::default()
+    };
     let mut found: std::collections::HashMap<String, Attention> = Default::default();
     let note = |found: &mut std::collections::HashMap<String, Attention>, rec: &ShipmentRecord| {
         if let Some((cause, since)) = attention_cause(rec, now, attention) {

@@ -75,6 +75,34 @@ enum Outcome {
 /// One pass over every open record, most urgent first within each window of [`WINDOW`]
 /// records ([`urgency`]). Windows are read as the work drains, so the concurrency limit
 /// applies across their boundaries (no wave barrier per page).
+/// One page of the processing scan. A store that is slow or briefly unavailable (a
+/// timeout under load) is asked again, twice, after a pause, before the run gives up: one
+/// slow page must not end a run that has the whole table to go through.
+async fn scan_page(
+    deps: &Deps,
+    continuation: Option<String>,
+) -> Result<
+    crate::store::Page<crate::store::Versioned<crate::domain::ShipmentRecord>>,
+    LifecycleError,
+> {
+    let mut pause = std::time::Duration::from_millis(500);
+    for _ in 0..2 {
+        match deps
+            .store
+            .query(&Query::Open, continuation.clone(), PAGE)
+            .await
+        {
+            Err(crate::store::StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "processing scan: the store did not answer; asking again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return Ok(other?),
+        }
+    }
+    Ok(deps.store.query(&Query::Open, continuation, PAGE).await?)
+}
+
 pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError> {
     let started = std::time::Instant::now();
     let concurrency = deps.config.processing.concurrency;
@@ -106,10 +134,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
             if queue.is_empty() && !exhausted {
                 // A window of open records, read ahead and taken most urgent first.
                 while queue.len() < WINDOW && !exhausted {
-                    let page = deps
-                        .store
-                        .query(&Query::Open, continuation.take(), PAGE)
-                        .await?;
+                    let page = scan_page(deps, continuation.take()).await?;
                     queue.extend(page.items);
                     continuation = page.next;
                     exhausted = continuation.is_none();

@@ -6,7 +6,9 @@ use fantoccini::{Client, Locator};
 use fido_connector::domain::Step;
 use fido_connector::sandbox::run::DEMO_USERS;
 
-use crate::support::browser::{self, assert_accessible, click, has, screenshot, sign_in, text};
+use crate::support::browser::{
+    self, assert_accessible, click, has, press, screenshot, sign_in, text,
+};
 use crate::support::{alice, Backend, World};
 
 /// The console's address: `localhost`, as its redirect URI names it (the session cookie is
@@ -407,6 +409,45 @@ async fn a_bulk_file_is_checked_row_by_row_and_orders_its_valid_rows_once() {
         // The second round orders the same rows: nothing new at YubiEnterprise.
         assert_eq!(w.sb.ye.created_count(), 2, "round {round}");
     }
+    c.close().await.unwrap();
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_helpdesk_flow_works_by_keyboard_alone_in_document_order() {
+    let w = World::start(Backend::Embedded).await;
+    let base = console(&w);
+    let id = w.create_ok(alice()).await;
+    assert!(w.sb.ye.advance(&id));
+    assert_eq!(w.process().await, 204);
+    let c = browser::open(false).await;
+    sign_in(&c, &base, "helpdesk").await;
+    // Skip link, the menu, sign-out, then the search box.
+    let order = browser::tab_to(&c, "#q", 10).await;
+    assert_eq!(
+        order,
+        [
+            "a:Skip to content",
+            "a:Find",
+            "a:Time zone",
+            "button:Sign out",
+            "input:q"
+        ],
+        "focus order"
+    );
+    press(&c, alice()).await;
+    press(&c, "\u{e007}").await; // Enter
+    wait_for_text(&c, "h1", "Shipments for").await;
+    browser::tab_to(&c, &format!("a[href='/console/shipments/{id}']"), 12).await;
+    press(&c, "\u{e007}").await;
+    wait_for_text(&c, "p.headline", "Complete").await;
+    browser::tab_to(&c, "a[href$='/resend']", 20).await;
+    press(&c, "\u{e007}").await;
+    wait_for_text(&c, "main", "resends are left").await;
+    browser::tab_to(&c, "main form button", 12).await;
+    press(&c, "\u{e007}").await;
+    wait_for_text(&c, ".notice", "The PIN was sent again").await;
+    assert_eq!(w.sb.mail.delivered().len(), 2);
     c.close().await.unwrap();
     w.stop().await;
 }

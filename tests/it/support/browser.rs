@@ -172,3 +172,43 @@ pub async fn session_cookie(c: &Client) -> String {
         .expect("a session cookie");
     format!("{}={}", s.name(), s.value())
 }
+
+/// Presses Tab from the top of the page until the focus reaches `css`; returns a short
+/// description of each element focused on the way (tag, and text or name).
+pub async fn tab_to(c: &Client, css: &str, max: usize) -> Vec<String> {
+    c.execute(
+        "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let body = c.find(Locator::Css("body")).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..max {
+        let target = c.active_element().await.unwrap_or(body.clone());
+        target.send_keys("\u{e004}").await.unwrap();
+        let d = c
+            .execute(
+                "const e = document.activeElement; const m = arguments[0];
+                 return [e.tagName.toLowerCase() + ':' + (e.getAttribute('name') || e.textContent.trim().slice(0, 30)), e.matches(m)];",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
+        seen.push(d[0].as_str().unwrap().to_string());
+        if d[1].as_bool().unwrap() {
+            return seen;
+        }
+    }
+    panic!("`{css}` never took the focus: {seen:?}");
+}
+
+/// Presses a key on the focused element.
+pub async fn press(c: &Client, key: &str) {
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(key)
+        .await
+        .unwrap();
+}
