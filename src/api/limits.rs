@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::Semaphore;
 
-use super::AppState;
 use crate::api::ApiError;
 use crate::config::ServerConfig;
 
@@ -57,7 +56,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Wraps the routes in the time limit, the concurrency limit and the panic guard.
-pub fn apply(routes: Router<AppState>, config: &ServerConfig) -> Router<AppState> {
+pub fn apply<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    config: &ServerConfig,
+) -> Router<S> {
     let limits = Limits {
         permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         timeout: config.request_timeout,

@@ -284,7 +284,10 @@ pub fn router(console: C) -> Router {
         .route("/console/auth/callback", get(callback))
         .route("/console/signout", post(signout))
         .route("/console/signed-out", get(signed_out))
-        .route("/console/static/console.css", get(css))
+        .route("/console/static/console.css", get(css));
+    // The API's bounds: a time limit per request, shedding past the concurrency limit
+    // (the console's own), the panic guard.
+    let routes = crate::api::limits::apply(routes, &config.server)
         .with_state(console)
         .layer(axum::middleware::from_fn(to_signin))
         // A bulk file of 1,000 rows fits.

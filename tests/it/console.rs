@@ -145,6 +145,7 @@ async fn helpdesk_finds_alice_resends_her_pin_once_and_signs_out_for_good() {
     // Sign out: the old cookie no longer works, here or on any replica.
     click(&c, "form.signout button").await;
     wait_for_text(&c, "h1", "Signed out").await;
+    assert_accessible(&c, "signed out").await;
     let r = no_redirects()
         .get(format!("{base}/console"))
         .header("cookie", &cookie)
@@ -348,6 +349,7 @@ async fn an_order_through_the_form_shows_the_error_beside_its_field_then_orders(
 
     // Times in the reader's zone, UTC beside them.
     c.goto(&format!("{base}/console/settings")).await.unwrap();
+    assert_accessible(&c, "time zone").await;
     c.find(Locator::Css("#tz"))
         .await
         .unwrap()
