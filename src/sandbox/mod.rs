@@ -6,6 +6,7 @@ pub mod entra;
 pub mod faults;
 pub mod keyvault;
 pub mod mail;
+pub mod okta;
 pub mod run;
 pub mod tls;
 pub mod webauthn;

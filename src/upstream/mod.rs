@@ -19,6 +19,7 @@ pub mod http;
 pub mod jwks;
 pub mod keyset;
 pub mod mail;
+pub mod okta;
 pub mod pace;
 pub mod ye;
 

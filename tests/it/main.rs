@@ -16,6 +16,7 @@ mod e2e;
 mod lifecycle;
 mod list;
 mod metrics;
+mod okta;
 mod otlp;
 mod pacing;
 mod preflight;
