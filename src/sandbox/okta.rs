@@ -74,6 +74,10 @@ struct Inner {
     window_start: i64,
     window_used: u32,
     rate_limit: u32,
+    /// The rate limit's window in seconds (Okta's is a minute).
+    window_secs: i64,
+    /// 429s answered.
+    throttled: usize,
 }
 
 #[derive(Clone)]
@@ -177,13 +181,15 @@ fn admit(st: &St) -> Result<(), Response> {
         return Ok(());
     }
     let now = Utc::now().timestamp();
-    let minute = now - now % 60;
+    let window = g.window_secs.max(1);
+    let minute = now - now % window;
     if g.window_start != minute {
         g.window_start = minute;
         g.window_used = 0;
     }
-    let reset = (minute + 60).to_string();
+    let reset = (minute + window).to_string();
     if g.window_used >= g.rate_limit {
+        g.throttled += 1;
         let mut r = okta_error(
             StatusCode::TOO_MANY_REQUESTS,
             "E0000047",
@@ -756,9 +762,11 @@ impl OktaSim {
             u.status = status.into();
         }
     }
-    /// Requests admitted per minute (0: no limit).
-    pub fn set_rate_limit(&self, per_minute: u32) {
-        self.st.lock().rate_limit = per_minute;
+    /// Requests admitted per window of `window_secs` (Okta's: 60); 0: no limit.
+    pub fn set_rate_limit(&self, per_window: u32, window_secs: i64) {
+        let mut g = self.st.lock();
+        g.rate_limit = per_window;
+        g.window_secs = window_secs;
     }
     /// A new DPoP nonce: proofs with the old one are answered `use_dpop_nonce`.
     pub fn rotate_nonce(&self) {
@@ -766,6 +774,10 @@ impl OktaSim {
     }
     pub fn mails(&self) -> Vec<OktaMail> {
         self.st.lock().mails.clone()
+    }
+    /// 429s answered so far.
+    pub fn throttled(&self) -> usize {
+        self.st.lock().throttled
     }
     pub fn token_requests(&self) -> usize {
         self.st.lock().token_requests

@@ -232,16 +232,30 @@ where
 /// which checks every configured URL by it at start).
 pub use crate::config::allowed_outbound;
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by Graph or YE).
+/// How long the upstream asks us to wait: `Retry-After` in seconds (the HTTP-date form is
+/// not used by Graph or YE), or on a 429 without it, Okta's `X-Rate-Limit-Reset` (the Unix
+/// time its window resets).
 pub fn retry_after(resp: &Response) -> Option<Duration> {
-    resp.headers()
-        .get(reqwest::header::RETRY_AFTER)?
+    let stated = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(3600)));
+    if stated.is_some() || resp.status() != StatusCode::TOO_MANY_REQUESTS {
+        return stated;
+    }
+    let reset: i64 = resp
+        .headers()
+        .get("x-rate-limit-reset")?
         .to_str()
         .ok()?
         .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s.min(3600)))
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(
+        (reset - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64,
+    ))
 }
 
 /// Classifies a transport error (no HTTP answer).

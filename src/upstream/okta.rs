@@ -100,23 +100,6 @@ fn invalid(message: impl Into<String>) -> UpstreamError {
     }
 }
 
-/// `X-Rate-Limit-Reset` (Unix seconds) as a wait from now, or `Retry-After`.
-fn pace_of(resp: &reqwest::Response) -> Option<Duration> {
-    http::retry_after(resp).or_else(|| {
-        let reset: i64 = resp
-            .headers()
-            .get("x-rate-limit-reset")?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        Some(Duration::from_secs(
-            (reset - Utc::now().timestamp()).clamp(1, 3600) as u64,
-        ))
-    })
-}
-
 /// Okta's error body as (errorCode, summary with the first cause).
 fn okta_error(body: &Value) -> (String, String) {
     let code = body["errorCode"].as_str().unwrap_or("").to_string();
@@ -253,7 +236,7 @@ impl OktaClient {
                 .map_err(|e| self.transport(e))?;
             self.remember_nonce(&resp);
             let status = resp.status();
-            let ra = pace_of(&resp);
+            let ra = http::retry_after(&resp);
             let body: Value = http::read_json_capped(SERVICE, resp)
                 .await
                 .unwrap_or(Value::Null);
@@ -329,7 +312,7 @@ impl OktaClient {
                 .map_err(|e| self.transport(e))?;
             self.remember_nonce(&resp);
             let status = resp.status();
-            let ra = pace_of(&resp);
+            let ra = http::retry_after(&resp);
             let nonce_asked = resp
                 .headers()
                 .get("www-authenticate")

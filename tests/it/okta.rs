@@ -193,7 +193,8 @@ async fn oktas_rate_limit_is_its_pace_and_a_new_nonce_is_followed() {
     let w = World::start(Backend::Embedded).await;
     let (sim, client, key) = okta(&w).await;
     client.get_user("alice@okta.example").await.unwrap();
-    sim.set_rate_limit(3);
+    // Three calls per 2-second window (Okta's windows are a minute).
+    sim.set_rate_limit(3, 2);
     let mut throttled = None;
     for _ in 0..10 {
         match client.get_user("alice@okta.example").await {
@@ -207,13 +208,20 @@ async fn oktas_rate_limit_is_its_pace_and_a_new_nonce_is_followed() {
     match throttled {
         Some(UpstreamError::Throttled { retry_after, .. }) => {
             assert!(
-                retry_after.as_secs() >= 1 && retry_after.as_secs() <= 60,
+                retry_after.as_secs() >= 1 && retry_after.as_secs() <= 2,
                 "{retry_after:?}"
             )
         }
         other => panic!("expected Okta's 429 as a pace: {other:?}"),
     }
-    sim.set_rate_limit(0);
+    assert_eq!(sim.throttled(), 1);
+    // The lane to Okta is held until the window resets: the next calls wait for it and
+    // are admitted, none is sent into the limit.
+    for _ in 0..3 {
+        client.get_user("alice@okta.example").await.unwrap();
+    }
+    assert_eq!(sim.throttled(), 1);
+    sim.set_rate_limit(0, 60);
     // A client that never met the server's nonce learns it on its first token request.
     sim.rotate_nonce();
     let before = sim.token_requests();
