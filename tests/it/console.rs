@@ -453,3 +453,68 @@ async fn the_helpdesk_flow_works_by_keyboard_alone_in_document_order() {
     c.close().await.unwrap();
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_resolves_an_unknown_create_in_the_console() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.insert("FIDO_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS".into(), "1".into());
+    })
+    .await;
+    let base = console(&w);
+    w.deps().keys.transport_key().await.unwrap();
+    // YubiEnterprise takes the create and never answers in time: the outcome is unknown.
+    w.sb.ye
+        .faults
+        .set(fido_connector::sandbox::faults::FaultConfig {
+            hang_rate: 1.0,
+            hang_ms: 2500,
+            ..Default::default()
+        });
+    let r = w
+        .auth(w.http.post(format!("{}/v1/fpr/shipments", w.base)))
+        .header("idempotency-key", "console-unknown")
+        .json(&crate::support::shipment_body(alice()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let request_id = v["error_data"]["request_id"].as_str().unwrap().to_string();
+    w.sb.ye.faults.clear();
+    assert_eq!(
+        w.deps()
+            .store
+            .get(&request_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .step,
+        Step::Unknown
+    );
+
+    let c = browser::open(false).await;
+    sign_in(&c, &base, "operator").await;
+    wait_for_text(&c, "main", "outcome at YubiEnterprise is unknown").await;
+    c.goto(&format!("{base}/console/shipments/{request_id}"))
+        .await
+        .unwrap();
+    wait_for_text(&c, "p.headline", "unknown").await;
+    assert_accessible(&c, "unknown create").await;
+    click(&c, "#r-not").await;
+    click(&c, "form[action$='/retry'] button[type='submit']").await;
+    wait_for_text(&c, ".notice", "The create is resolved").await;
+    assert_ne!(
+        w.deps()
+            .store
+            .get(&request_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .step,
+        Step::Unknown
+    );
+    c.close().await.unwrap();
+    w.stop().await;
+}
