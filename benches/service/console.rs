@@ -113,27 +113,12 @@ pub(crate) async fn console_pages(records: usize) {
         fido_connector::store::sqlite::SqliteStore::open(&dir.path().join("shipments.sqlite3"))
             .unwrap(),
     );
-    let t = Instant::now();
-    let per = records / 8;
-    let tasks: Vec<_> = (0..8)
-        .map(|k| {
-            let s = store.clone();
-            tokio::spawn(async move {
-                let end = if k == 7 { records } else { (k + 1) * per };
-                for i in k * per..end {
-                    s.insert(&console_record(i)).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let took = seed_with(store, records, console_record).await;
     println!(
         "[console] seeded {records} records ({} in processing, {} failed) in {:.1} s",
         records / 100,
         records / 1000,
-        t.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     let app = fido_connector::app::build(sb.config.clone()).await.unwrap();
     let base = format!("http://localhost:{}", app.addr.port());

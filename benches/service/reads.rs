@@ -28,6 +28,15 @@ pub(crate) fn record(i: usize) -> ShipmentRecord {
 }
 
 pub(crate) async fn seed(store: Arc<dyn ShipmentStore>, n: usize) -> Duration {
+    seed_with(store, n, record).await
+}
+
+/// Inserts `make(0..n)` with eight inserters at once; returns how long it took.
+pub(crate) async fn seed_with(
+    store: Arc<dyn ShipmentStore>,
+    n: usize,
+    make: fn(usize) -> ShipmentRecord,
+) -> Duration {
     let t = Instant::now();
     let per = n / 8;
     let tasks: Vec<_> = (0..8)
@@ -37,7 +46,7 @@ pub(crate) async fn seed(store: Arc<dyn ShipmentStore>, n: usize) -> Duration {
                 // The last inserter also takes the remainder: every id below n exists.
                 let end = if k == 7 { n } else { (k + 1) * per };
                 for i in k * per..end {
-                    s.insert(&record(i)).await.unwrap();
+                    s.insert(&make(i)).await.unwrap();
                 }
             })
         })

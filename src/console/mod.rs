@@ -156,6 +156,22 @@ impl Console {
         Ok((s, refresh))
     }
 
+    /// The session of a form post that changes something: its Origin and CSRF token
+    /// checked first, then the permission, if one is needed.
+    async fn posted(
+        &self,
+        headers: &HeaderMap,
+        csrf: Option<&str>,
+        needs: Option<Permission>,
+    ) -> Result<Session, Page> {
+        let (s, _) = self.session(headers).await?;
+        session::check_post(headers, &self.origin, &s, csrf).map_err(Page::Forged)?;
+        if let Some(p) = needs {
+            require(&s, p)?;
+        }
+        Ok(s)
+    }
+
     fn frame<'a>(&self, s: &'a Session) -> Frame<'a> {
         Frame {
             session: Some(s),
@@ -464,8 +480,7 @@ async fn signout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Page> {
-    let (s, _) = c.session(&headers).await?;
-    session::check_post(&headers, &c.origin, &s, form.csrf.as_deref()).map_err(Page::Forged)?;
+    let s = c.posted(&headers, form.csrf.as_deref(), None).await?;
     let now = c.app.deps.clock.now();
     let until = chrono::DateTime::from_timestamp(s.issued, 0).unwrap_or(now)
         + chrono::Duration::seconds(c.cfg.session_max.as_secs() as i64 + 60);
@@ -663,9 +678,9 @@ async fn resend(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Page> {
-    let (s, _) = c.session(&headers).await?;
-    session::check_post(&headers, &c.origin, &s, form.csrf.as_deref()).map_err(Page::Forged)?;
-    require(&s, Permission::PinResend)?;
+    let s = c
+        .posted(&headers, form.csrf.as_deref(), Some(Permission::PinResend))
+        .await?;
     let rec = record(&c, &id).await?;
     let ye_id = rec.ye_shipment_id.clone().unwrap_or_else(|| id.clone());
     let caller = s.caller();
@@ -703,9 +718,13 @@ async fn retry(
     Path(id): Path<String>,
     Form(form): Form<RetryForm>,
 ) -> Result<Response, Page> {
-    let (s, _) = c.session(&headers).await?;
-    session::check_post(&headers, &c.origin, &s, form.csrf.as_deref()).map_err(Page::Forged)?;
-    require(&s, Permission::ShipmentsManage)?;
+    let s = c
+        .posted(
+            &headers,
+            form.csrf.as_deref(),
+            Some(Permission::ShipmentsManage),
+        )
+        .await?;
     let f = c.frame(&s);
     let bad = |m: &str| {
         Ok((
@@ -796,15 +815,13 @@ async fn order(
     headers: HeaderMap,
     Form(values): Form<HashMap<String, String>>,
 ) -> Result<Response, Page> {
-    let (s, _) = c.session(&headers).await?;
-    session::check_post(
-        &headers,
-        &c.origin,
-        &s,
-        values.get("csrf").map(String::as_str),
-    )
-    .map_err(Page::Forged)?;
-    require(&s, Permission::ShipmentsCreate)?;
+    let s = c
+        .posted(
+            &headers,
+            values.get("csrf").map(String::as_str),
+            Some(Permission::ShipmentsCreate),
+        )
+        .await?;
     let f = c.frame(&s);
     let deps = c.app.deps.clone();
     let body = crate::domain::request::body_of_columns(|k| values.get(k).map(String::as_str));
@@ -1056,9 +1073,12 @@ async fn bulk_result(
     headers: HeaderMap,
     Form(form): Form<ResultForm>,
 ) -> Result<Response, Page> {
-    let (s, _) = c.session(&headers).await?;
-    session::check_post(&headers, &c.origin, &s, form.csrf.as_deref()).map_err(Page::Forged)?;
-    require(&s, Permission::ShipmentsCreate)?;
+    c.posted(
+        &headers,
+        form.csrf.as_deref(),
+        Some(Permission::ShipmentsCreate),
+    )
+    .await?;
     let csv = form
         .result
         .and_then(|r| {
@@ -1098,8 +1118,7 @@ async fn settings(
     headers: HeaderMap,
     Form(form): Form<ZoneForm>,
 ) -> Result<Response, Page> {
-    let (mut s, _) = c.session(&headers).await?;
-    session::check_post(&headers, &c.origin, &s, form.csrf.as_deref()).map_err(Page::Forged)?;
+    let mut s = c.posted(&headers, form.csrf.as_deref(), None).await?;
     s.tz = form
         .tz
         .filter(|z| z.parse::<chrono_tz::Tz>().is_ok())

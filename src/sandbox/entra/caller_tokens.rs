@@ -63,6 +63,12 @@ pub(super) fn mint(st: &St, c: &CallerClaims) -> Result<String, String> {
     if let Some(t) = &c.idtyp {
         set(&mut p, "idtyp", json!(t))?;
     }
+    sign(st, &p)
+}
+
+/// Signs claims as the tenant does (RS256 with the published key, its `kid` named): caller
+/// tokens and the ID tokens of people's sign-ins.
+pub(super) fn sign(st: &St, p: &JwtPayload) -> Result<String, String> {
     let mut h = JwsHeader::new();
     h.set_token_type("JWT");
     let signing = st.signing_key();
@@ -70,7 +76,7 @@ pub(super) fn mint(st: &St, c: &CallerClaims) -> Result<String, String> {
         h.set_key_id(kid);
     }
     let signer = RS256.signer_from_jwk(&signing).map_err(|e| e.to_string())?;
-    josekit::jwt::encode_with_signer(&p, &h, &signer).map_err(|e| e.to_string())
+    josekit::jwt::encode_with_signer(p, &h, &signer).map_err(|e| e.to_string())
 }
 
 pub(super) async fn openid_configuration(

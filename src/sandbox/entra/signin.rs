@@ -393,12 +393,5 @@ fn id_token(st: &St, p: &Person, nonce: Option<&str>) -> Result<String, String> 
     if !p.roles.is_empty() {
         set("roles", json!(p.roles))?;
     }
-    let mut h = JwsHeader::new();
-    h.set_token_type("JWT");
-    let signing = st.signing_key();
-    if let Some(kid) = signing.key_id() {
-        h.set_key_id(kid);
-    }
-    let signer = RS256.signer_from_jwk(&signing).map_err(|e| e.to_string())?;
-    josekit::jwt::encode_with_signer(&claims, &h, &signer).map_err(|e| e.to_string())
+    sign(st, &claims)
 }
