@@ -266,11 +266,14 @@ pub async fn build_deps_with(
             http.clone(),
         )) as Arc<dyn crate::upstream::alert::Alerter>
     });
+    let idps = Arc::new(build_idps(&config, secrets.as_ref(), &http).await?);
+    check_instances_in_use(&idps, store.as_ref()).await?;
     let instance_id = format!(
         "{}/{}",
         config.processing.replica_name, config.processing.boot_id
     );
     Ok(Deps {
+        idps,
         http,
         alerter,
         config,
@@ -283,6 +286,97 @@ pub async fn build_deps_with(
         clock: Arc::new(crate::clock::SystemClock),
         instance_id,
     })
+}
+
+/// The Okta clients of the multi-IdP file: each service app's key must be in the secret
+/// store (a missing one stops the start, naming the instance and the field).
+pub async fn build_idps(
+    config: &Config,
+    secrets: &dyn SecretStore,
+    http: &reqwest::Client,
+) -> Result<crate::lifecycle::idps::Idps, BuildError> {
+    use crate::config::{ConfigError, IdpKind, IDP_CONFIG_VAR};
+    let mut okta = Vec::new();
+    for i in &config.idps.instances {
+        let IdpKind::Okta(o) = &i.kind else { continue };
+        let field = |f: &str| format!("{IDP_CONFIG_VAR}: instance `{}`: {f}", i.name);
+        let key = secrets
+            .get(&o.private_key_secret)
+            .await
+            .map_err(|e| BuildError::Dependency {
+                what: "secret store",
+                message: format!("{}: {e}", field("private_key_secret")),
+            })?
+            .ok_or_else(|| {
+                ConfigError::new(
+                    &field("private_key_secret"),
+                    format!(
+                        "the secret `{}` is not in the secret store (the Okta service app's                          private JWK; see docs/okta.md)",
+                        o.private_key_secret
+                    ),
+                )
+            })?;
+        let client = crate::upstream::okta::OktaClient::new(
+            o.org_url.clone(),
+            o.client_id.clone(),
+            &key,
+            http.clone(),
+        )
+        .map_err(|m| ConfigError::new(&field("private_key_secret"), m))?;
+        crate::upstream::pace::PACER.set_max(
+            &crate::upstream::pace::authority(&o.org_url),
+            config.processing.concurrency,
+        );
+        okta.push(crate::lifecycle::idps::OktaInstance {
+            name: i.name.clone(),
+            client: Arc::new(client),
+            rp_ids: o.rp_ids.clone(),
+            challenge_timeout: chrono::Duration::minutes(i64::from(o.challenge_timeout_minutes)),
+        });
+    }
+    Ok(crate::lifecycle::idps::Idps::new(config.idps.clone(), okta))
+}
+
+/// Open shipments must keep their instance: a file that removed (or renamed) one that
+/// open shipments still use stops the start, naming it.
+async fn check_instances_in_use(
+    idps: &crate::lifecycle::idps::Idps,
+    store: &dyn ShipmentStore,
+) -> Result<(), BuildError> {
+    use crate::config::{ConfigError, IDP_CONFIG_VAR};
+    let mut stranded: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+    let mut next = None;
+    loop {
+        let page = store
+            .query(&crate::store::Query::Open, next, 500)
+            .await
+            .map_err(|e| BuildError::Dependency {
+                what: "shipment store",
+                message: format!("checking the instances of open shipments: {e}"),
+            })?;
+        for v in &page.items {
+            if idps.of_record(&v.value).is_none() {
+                let e = stranded
+                    .entry(idps.name_of(&v.value))
+                    .or_insert((0, v.value.request_id.clone()));
+                e.0 += 1;
+            }
+        }
+        next = page.next;
+        if next.is_none() {
+            break;
+        }
+    }
+    match stranded.into_iter().next() {
+        None => Ok(()),
+        Some((name, (n, example))) => Err(ConfigError::new(
+            &format!("{IDP_CONFIG_VAR}: instance `{name}`"),
+            format!(
+                "removed while {n} open shipment(s) still use it (request {example}); put it                  back until they end"
+            ),
+        )
+        .into()),
+    }
 }
 
 /// Builds the app from a configuration: real clients, the configured store, bound listener.

@@ -15,6 +15,7 @@ mod cli;
 mod console;
 mod entra;
 mod env;
+mod idp;
 mod mask;
 mod service;
 mod storage;
@@ -27,6 +28,10 @@ pub use entra::{
     EntraCredentialKind, PreflightMode, YUBIKEY_5_AAGUIDS,
 };
 pub use env::{allowed_outbound, parse_url, require_https, validate_cron, Env};
+pub use idp::{
+    valid_instance_name, IdpInstanceConfig, IdpKind, IdpsConfig, OktaInstanceConfig,
+    DEFAULT_INSTANCE, IDP_CONFIG_VAR,
+};
 pub use mask::{mask_credentials, mask_url};
 pub use service::{LogFormat, LogLevel, ObservabilityConfig, ProcessingConfig, ServerConfig};
 pub use storage::{SecretBackend, SecretsConfig, StoreBackend, StoreConfig};
@@ -71,6 +76,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// The helpdesk console, when configured.
     pub console: Option<ConsoleConfig>,
+    /// The identity providers served (one Entra instance unless a file names more).
+    pub idps: IdpsConfig,
     /// Where the embedded store and file secrets live (`FIDO_CONNECTOR_DATA_DIR`).
     pub data_dir: PathBuf,
     /// True only when started by the sandbox command: simulators on loopback.
@@ -114,6 +121,7 @@ impl Config {
         let alerts = AlertsConfig::load(env)?;
         let outbound = OutboundConfig::load(env)?;
         let console = ConsoleConfig::load(env)?;
+        let idps = IdpsConfig::load(env.get(IDP_CONFIG_VAR).as_deref())?;
         Ok(Config {
             store,
             secrets,
@@ -127,6 +135,7 @@ impl Config {
             observability,
             outbound,
             console,
+            idps,
             data_dir,
             sandbox,
         })

@@ -26,6 +26,9 @@ pub trait YubicoKeys: Send + Sync {
     async fn transport_key(&self) -> Result<TransportKey, Self::Error>;
     /// The sign key with this `kid` (refreshing the set once, with a cooldown, if unknown).
     async fn sign_key(&self, kid: &str) -> Result<Jwk, Self::Error>;
+    /// Every usable sign key (public JWKs), for a provider that verifies Yubico's
+    /// responses itself (Okta's `activate` takes them as `yubicoSigningJwks`).
+    async fn sign_keys(&self) -> Result<Vec<Jwk>, Self::Error>;
     /// An ES384 verifier for the sign key `kid` (a cache builds it once per key: building
     /// one checks the key, which costs about a third of a verification).
     async fn sign_verifier(
@@ -592,6 +595,9 @@ mod tests {
                     service: "test",
                     message: e.to_string(),
                 })
+        }
+        async fn sign_keys(&self) -> Result<Vec<Jwk>, UpstreamError> {
+            Ok(self.sign.iter().map(|k| public_of(k).unwrap()).collect())
         }
         async fn transport_key(&self) -> Result<TransportKey, UpstreamError> {
             public_of(&self.transport)

@@ -328,6 +328,52 @@ impl PartialSchema for Base58Id {
 }
 schema_via!(Base58Id, "Base58Id");
 
+/// Instance names: lower-case letters, digits and `-`, 1 to 32, starting with a letter or
+/// digit (they are kept on every record and shown in metrics).
+pub fn valid_instance_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+}
+
+/// `idp_instance`: the identity-provider instance of a multi-IdP deployment (lower-case
+/// letters, digits and `-`, at most 32). Whether the deployment has it is checked by the
+/// create, before any upstream call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpInstanceName(String);
+
+impl IdpInstanceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IdpInstanceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let s = s.trim();
+        if valid_instance_name(s) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err("must be an instance name: 1 to 32 lower-case letters, digits or `-`".into())
+        }
+    }
+}
+deserialize_via_try_from!(IdpInstanceName, String);
+
+impl PartialSchema for IdpInstanceName {
+    fn schema() -> RefOr<Schema> {
+        string_schema(Some(1), 32, Some("^[a-z0-9][a-z0-9-]*$".into()))
+            .description(Some(
+                "The identity-provider instance (multi-IdP mode); omitted: the default instance",
+            ))
+            .into()
+    }
+}
+schema_via!(IdpInstanceName, "IdpInstanceName");
+
 /// `fc_additional_data.yubikey_name`: printable ASCII, at most 18 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct YubiKeyName(String);

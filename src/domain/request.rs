@@ -14,8 +14,8 @@ use utoipa::{PartialSchema, ToSchema};
 
 use super::codes;
 use super::fields::{
-    blank_is_none, Base58Id, CountryCode, DeliveryType, Email, One, PinLength, PinType, PositiveId,
-    Telephone, Text, UserId, ValidationError, YubiKeyName, NO_CONTROLS,
+    blank_is_none, Base58Id, CountryCode, DeliveryType, Email, IdpInstanceName, One, PinLength,
+    PinType, PositiveId, Telephone, Text, UserId, ValidationError, YubiKeyName, NO_CONTROLS,
 };
 
 /// At most this many addresses in `enrollment_contacts.emails_to`.
@@ -35,6 +35,11 @@ pub struct ShipmentRequest {
     #[serde(default)]
     pub enrollment_contacts: Option<EnrollmentContacts>,
     pub yubico_shipment_request: YubicoShipmentRequest,
+    /// The identity-provider instance serving the user (multi-IdP deployments; additive to
+    /// the vendor's API). Omitted: the deployment's default instance.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    #[schema(inline)]
+    pub idp_instance: Option<IdpInstanceName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
@@ -315,6 +320,16 @@ impl ShipmentRequest {
 
     /// The body of YubiEnterprise's `POST /fpr/shipments`, with the two JWEs in place.
     pub fn ye_body(&self, fido_pin_request: &str, fido_credential_request: &str) -> Value {
+        self.ye_body_with(fido_pin_request, &[fido_credential_request.to_string()])
+    }
+
+    /// As [`Self::ye_body`], with one credential request per relying party (Okta's enroll
+    /// makes one per `enrollmentRpIds` entry).
+    pub fn ye_body_with(
+        &self,
+        fido_pin_request: &str,
+        fido_credential_requests: &[String],
+    ) -> Value {
         let y = &self.yubico_shipment_request;
         let r = &y.recipient;
         let a = &y.mailing_address;
@@ -340,7 +355,7 @@ impl ShipmentRequest {
                     "customization_id": it.customization_id.as_str(),
                     "product_customizations": [{
                         "fido_pin_request": fido_pin_request,
-                        "fido_credential_requests": [fido_credential_request],
+                        "fido_credential_requests": fido_credential_requests,
                     }],
                 })
             })

@@ -185,6 +185,15 @@ pub struct ShipmentRecord {
     /// Alerts about this shipment, one per cause (see `lifecycle::alerts`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<AlertMark>,
+    /// The identity-provider instance serving the shipment when it is not the Entra one
+    /// (multi-IdP mode); absent: the deployment's Entra instance. For an Okta instance
+    /// `entra_user_id` holds Okta's user id and `user_upn` its login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+    /// Okta: the enrollments its `enroll` made (one per relying party). Okta activates
+    /// them and mails the PIN; `entra_method_id` is the first once activated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub okta_enrollments: Vec<String>,
 }
 
 /// The state of one alert (a shipment and a cause): claimed by a replica while it posts
@@ -290,6 +299,8 @@ impl ShipmentRecord {
             lease_until: None,
             events: Vec::new(),
             alerts: Vec::new(),
+            idp: None,
+            okta_enrollments: Vec::new(),
         }
     }
 

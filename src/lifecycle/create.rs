@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::idps::Provider;
 use super::{claim_free, hex, Deps, LifecycleError};
 use crate::crypto::{self, ResponseKey};
 use crate::domain::shipment::response_secret_name;
@@ -166,18 +167,47 @@ pub struct DryRun {
 pub async fn dry_run(deps: &Deps, req: &ShipmentRequest) -> Result<DryRun, LifecycleError> {
     use super::preflight::{Check, CheckResult};
 
-    let checks = match deps.idp.get_user(&req.user_id).await {
-        Ok(user) => super::preflight::run(deps, req, &user).await,
-        Err(UpstreamError::NotFound { .. }) => vec![Check {
-            name: "user_exists",
-            result: CheckResult::Fail,
-            message: format!("Could not find user: {}", req.user_id.as_str()),
-        }],
-        Err(e) => return Err(e.into()),
+    let not_found = || Check {
+        name: "user_exists",
+        result: CheckResult::Fail,
+        message: format!("Could not find user: {}", req.user_id.as_str()),
     };
-    let would_create = !checks
-        .iter()
-        .any(|c| super::preflight::blocks(deps.config.entra.preflight, c));
+    let requested = req.idp_instance.as_ref().map(|i| i.as_str());
+    let checks = match deps.idps.for_create(requested)?.1 {
+        Provider::Entra => match deps.idp.get_user(&req.user_id).await {
+            Ok(user) => super::preflight::run(deps, req, &user).await,
+            Err(UpstreamError::NotFound { .. }) => vec![not_found()],
+            Err(e) => return Err(e.into()),
+        },
+        Provider::Okta(o) => match o.client.get_user(req.user_id.as_str()).await {
+            Ok(user) => vec![
+                Check {
+                    name: "user_exists",
+                    result: CheckResult::Pass,
+                    message: format!("Okta user {} ({})", user.id, user.login),
+                },
+                Check {
+                    name: "user_status",
+                    result: if user.may_enroll() {
+                        CheckResult::Pass
+                    } else {
+                        CheckResult::Fail
+                    },
+                    message: format!(
+                        "Okta reports the status {}; enrolment needs ACTIVE, STAGED or PROVISIONED",
+                        user.status
+                    ),
+                },
+            ],
+            Err(UpstreamError::NotFound { .. }) => vec![not_found()],
+            Err(e) => return Err(e.into()),
+        },
+    };
+    // Okta refuses to enroll a user whose status does not allow it, whatever the mode.
+    let would_create = !checks.iter().any(|c| {
+        super::preflight::blocks(deps.config.entra.preflight, c)
+            || (c.name == "user_status" && c.result == CheckResult::Fail)
+    });
     Ok(DryRun {
         dry_run: true,
         would_create,
@@ -227,21 +257,56 @@ async fn create_inner(
     ship(deps, &req, &p, rec, etag, claim_until, caller).await
 }
 
-/// What the create prepared before anything is stored: the user, the two JWEs to Yubico,
-/// and the response key (already in the secret store).
+/// What the create prepared before anything is stored: the user, the JWEs to Yubico, and
+/// (Entra) the response key, already in the secret store.
 struct Prepared {
+    /// What the record keeps in `idp` (absent for the Entra instance).
+    idp: Option<String>,
+    /// The identity provider's user id (Entra object id, Okta user id).
     entra_user_id: String,
+    /// Entra's UPN, Okta's login.
     user_upn: Option<String>,
     response_kid: String,
-    secret_name: String,
+    /// Entra: the response key's secret; Okta keeps its keys itself.
+    secret_name: Option<String>,
     challenge_timeout: chrono::DateTime<chrono::Utc>,
     pin_jwe: String,
-    cred_jwe: String,
+    cred_jwes: Vec<String>,
+    /// Okta: the enrollments made, to activate (or mark failed) later.
+    okta_enrollments: Vec<String>,
+}
+
+impl Prepared {
+    /// Undoes what preparing left behind when no shipment comes of it.
+    async fn discard(&self, deps: &Deps) {
+        if let Some(name) = &self.secret_name {
+            let _ = deps.secrets.delete(name).await;
+        }
+        if let Some(o) = self.idp.as_deref().and_then(|n| deps.idps.okta(n)) {
+            for id in &self.okta_enrollments {
+                if let Err(e) = o.client.delete_enrollment(&self.entra_user_id, id).await {
+                    tracing::warn!(enrollment = %id, error = %e,
+                        "could not delete the Okta enrollment of a shipment not created");
+                }
+            }
+        }
+    }
 }
 
 /// Upstream reads first (nothing is stored if the user does not exist), the pre-flight
-/// checks, then the PIN and the response key, encrypted to Yubico.
+/// checks, then the requests to Yubico, from the instance the request names.
 async fn prepare(deps: &Deps, req: &ShipmentRequest) -> Result<Prepared, LifecycleError> {
+    let requested = req.idp_instance.as_ref().map(|i| i.as_str());
+    let (name, provider) = deps.idps.for_create(requested)?;
+    let mut p = match provider {
+        Provider::Entra => prepare_entra(deps, req).await?,
+        Provider::Okta(o) => prepare_okta(deps, req, o).await?,
+    };
+    p.idp = deps.idps.stored_name(&name);
+    Ok(p)
+}
+
+async fn prepare_entra(deps: &Deps, req: &ShipmentRequest) -> Result<Prepared, LifecycleError> {
     // Upstream reads first: nothing is stored if the user does not exist.
     let user = deps.idp.get_user(&req.user_id).await.map_err(|e| match e {
         UpstreamError::NotFound { .. } => {
@@ -257,8 +322,10 @@ async fn prepare(deps: &Deps, req: &ShipmentRequest) -> Result<Prepared, Lifecyc
         .await
         .map_err(|e| match e {
             UpstreamError::Rejected { code, .. } => LifecycleError::IdpRejected {
+                idp: "Entra",
                 what: "creation options",
                 code,
+                summary: None,
             },
             other => other.into(),
         })?;
@@ -281,13 +348,84 @@ async fn prepare(deps: &Deps, req: &ShipmentRequest) -> Result<Prepared, Lifecyc
         .set(&secret_name, response_key.private_jwk_json())
         .await?;
     Ok(Prepared {
+        idp: None,
         entra_user_id: user.id,
         user_upn: user.user_principal_name,
         response_kid: response_key.kid.clone(),
-        secret_name,
+        secret_name: Some(secret_name),
         challenge_timeout: options.challenge_timeout,
         pin_jwe,
-        cred_jwe,
+        cred_jwes: vec![cred_jwe],
+        okta_enrollments: Vec::new(),
+    })
+}
+
+/// Okta's refusal of the user lookup or the enrollment, in its words.
+fn okta_refused(what: &'static str, user: &str, e: UpstreamError) -> LifecycleError {
+    match e {
+        UpstreamError::NotFound { .. } => LifecycleError::UserNotFound(user.to_string()),
+        UpstreamError::Rejected { code, message, .. } => LifecycleError::IdpRejected {
+            idp: "Okta",
+            what,
+            code,
+            summary: Some(message),
+        },
+        other => other.into(),
+    }
+}
+
+/// Okta: the user (whose status must allow enrolment), then `enroll`: Okta makes the
+/// response keys and encrypts the requests to Yubico's transport key itself.
+async fn prepare_okta(
+    deps: &Deps,
+    req: &ShipmentRequest,
+    o: &super::idps::OktaInstance,
+) -> Result<Prepared, LifecycleError> {
+    let asked = req.user_id.as_str();
+    let user = o
+        .client
+        .get_user(asked)
+        .await
+        .map_err(|e| okta_refused("the user lookup", asked, e))?;
+    if !user.may_enroll() {
+        return Err(LifecycleError::PreflightFailed {
+            check: "user_status",
+            message: format!(
+                "Okta reports the user's status as {}; enrolment needs ACTIVE, STAGED or PROVISIONED",
+                user.status
+            ),
+        });
+    }
+    let transport = deps.keys.transport_key().await?;
+    let jwk = crate::upstream::okta::transport_key_jwk(transport.jwk());
+    let enrolled = o
+        .client
+        .enroll(&user.id, &o.rp_ids, &jwk)
+        .await
+        .map_err(|e| okta_refused("the enrollment", asked, e))?;
+    let key_id = enrolled
+        .cred_requests
+        .first()
+        .map(|(_, _, k)| k.clone())
+        .unwrap_or_default();
+    Ok(Prepared {
+        idp: None,
+        entra_user_id: user.id,
+        user_upn: Some(user.login).filter(|l| !l.is_empty()),
+        response_kid: key_id,
+        secret_name: None,
+        challenge_timeout: deps.clock.now() + o.challenge_timeout,
+        pin_jwe: enrolled.pin_request_jwe,
+        cred_jwes: enrolled
+            .cred_requests
+            .iter()
+            .map(|(_, jwe, _)| jwe.clone())
+            .collect(),
+        okta_enrollments: enrolled
+            .cred_requests
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect(),
     })
 }
 
@@ -329,6 +467,8 @@ async fn record_accepted(
         idempotency_body_hash: idempotency.as_ref().map(|i| i.body_sha256.clone()),
         created_by: caller.to_string(),
     });
+    rec.idp = p.idp.clone();
+    rec.okta_enrollments = p.okta_enrollments.clone();
     rec.note(
         "created",
         Some(format!("request {request_id}")),
@@ -346,7 +486,7 @@ async fn record_accepted(
         Ok(e) => e,
         Err(StoreError::AlreadyExists) | Err(StoreError::Conflict) => {
             // A concurrent request with the same key won the race.
-            let _ = deps.secrets.delete(&p.secret_name).await;
+            p.discard(deps).await;
             let existing =
                 deps.store.get(request_id).await?.ok_or_else(|| {
                     LifecycleError::Internal("record vanished after conflict".into())
@@ -363,7 +503,7 @@ async fn record_accepted(
             };
         }
         Err(e) => {
-            let _ = deps.secrets.delete(&p.secret_name).await;
+            p.discard(deps).await;
             return Err(e.into());
         }
     };
@@ -388,7 +528,7 @@ async fn ship(
     let request_id = rec.request_id.clone();
     let request_id = request_id.as_str();
 
-    let body = req.ye_body(&p.pin_jwe, &p.cred_jwe);
+    let body = req.ye_body_with(&p.pin_jwe, &p.cred_jwes);
     // The call may not outlive the claim: past it, another process could flag the record.
     let budget = (claim_until - deps.clock.now())
         .to_std()
@@ -440,7 +580,7 @@ async fn ship(
             if let Err(se) = deps.store.replace(&rec, &etag).await {
                 tracing::warn!(request_id, error = %se, "could not release the request record");
             }
-            let _ = deps.secrets.delete(&p.secret_name).await;
+            p.discard(deps).await;
             Err(match e {
                 UpstreamError::Rejected {
                     status,

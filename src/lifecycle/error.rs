@@ -40,9 +40,15 @@ pub enum LifecycleError {
         check: &'static str,
         message: String,
     },
-    /// Entra refused (e.g. creation options for the user).
-    #[error("Entra refused {what} for the user: {code}")]
-    IdpRejected { what: &'static str, code: String },
+    /// The identity provider refused (Entra's creation options, Okta's enrollment), in
+    /// its words when it gave a summary.
+    #[error("{idp} refused {what} for the user: {code}{}", summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default())]
+    IdpRejected {
+        idp: &'static str,
+        what: &'static str,
+        code: String,
+        summary: Option<String>,
+    },
     /// YubiEnterprise refused our request (it created nothing).
     #[error("YubiEnterprise refused the shipment: {code}: {message}")]
     YeRejected {

@@ -76,6 +76,10 @@ pub struct ListItem {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The identity-provider instance of a multi-IdP deployment (absent: the Entra
+    /// instance). `entra_user_id` is then that provider's user id (Okta's, for Okta).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -130,6 +134,7 @@ fn item(rec: &ShipmentRecord, now: DateTime<Utc>, attention: Duration) -> ListIt
         created_at: rec.created_at,
         updated_at: rec.updated_at,
         completed_at: rec.ended_at(),
+        idp_instance: rec.idp.clone(),
     }
 }
 
@@ -515,7 +520,7 @@ pub async fn history(deps: &Deps, id: &str) -> Result<History, LifecycleError> {
 }
 
 /// The CSV header (RFC 4180).
-pub const CSV_HEADER: &str = "shipment_id,request_id,user_id,entra_user_id,state,step,needs_attention,error_kind,error_message,ye_state_code,ye_state,serial_number,challenge_expires_at,created_at,updated_at,completed_at\r\n";
+pub const CSV_HEADER: &str = "shipment_id,request_id,user_id,entra_user_id,state,step,needs_attention,error_kind,error_message,ye_state_code,ye_state,serial_number,challenge_expires_at,created_at,updated_at,completed_at,idp_instance\r\n";
 
 /// One CSV row (with its CRLF; [`crate::csv_safe`]).
 pub fn csv_row(it: &ListItem) -> String {
@@ -546,6 +551,7 @@ pub fn csv_row(it: &ListItem) -> String {
         ts(&Some(it.created_at)),
         ts(&Some(it.updated_at)),
         ts(&it.completed_at),
+        it.idp_instance.clone().unwrap_or_default(),
     ];
     crate::csv_safe::record(&fields)
 }
@@ -571,6 +577,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             completed_at: None,
+            idp_instance: None,
         }
     }
 

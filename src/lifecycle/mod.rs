@@ -20,7 +20,9 @@ pub mod alerts;
 mod cleanup;
 mod create;
 mod error;
+pub mod idps;
 pub mod list;
+mod okta;
 mod operator;
 pub mod preflight;
 mod process;
@@ -43,7 +45,10 @@ pub struct Deps {
     pub store: Arc<dyn ShipmentStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub ye: Arc<dyn YubiEnterprise>,
+    /// The Entra instance (the `ENTRA_*` tenant).
     pub idp: Arc<dyn IdentityProvider>,
+    /// Every instance of the deployment, and which one serves a create or a record.
+    pub idps: Arc<idps::Idps>,
     pub mailer: Arc<dyn Mailer>,
     pub keys: Arc<dyn YubicoKeys<Error = UpstreamError>>,
     /// Where alerts go; `None` when no webhook is configured (alerts are then only

@@ -16,6 +16,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::idps::Provider;
 use super::{claim_free, service_of, Deps, LifecycleError};
 use crate::crypto::{self, CryptoError, ResponseKey};
 use crate::domain::shipment::{ye_state_meaning, ye_state_ready};
@@ -62,7 +63,7 @@ pub struct RunSummary {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     Completed,
     Failed,
     Retried,
@@ -216,7 +217,7 @@ pub async fn process_shipments(deps: &Deps) -> Result<RunSummary, LifecycleError
 
 /// Why a step did not finish.
 #[derive(Debug)]
-enum StepError {
+pub(super) enum StepError {
     Transient(String, Option<StdDuration>),
     /// The upstream's pace (429, or 503 with `Retry-After`): not the shipment's failure.
     /// Its calls may go again after the wait.
@@ -242,7 +243,7 @@ impl From<crate::domain::TransitionError> for StepError {
 }
 
 /// The one classification of upstream failures during processing.
-fn upstream(context: &str, e: UpstreamError) -> StepError {
+pub(super) fn upstream(context: &str, e: UpstreamError) -> StepError {
     match e {
         UpstreamError::Transient {
             message,
@@ -298,9 +299,9 @@ fn crypto_err(context: &str, e: CryptoError) -> StepError {
 /// that both start on a record waste a read at worst, and only one of them gets past
 /// that write. Every side effect (registration, mail) comes after a write that renewed
 /// the claim, as before; a shipment still with Yubico costs one write per run, not two.
-struct Claimed<'a> {
-    deps: &'a Deps,
-    rec: ShipmentRecord,
+pub(super) struct Claimed<'a> {
+    pub(super) deps: &'a Deps,
+    pub(super) rec: ShipmentRecord,
     etag: ETag,
     /// Whether a write of this run holds the claim.
     held: bool,
@@ -319,7 +320,7 @@ impl<'a> Claimed<'a> {
 
     /// Persists the record and takes or renews the claim (owner, now + TTL), if the
     /// record is still the version this process last read or wrote.
-    async fn save(&mut self) -> Result<(), StepError> {
+    pub(super) async fn save(&mut self) -> Result<(), StepError> {
         let now = self.deps.clock.now();
         self.rec
             .claim(self.deps.owner(), now + self.deps.claim_ttl(), now);
@@ -367,7 +368,7 @@ impl<'a> Claimed<'a> {
     /// Runs an upstream call within the claim's remaining time. Each request it sends
     /// takes one of the run's call slots once its upstream's lane lets it go
     /// (`upstream::pace::CALL_SLOTS`); the wait for either counts against the claim.
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         what: &str,
         f: impl std::future::Future<Output = Result<T, StepError>>,
@@ -494,7 +495,12 @@ async fn process_one(
         },
     };
     match c.release().await {
-        Ok(()) => outcome,
+        Ok(()) => {
+            if outcome == Outcome::Failed {
+                super::okta::gave_up(deps, &c.rec).await;
+            }
+            outcome
+        }
         Err(_) => Outcome::Skipped,
     }
 }
@@ -564,6 +570,20 @@ async fn product_data(
     Ok((ship.shipment_state_id, ship.product_data))
 }
 
+/// The record's identity provider. A record whose instance this replica's file lacks (a
+/// newer file on another replica) is left for a later run, within its deadline.
+fn provider<'a>(c: &Claimed<'a>) -> Result<Provider<'a>, StepError> {
+    c.deps.idps.of_record(&c.rec).ok_or_else(|| {
+        StepError::Transient(
+            format!(
+                "this replica does not serve the shipment's identity provider instance `{}`",
+                c.deps.idps.name_of(&c.rec)
+            ),
+            None,
+        )
+    })
+}
+
 async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
     // The PIN verified in this run, carried to the mail step so that it is not fetched and
     // decrypted twice; after a restart the mail step reads it again from YubiEnterprise.
@@ -571,7 +591,7 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
     loop {
         match c.rec.step {
             Step::Ongoing => match register(c).await? {
-                Registration::Done(pin) => verified_pin = Some(pin),
+                Registration::Done(pin) => verified_pin = pin,
                 Registration::NotYet(outcome) => return Ok(outcome),
             },
             Step::Registered => return mail_pin(c, verified_pin.take()).await,
@@ -582,9 +602,10 @@ async fn advance(c: &mut Claimed<'_>) -> Result<Outcome, StepError> {
     }
 }
 
-/// What the Ongoing step came to: registered (with the PIN it verified), or not yet.
-enum Registration {
-    Done(crate::domain::Pin),
+/// What the Ongoing step came to: registered (with the PIN it verified; none when the
+/// provider holds the PIN itself, as Okta does), or not yet.
+pub(super) enum Registration {
+    Done(Option<crate::domain::Pin>),
     NotYet(Outcome),
 }
 
@@ -609,7 +630,7 @@ async fn register(c: &mut Claimed<'_>) -> Result<Registration, StepError> {
     if !ye_state_ready(state) {
         if expired {
             return Err(StepError::Permanent(
-                "the Entra challenge expired before Yubico programmed the key".into(),
+                "the challenge expired before Yubico programmed the key".into(),
             ));
         }
         c.rec.waiting(state, now)?;
@@ -622,8 +643,11 @@ async fn register(c: &mut Claimed<'_>) -> Result<Registration, StepError> {
     })?;
     if expired {
         return Err(StepError::Permanent(
-            "the Entra challenge expired before the credential could be registered".into(),
+            "the challenge expired before the credential could be registered".into(),
         ));
+    }
+    if let Provider::Okta(o) = provider(c)? {
+        return super::okta::activate(c, o, &pd).await;
     }
     let (cred, pin) = open_responses(c, &pd).await?;
     let name = display_name(&c.rec, pd.serial_number);
@@ -637,7 +661,7 @@ async fn register(c: &mut Claimed<'_>) -> Result<Registration, StepError> {
     c.rec
         .registered(pd.serial_number, method_id, now, mail_deadline)?;
     c.save().await?;
-    Ok(Registration::Done(pin))
+    Ok(Registration::Done(Some(pin)))
 }
 
 /// Verifies every response of the shipment before any side effect (a key whose PIN
@@ -744,6 +768,9 @@ async fn mail_pin(
     verified_pin: Option<crate::domain::Pin>,
 ) -> Result<Outcome, StepError> {
     let deps = c.deps;
+    if let Provider::Okta(o) = provider(c)? {
+        return super::okta::send_pin(c, o, verified_pin.is_none()).await;
+    }
     let ye_id = c
         .rec
         .ye_shipment_id

@@ -53,6 +53,15 @@ pub async fn resend_pin(
             Err(e) => return Err(e.into()),
         }
     };
+    if let Some(super::idps::Provider::Okta(o)) = deps.idps.of_record(&rec) {
+        // Okta holds the PIN: it mails it again.
+        let sent = super::okta::resend(o, &rec).await;
+        crate::metrics::pin_mail("resend", sent.is_ok());
+        let enrollment = sent?;
+        tracing::info!(target: "fido_connector::audit", caller, shipment_id, idp = %o.name,
+            enrollment = %enrollment, "PIN resent by Okta");
+        return Ok(());
+    }
     let serial = rec
         .serial_number
         .ok_or_else(|| LifecycleError::Internal("registered record without serial".into()))?;

@@ -664,6 +664,33 @@ async fn send_pin(
     StatusCode::NO_CONTENT.into_response()
 }
 
+async fn list_enrollments(
+    State(st): State<St>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers, &method, &uri) {
+        return r;
+    }
+    let g = st.lock();
+    if find_user(&g, &user).is_none() {
+        return not_found(&user);
+    }
+    let list: Vec<Value> = g
+        .enrollments
+        .iter()
+        .filter(|(_, e)| e.user_id == user)
+        .map(|(id, e)| {
+            json!({"id": id, "factorType": "webauthn", "provider": "FIDO",
+                   "vendorName": "FIDO", "status": e.status,
+                   "profile": {"rpId": e.rp_id}})
+        })
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
 async fn mark_error(
     State(st): State<St>,
     method: Method,
@@ -703,6 +730,20 @@ async fn delete_enrollment(
     }
 }
 
+/// `GET /_sim/mails`: the PIN mails Okta sent (the sandbox walk-through reads them).
+async fn sim_mails(State(st): State<St>) -> Json<Value> {
+    let g = st.lock();
+    Json(Value::Array(
+        g.mails
+            .iter()
+            .map(|m| {
+                json!({"user_id": m.user_id, "authenticator_enrollment_id": m.enrollment_id,
+                            "to": m.to, "pin": m.pin})
+            })
+            .collect(),
+    ))
+}
+
 /// The running simulator.
 #[derive(Clone)]
 pub struct OktaSim {
@@ -734,6 +775,10 @@ impl OktaSim {
             .route("/webauthn-registration/api/v1/activate", post(activate))
             .route("/webauthn-registration/api/v1/send-pin", post(send_pin))
             .route(
+                "/webauthn-registration/api/v1/users/{user}/enrollments",
+                get(list_enrollments),
+            )
+            .route(
                 "/webauthn-registration/api/v1/users/{user}/enrollments/{id}/mark-error",
                 post(mark_error),
             )
@@ -741,6 +786,7 @@ impl OktaSim {
                 "/webauthn-registration/api/v1/users/{user}/enrollments/{id}",
                 delete(delete_enrollment),
             )
+            .route("/_sim/mails", get(sim_mails))
             .with_state(st.clone());
         let served = super::serve_tls(router, port).await?;
         *st.base.lock().unwrap_or_else(|p| p.into_inner()) = served.url();
@@ -789,6 +835,15 @@ impl OktaSim {
             .enrollments
             .get(id)
             .map(|e| (e.status, e.activations))
+    }
+    /// (id, status, activations) of every enrollment.
+    pub fn enrollments(&self) -> Vec<(String, &'static str, usize)> {
+        self.st
+            .lock()
+            .enrollments
+            .iter()
+            .map(|(id, e)| (id.clone(), e.status, e.activations))
+            .collect()
     }
     /// Every access token issued (tests grep logs for them).
     pub fn issued_tokens(&self) -> Vec<String> {

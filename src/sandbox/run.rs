@@ -22,6 +22,17 @@ pub const DEMO_USERS: [(&str, &str); 2] = [
         "8d2e4f6a-1c3b-4e5d-8f70-9a1b2c3d4e5f",
     ),
 ];
+/// Users of the simulated Okta org (login, id, status).
+pub const OKTA_DEMO_USERS: [(&str, &str, &str); 2] = [
+    ("carol@fabrikam.example", "00u1carolfabrikam", "ACTIVE"),
+    ("dan@fabrikam.example", "00u1danfabrikam00", "STAGED"),
+];
+/// The sandbox's instances: the Entra tenant (default) and an Okta org.
+pub const SANDBOX_ENTRA_INSTANCE: &str = "contoso";
+pub const SANDBOX_OKTA_INSTANCE: &str = "fabrikam";
+pub const SANDBOX_OKTA_CLIENT_ID: &str = "0oa1fprconnector";
+/// The secret holding the Okta service app's private key.
+pub const SANDBOX_OKTA_KEY_SECRET: &str = "okta-fabrikam-key";
 pub const SANDBOX_TENANT: &str = "00000000-0000-4000-8000-00000000c0de";
 pub const SANDBOX_CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
 pub const SANDBOX_AUDIENCE: &str = "api://fido-connector-sandbox";
@@ -35,6 +46,8 @@ pub struct Sandbox {
     pub ye: YeSim,
     pub entra: EntraSim,
     pub mail: MailSink,
+    /// The Okta org of the sandbox's second instance.
+    pub okta: crate::sandbox::okta::OktaSim,
     /// Where alerts go (a Slack/Teams-like webhook).
     pub webhook: crate::sandbox::webhook::WebhookSink,
     pub api_key: String,
@@ -51,8 +64,9 @@ pub const SANDBOX_ALERT_SECRET: &str = "alert-webhook-url";
 
 /// Starts the simulators and prepares the connector's configuration and secrets.
 /// `data_dir` holds the SQLite file and the secret files; `listen` is the connector's address.
-/// `sim_base_port`: the simulators listen on this port and the next four (YE, Entra,
-/// mail, Entra's HTTPS login host, the alert webhook); `None` picks free ports (tests).
+/// `sim_base_port`: the simulators listen on this port and the next five (YE, Entra,
+/// mail, Entra's HTTPS login host, the alert webhook, Okta); `None` picks free ports
+/// (tests).
 pub async fn prepare(
     data_dir: &std::path::Path,
     listen: &str,
@@ -105,6 +119,51 @@ pub async fn prepare(
         .set(SANDBOX_ALERT_SECRET, &SecretString::from(webhook.url()))
         .await
         .map_err(|e| e.to_string())?;
+    // The Okta org: a service app whose private key is in the secret store.
+    let mut okta_key = josekit::jwk::Jwk::generate_rsa_key(2048).map_err(|e| e.to_string())?;
+    okta_key.set_key_id("fpr-okta-sandbox");
+    let okta = crate::sandbox::okta::OktaSim::start(
+        SANDBOX_OKTA_CLIENT_ID,
+        crate::crypto::public_of(&okta_key).map_err(|e| e.to_string())?,
+        port(5),
+    )
+    .await
+    .map_err(|e| format!("Okta simulator: {e}"))?;
+    for (login, id, status) in OKTA_DEMO_USERS {
+        okta.add_user(crate::sandbox::okta::OktaUser {
+            id: id.into(),
+            login: login.into(),
+            email: login.into(),
+            status: status.into(),
+        });
+    }
+    secrets
+        .set(
+            SANDBOX_OKTA_KEY_SECRET,
+            &SecretString::from(okta_key.to_string()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let idp_file = data_dir.join("multi-idp-config.yaml");
+    std::fs::write(
+        &idp_file,
+        format!(
+            "# The sandbox's identity providers: the Entra simulator's tenant (the ENTRA_*\n\
+             # variables) and the Okta simulator's org.\n\
+             default: {SANDBOX_ENTRA_INSTANCE}\n\
+             instances:\n\
+             \x20 - name: {SANDBOX_ENTRA_INSTANCE}\n\
+             \x20   kind: entra\n\
+             \x20 - name: {SANDBOX_OKTA_INSTANCE}\n\
+             \x20   kind: okta\n\
+             \x20   org_url: {}\n\
+             \x20   client_id: {SANDBOX_OKTA_CLIENT_ID}\n\
+             \x20   private_key_secret: {SANDBOX_OKTA_KEY_SECRET}\n\
+             \x20   rp_ids: [fabrikam.okta.example]\n",
+            okta.url()
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", idp_file.display()))?;
     // The trigger admits only the connector's identity, as infra/main.bicep configures it.
     mail.require_token(entra.token_check(MAIL_TRIGGER_AUDIENCE));
     // The simulators' HTTPS endpoints (Entra's login host) use the sandbox CA.
@@ -189,6 +248,10 @@ pub async fn prepare(
     set("YE_JWKS_TRANSPORT_ENDPOINT", ye.transport_jwks_url());
     set("EMAIL_API_SEND_ENDPOINT", mail.unsigned_url());
     set("FIDO_CONNECTOR_ALERT_WEBHOOK", SANDBOX_ALERT_SECRET.into());
+    set(
+        crate::config::IDP_CONFIG_VAR,
+        idp_file.display().to_string(),
+    );
     set("FIDO_CONNECTOR_ALLOWED_AUDIENCES", SANDBOX_AUDIENCE.into());
     set(
         "FIDO_CONNECTOR_API_KEYS",
@@ -205,6 +268,7 @@ pub async fn prepare(
         ye,
         entra,
         mail,
+        okta,
         webhook,
         api_key,
         identity_header,

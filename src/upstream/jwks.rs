@@ -271,6 +271,11 @@ impl YubicoKeys for JwksCache {
             .map_err(key_error)
     }
 
+    async fn sign_keys(&self) -> Result<Vec<Jwk>, UpstreamError> {
+        let keys = self.sign.all().await.map_err(key_error)?;
+        Ok(keys.iter().map(|k| k.jwk.clone()).collect())
+    }
+
     async fn sign_verifier(
         &self,
         kid: &str,

@@ -104,7 +104,14 @@ fn invalid(message: impl Into<String>) -> UpstreamError {
 fn okta_error(body: &Value) -> (String, String) {
     let code = body["errorCode"].as_str().unwrap_or("").to_string();
     let mut summary = body["errorSummary"].as_str().unwrap_or("").to_string();
-    if let Some(cause) = body["errorCauses"][0]["errorSummary"].as_str() {
+    // A list in Okta's documents; a single object is taken too.
+    let causes = &body["errorCauses"];
+    let first = if causes.is_array() {
+        &causes[0]
+    } else {
+        causes
+    };
+    if let Some(cause) = first["errorSummary"].as_str() {
         summary = format!("{summary}: {cause}");
     }
     (code, http::scrub(&summary))
@@ -434,6 +441,25 @@ impl OktaClient {
         .map(|_| ())
     }
 
+    /// `GET /webauthn-registration/api/v1/users/{userId}/enrollments`: each preregistration
+    /// factor's (id, status). After a crash mid-activation it tells whether Okta activated.
+    pub async fn enrollments(&self, user_id: &str) -> Result<Vec<(String, String)>, UpstreamError> {
+        let path = format!("/webauthn-registration/api/v1/users/{user_id}/enrollments");
+        let v = self.call(Method::GET, &path, None).await?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| invalid("the enrollments answer is not a list"))?;
+        Ok(list
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f["id"].as_str()?.to_string(),
+                    f["status"].as_str().unwrap_or("").to_string(),
+                ))
+            })
+            .collect())
+    }
+
     /// Marks an enrollment as failed at the fulfillment provider.
     pub async fn mark_error(
         &self,
@@ -459,6 +485,21 @@ impl OktaClient {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Yubico's transport key as Okta's `ECKeyJWK`: exactly its six members (`kid`, `kty`,
+/// `crv`, `x`, `y`, `use`), `use` being `enc` when the published key leaves it out.
+pub fn transport_key_jwk(jwk: &Jwk) -> Value {
+    let m = jwk.as_ref();
+    let get = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);
+    json!({
+        "kid": get("kid"),
+        "kty": get("kty"),
+        "crv": get("crv"),
+        "x": get("x"),
+        "y": get("y"),
+        "use": m.get("use").cloned().unwrap_or_else(|| json!("enc")),
+    })
 }
 
 /// Keeps a client shareable between tasks.

@@ -232,3 +232,173 @@ async fn oktas_rate_limit_is_its_pace_and_a_new_nonce_is_followed() {
     assert_eq!(sim.token_requests(), before + 1);
     w.stop().await;
 }
+
+// ------------------------------------------------------------- the lifecycle over Okta
+
+use fido_connector::sandbox::run::{OKTA_DEMO_USERS, SANDBOX_OKTA_INSTANCE};
+use serde_json::json;
+
+fn carol() -> (&'static str, &'static str) {
+    (OKTA_DEMO_USERS[0].0, OKTA_DEMO_USERS[0].1)
+}
+
+pub fn okta_body(user: &str) -> Value {
+    let mut b = shipment_body(user);
+    b["idp_instance"] = json!(SANDBOX_OKTA_INSTANCE);
+    b
+}
+
+async fn list_ids(w: &World, user: &str) -> Vec<String> {
+    let (s, v) = w.get(&format!("/v1/fpr/shipments?user_id={user}")).await;
+    assert_eq!(s, 200, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["shipment_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn okta_shipment_end_to_end(backend: Backend) {
+    let w = World::start(backend).await;
+    let (login, okta_id) = carol();
+    let (s, b) = w.create(&okta_body(login)).await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["data"]["shipment_id"].as_str().unwrap().to_string();
+    let rec = w.record(&id).await;
+    assert_eq!(rec.idp.as_deref(), Some(SANDBOX_OKTA_INSTANCE));
+    assert_eq!(rec.entra_user_id, okta_id, "Okta's user id is kept");
+    assert_eq!(rec.okta_enrollments.len(), 1);
+    let enrollment = rec.okta_enrollments[0].clone();
+    // Okta made the response keys: the connector stores none.
+    assert!(w
+        .deps()
+        .secrets
+        .get(&rec.secret_name())
+        .await
+        .unwrap()
+        .is_none());
+    // Not programmed yet: nothing is activated.
+    assert_eq!(w.process().await, 204);
+    assert_eq!(w.sb.okta.enrollment(&enrollment), Some(("ENROLLED", 0)));
+    assert!(w.sb.ye.advance(&id));
+    assert_eq!(w.process().await, 204);
+    let st = w.status_of(&id).await;
+    assert_eq!(st["shipment_state"], "complete", "{st}");
+    assert_eq!(w.sb.okta.enrollment(&enrollment), Some(("ACTIVE", 1)));
+    let mails = w.sb.okta.mails();
+    assert_eq!(mails.len(), 1, "Okta sent the PIN once");
+    assert_eq!(mails[0].to, login);
+    assert_eq!(mails[0].enrollment_id, enrollment);
+    assert!(
+        w.sb.mail.delivered().is_empty(),
+        "not through Entra's relay"
+    );
+    // Another run changes nothing.
+    assert_eq!(w.process().await, 204);
+    assert_eq!(w.sb.okta.enrollment(&enrollment), Some(("ACTIVE", 1)));
+    assert_eq!(w.sb.okta.mails().len(), 1);
+    // Resend PIN: Okta mails it again.
+    assert_eq!(
+        w.get(&format!("/v1/operations/resend-pin/{id}")).await.0,
+        204
+    );
+    let mails = w.sb.okta.mails();
+    assert_eq!(mails.len(), 2);
+    assert_eq!(mails[0].pin, mails[1].pin);
+    // Listed by Okta's login and by its user id, with its instance.
+    assert_eq!(list_ids(&w, login).await, vec![id.clone()]);
+    assert_eq!(list_ids(&w, okta_id).await, vec![id.clone()]);
+    let (_, v) = w.get(&format!("/v1/fpr/shipments?user_id={login}")).await;
+    assert_eq!(v["items"][0]["idp_instance"], SANDBOX_OKTA_INSTANCE);
+    // An Entra shipment beside it is served by the default instance, as before.
+    let entra = w.create_ok(crate::support::alice()).await;
+    assert_eq!(w.record(&entra).await.idp, None);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn an_okta_shipment_end_to_end_on_the_embedded_store() {
+    okta_shipment_end_to_end(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn an_okta_shipment_end_to_end_on_azure_tables() {
+    okta_shipment_end_to_end(Backend::Azurite).await;
+}
+
+async fn oktas_refusals_on_the_shipment(backend: Backend) {
+    let w = World::start(backend).await;
+    let before = w.sb.ye.created_count();
+    // An unknown user: the vendor's 400, before anything is stored or sent to Yubico.
+    let (s, b) = w.create(&okta_body("nobody@fabrikam.example")).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("Could not find user: nobody@fabrikam.example"),
+        "{b}"
+    );
+    // A deactivated user: refused by the pre-flight, in Okta's status.
+    let (login, okta_id) = carol();
+    w.sb.okta.set_user_status(okta_id, "DEPROVISIONED");
+    let (s, b) = w.create(&okta_body(login)).await;
+    assert_eq!(s, 400, "{b}");
+    let msg = b["error_message"].as_str().unwrap();
+    assert!(
+        msg.contains("user_status") && msg.contains("DEPROVISIONED"),
+        "{b}"
+    );
+    w.sb.okta.set_user_status(okta_id, "ACTIVE");
+    // An instance the deployment does not have: the field is named.
+    let mut body = okta_body(login);
+    body["idp_instance"] = json!("initech");
+    let (s, b) = w.create(&body).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("idp_instance"),
+        "{b}"
+    );
+    assert_eq!(w.sb.ye.created_count(), before, "nothing reached Yubico");
+    // A response tampered with on the way: Okta refuses the activation; the shipment fails
+    // with Okta's summary and its enrollment is marked failed at Okta.
+    let id = {
+        let (s, b) = w.create(&okta_body(login)).await;
+        assert_eq!(s, 201, "{b}");
+        b["data"]["shipment_id"].as_str().unwrap().to_string()
+    };
+    w.sb.ye.mismatch_pin_serials(true);
+    assert!(w.sb.ye.advance(&id));
+    assert_eq!(w.process().await, 204);
+    w.sb.ye.mismatch_pin_serials(false);
+    let st = w.status_of(&id).await;
+    // The vendor's shape: still `ongoing`, with the error that ended it.
+    assert_eq!(st["error_kind"], "GENERAL", "{st}");
+    assert_eq!(
+        w.record(&id).await.step,
+        fido_connector::domain::Step::Failed
+    );
+    let message = st["error_message"].as_str().unwrap_or("").to_string();
+    assert!(
+        message.contains("Okta refused the activation") && message.contains("pinResponseJwe"),
+        "{st}"
+    );
+    let enrollment = w.record(&id).await.okta_enrollments[0].clone();
+    assert_eq!(w.sb.okta.enrollment(&enrollment), Some(("ERROR", 0)));
+    assert!(w.sb.okta.mails().is_empty(), "no PIN for a failed shipment");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn oktas_refusals_are_shown_in_its_words_on_the_embedded_store() {
+    oktas_refusals_on_the_shipment(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn oktas_refusals_are_shown_in_its_words_on_azure_tables() {
+    oktas_refusals_on_the_shipment(Backend::Azurite).await;
+}
