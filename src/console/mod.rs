@@ -173,9 +173,19 @@ impl Console {
     }
 
     fn frame<'a>(&self, s: &'a Session) -> Frame<'a> {
+        let idps = &self.app.deps.idps;
+        let instances = if idps.multi() {
+            let default = idps.config().default.clone();
+            let mut all = vec![default.clone()];
+            all.extend(idps.names().into_iter().filter(|n| *n != default));
+            all
+        } else {
+            Vec::new()
+        };
         Frame {
             session: Some(s),
             tz: s.tz.as_deref().and_then(|z| z.parse().ok()),
+            instances,
         }
     }
 }
@@ -194,6 +204,7 @@ impl IntoResponse for Page {
         let f = Frame {
             session: None,
             tz: None,
+            instances: Vec::new(),
         };
         match self {
             Page::SignIn(why) => (StatusCode::UNAUTHORIZED, html(pages::signin_needed(why))).into_response(),
@@ -406,6 +417,7 @@ async fn callback(State(c): State<C>, headers: HeaderMap, Query(q): Query<Callba
     let f = Frame {
         session: None,
         tz: None,
+        instances: Vec::new(),
     };
     let refuse = |text: String| {
         (
@@ -638,6 +650,7 @@ async fn shipment(
         _ => None,
     };
     let view = pages::ShipmentView {
+        idp: c.app.deps.idps.name_of(&rec),
         rec: &rec,
         resends_left: resends_left(&c, &rec),
         notice,

@@ -14,6 +14,9 @@ use crate::lifecycle::list::{Attention, ListItem, Overview};
 pub struct Frame<'a> {
     pub session: Option<&'a Session>,
     pub tz: Option<Tz>,
+    /// The identity-provider instances, default first, when the deployment has several
+    /// (empty in single-IdP mode: nothing about instances is shown).
+    pub instances: Vec<String>,
 }
 
 impl Frame<'_> {
@@ -127,6 +130,7 @@ pub fn signed_out() -> Markup {
     let f = Frame {
         session: None,
         tz: None,
+        instances: Vec::new(),
     };
     layout(
         &f,
@@ -139,6 +143,7 @@ pub fn signin_needed(reason: &str) -> Markup {
     let f = Frame {
         session: None,
         tz: None,
+        instances: Vec::new(),
     };
     layout(
         &f,
@@ -351,6 +356,8 @@ pub fn state_words(rec: &ShipmentRecord, tz: Option<Tz>) -> (String, Markup) {
 
 pub struct ShipmentView<'a> {
     pub rec: &'a ShipmentRecord,
+    /// The name of its identity-provider instance.
+    pub idp: String,
     pub resends_left: usize,
     pub notice: Option<&'a str>,
 }
@@ -377,7 +384,10 @@ pub fn shipment(f: &Frame, v: &ShipmentView) -> Markup {
             }
             dl.facts {
                 div { dt { "User" } dd { a href={ "/console/users/" (rec.user_id) } { (rec.user_id) } } }
-                div { dt { "Entra object id" } dd { (rec.entra_user_id) } }
+                @if !f.instances.is_empty() {
+                    div { dt { "Identity provider" } dd { (v.idp) } }
+                }
+                div { dt { (if rec.idp.is_some() { "User id at the identity provider" } else { "Entra object id" }) } dd { (rec.entra_user_id) } }
                 div { dt { "Request id" } dd { (rec.request_id) } }
                 div { dt { "Serial number" } dd { (rec.serial_number.map_or("—".to_string(), |s| s.to_string())) } }
                 div { dt { "Key name" } dd { (rec.yubikey_name.as_deref().unwrap_or("—")) } }
@@ -483,6 +493,7 @@ fn label_of(column: &str) -> &'static str {
         "yubikey_name" => "Key name",
         "delivery_type" => "Delivery type (1 standard, 2 expedited)",
         "reseller_organization_id" => "Reseller organization id",
+        "idp_instance" => "Identity provider",
         _ => "Field",
     }
 }
@@ -513,7 +524,20 @@ pub fn order(f: &Frame, form: &OrderForm) -> Markup {
             }
             form.order method="post" action="/console/order" novalidate {
                 (f.csrf())
-                @for c in crate::domain::request::COLUMNS {
+                @if !f.instances.is_empty() {
+                    div.field {
+                        label for="f-idp_instance" { (label_of("idp_instance")) }
+                        @let chosen = form.values.get("idp_instance").map(String::as_str).unwrap_or("");
+                        select id="f-idp_instance" name="idp_instance" {
+                            @for (n, i) in f.instances.iter().enumerate() {
+                                option value=(i) selected[chosen == i.as_str() || (chosen.is_empty() && n == 0)] {
+                                    (i) @if n == 0 { " (default)" }
+                                }
+                            }
+                        }
+                    }
+                }
+                @for c in crate::domain::request::COLUMNS.iter().filter(|c| c.name != "idp_instance") {
                     @let id = format!("f-{}", c.name);
                     @let err = form.error.filter(|(col, _)| *col == c.name).map(|(_, m)| m);
                     div.field {

@@ -426,7 +426,7 @@ const fn required(c: Column) -> Column {
 }
 
 /// The columns of the flat form (an import file), in the order of the example file.
-pub const COLUMNS: [Column; 20] = [
+pub const COLUMNS: [Column; 21] = [
     required(col("user_id", "user_id", Cell::Text)),
     Column {
         with: Some(("pin_request.type", "generate")),
@@ -527,6 +527,8 @@ pub const COLUMNS: [Column; 20] = [
         concat!("yubico_shipment_request", ".reseller_organization_id"),
         Cell::OptionalText,
     ),
+    // Multi-IdP deployments: the instance serving the row's user (empty: the default).
+    col("idp_instance", "idp_instance", Cell::OptionalText),
 ];
 
 /// Fields of the tree that the flat form fixes rather than reads: one key per row.

@@ -14,11 +14,20 @@ use crate::support::process::{spawn, Proc};
 use crate::support::{alice, shipment_body};
 
 async fn post(p: &Proc, key: &str, idem: &str) -> Result<(u16, Value), reqwest::Error> {
+    post_body(p, key, idem, &shipment_body(alice())).await
+}
+
+async fn post_body(
+    p: &Proc,
+    key: &str,
+    idem: &str,
+    body: &Value,
+) -> Result<(u16, Value), reqwest::Error> {
     let r = reqwest::Client::new()
         .post(format!("{}/v1/fpr/shipments", p.base))
         .header("authorization", format!("Bearer {key}"))
         .header("idempotency-key", idem)
-        .json(&shipment_body(alice()))
+        .json(body)
         .send()
         .await?;
     let s = r.status().as_u16();
@@ -345,6 +354,60 @@ async fn killed_three_times_mid_run_it_resumes_at_once_after_each_restart() {
     assert_secrets_absent(&run);
 }
 
+/// Okta: killed right after Okta activated the enrollment, before the activation was
+/// recorded. Restarted as the same replica, it sees the activation was asked (the mark
+/// written before the call), lists the user's enrollments, finds it active and goes on to
+/// send-pin: activated once, the PIN sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_crash_between_activate_and_send_pin_does_not_activate_twice() {
+    let run = world().await;
+    let key = run.sb.api_key.clone();
+    let body = crate::okta::okta_body(fido_connector::sandbox::run::OKTA_DEMO_USERS[0].0);
+    let mut p = spawn(&run.sb.env, Some("process:after-register"), &run.log).await;
+    let (s, v) = post_body(&p, &key, "okta-1", &body).await.unwrap();
+    assert_eq!(s, 201, "{v}");
+    let id = v["data"]["shipment_id"].as_str().unwrap().to_string();
+    run.sb.ye.advance(&id);
+    assert!(get(&p, &key, "/v1/operations/process-shipments")
+        .await
+        .is_err());
+    p.wait_dead().await;
+    let rec = store(&run)
+        .get_by_shipment_id(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(rec.step, Step::Ongoing, "the activation was not recorded");
+    assert!(rec.register_started_at.is_some());
+    let enrollment = rec.okta_enrollments[0].clone();
+    assert_eq!(run.sb.okta.enrollment(&enrollment), Some(("ACTIVE", 1)));
+    assert!(run.sb.okta.mails().is_empty());
+    let p = spawn(&run.sb.env, None, &run.log).await;
+    assert_eq!(
+        get(&p, &key, "/v1/operations/process-shipments")
+            .await
+            .unwrap(),
+        204
+    );
+    let rec = store(&run)
+        .get_by_shipment_id(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(rec.step, Step::Complete, "{:?}", rec.error);
+    assert_eq!(
+        run.sb.okta.enrollment(&enrollment),
+        Some(("ACTIVE", 1)),
+        "activated exactly once"
+    );
+    assert_eq!(run.sb.okta.mails().len(), 1, "the PIN sent exactly once");
+    assert_eq!(run.sb.ye.created_count(), 1);
+    p.stop();
+    assert_secrets_absent(&run);
+}
+
 /// Greps the run's logs for every secret the run handled.
 fn assert_secrets_absent(run: &Run) {
     let logs = std::fs::read_to_string(&run.log).unwrap();
@@ -364,6 +427,12 @@ fn assert_secrets_absent(run: &Run) {
     }
     for t in run.sb.entra.issued_tokens() {
         secrets.push(("Graph token".into(), t));
+    }
+    for m in run.sb.okta.mails() {
+        secrets.push(("PIN sent by Okta".into(), m.pin));
+    }
+    for t in run.sb.okta.issued_tokens() {
+        secrets.push(("Okta token".into(), t));
     }
     for entry in std::fs::read_dir(run.data.join("secrets")).unwrap() {
         let path = entry.unwrap().path();

@@ -1,6 +1,6 @@
 //! Three connector processes over one Azure Tables store (Azurite) and one set of
-//! simulators process 300 ready shipments at once: every shipment is registered once and
-//! mailed once. Coordination is only through conditional writes in the table.
+//! simulators process 300 ready shipments at once, Entra's and Okta's side by side: every
+//! shipment is registered (activated) once and its PIN mailed once. Coordination is only through conditional writes in the table.
 
 use fido_connector::sandbox::run::prepare;
 use serde_json::Value;
@@ -145,12 +145,16 @@ async fn three_replicas_process_300_shipments_each_exactly_once() {
     let http = reqwest::Client::new();
     let key = sb.api_key.clone();
 
-    // 300 shipments, created round-robin through the three replicas, 10 at a time.
-    let body = shipment_body(alice());
+    // 300 shipments, created round-robin through the three replicas, 10 at a time; every
+    // third one for an Okta user (the sandbox's second instance), the others for Entra.
+    let entra_body = shipment_body(alice());
+    let okta_body = crate::okta::okta_body(fido_connector::sandbox::run::OKTA_DEMO_USERS[0].0);
     let mut ids = Vec::new();
     for chunk in 0..30 {
         let futs = (0..10).map(|i| {
-            let base = replicas[(chunk * 10 + i) % 3].base.clone();
+            let n = chunk * 10 + i;
+            let base = replicas[n % 3].base.clone();
+            let body = if n % 3 == 2 { &okta_body } else { &entra_body };
             let (http, key, body) = (http.clone(), key.clone(), body.clone());
             async move {
                 let r = http
@@ -217,10 +221,28 @@ async fn three_replicas_process_300_shipments_each_exactly_once() {
     assert_eq!(complete, 300);
     assert_eq!(
         sb.entra.registration_count(),
-        300,
-        "each credential registered once"
+        200,
+        "each Entra credential registered once"
     );
-    assert_eq!(sb.mail.delivered().len(), 300, "each PIN mailed once");
+    assert_eq!(sb.mail.delivered().len(), 200, "each Entra PIN mailed once");
+    let enrollments = sb.okta.enrollments();
+    assert_eq!(enrollments.len(), 100);
+    assert!(
+        enrollments
+            .iter()
+            .all(|(_, status, n)| *status == "ACTIVE" && *n == 1),
+        "each Okta enrollment activated once"
+    );
+    let mut sent: Vec<String> = sb
+        .okta
+        .mails()
+        .into_iter()
+        .map(|m| m.enrollment_id)
+        .collect();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sb.okta.mails().len(), 100, "each Okta PIN sent once");
+    assert_eq!(sent.len(), 100);
     assert_eq!(
         sb.mail.duplicates(),
         0,
