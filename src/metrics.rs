@@ -3,7 +3,8 @@
 //! exposition). `api::metrics` sets the store gauges and renders the registry. A leaf
 //! module: the lifecycle and the upstream clients count here without depending on anything
 //! above them. No label carries a user, a shipment id, a URL or a secret: every label value
-//! comes from a fixed set in this file.
+//! comes from a fixed set in this file, except `idp`, an instance name of the deployment's
+//! multi-IdP file (validated at start).
 
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -29,6 +30,15 @@ pub struct Cause {
 pub struct Mail {
     pub kind: &'static str,
     pub outcome: &'static str,
+    /// The identity-provider instance (`default` in single-IdP mode).
+    pub idp: String,
+}
+
+/// A create's outcome, by identity-provider instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Create {
+    pub outcome: &'static str,
+    pub idp: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,7 +73,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     pub registry: Registry,
-    pub creates: Family<Outcome, Counter>,
+    pub creates: Family<Create, Counter>,
     pub runs: Counter,
     pub run_seconds: Histogram,
     pub run_shipments: Histogram,
@@ -226,8 +236,16 @@ pub fn alert(cause: &'static str, outcome: &'static str) {
         .inc();
 }
 
-pub fn created(outcome: &'static str) {
-    METRICS.creates.get_or_create(&Outcome { outcome }).inc();
+/// A create's outcome; `idp` is an instance name of the deployment (validated, and as
+/// few as the multi-IdP file names) or `unknown` for a create naming none of them.
+pub fn created(outcome: &'static str, idp: &str) {
+    METRICS
+        .creates
+        .get_or_create(&Create {
+            outcome,
+            idp: idp.to_string(),
+        })
+        .inc();
 }
 
 pub fn retried(message: &str) {
@@ -239,11 +257,15 @@ pub fn retried(message: &str) {
         .inc();
 }
 
-pub fn pin_mail(kind: &'static str, sent: bool) {
+pub fn pin_mail(kind: &'static str, sent: bool, idp: &str) {
     let outcome = if sent { "sent" } else { "failed" };
     METRICS
         .pin_mails
-        .get_or_create(&Mail { kind, outcome })
+        .get_or_create(&Mail {
+            kind,
+            outcome,
+            idp: idp.to_string(),
+        })
         .inc();
 }
 

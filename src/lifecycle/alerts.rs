@@ -168,6 +168,7 @@ pub async fn handle(
                     shipment_id: rec.ye_shipment_id.clone(),
                     request_id: rec.request_id.clone(),
                     user_id: rec.user_id.clone(),
+                    idp: deps.idps.name_of(&rec),
                     since,
                 };
                 a.send(&alert).await.map(|()| true)

@@ -142,12 +142,17 @@ pub async fn create_shipment(
     idempotency: Option<Idempotency>,
     caller: &str,
 ) -> Result<String, LifecycleError> {
+    let idp = deps
+        .idps
+        .for_create(req.idp_instance.as_ref().map(|i| i.as_str()))
+        .map_or_else(|_| "unknown".to_string(), |(name, _)| name);
     let r = create_inner(deps, req, idempotency, caller).await;
-    crate::metrics::created(match &r {
+    let outcome = match &r {
         Ok(_) => "created",
         Err(e) if e.is_refusal() => "refused",
         Err(_) => "failed",
-    });
+    };
+    crate::metrics::created(outcome, &idp);
     r
 }
 

@@ -155,7 +155,7 @@ pub(super) async fn send_pin(
                 .map_err(|e| refused("to send the PIN", e))
         })
         .await;
-    crate::metrics::pin_mail("initial", sent.is_ok());
+    crate::metrics::pin_mail("initial", sent.is_ok(), &o.name);
     sent?;
     crash_point("process:after-mail");
     c.rec

@@ -822,7 +822,7 @@ async fn mail_pin(
                 .map_err(|e| upstream("PIN mail", e))
         })
         .await;
-    crate::metrics::pin_mail("initial", sent.is_ok());
+    crate::metrics::pin_mail("initial", sent.is_ok(), &deps.idps.name_of(&c.rec));
     sent?;
     let message_id = mail.message_id.clone();
     drop(mail); // zeroizes the PIN

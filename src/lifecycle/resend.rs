@@ -56,7 +56,7 @@ pub async fn resend_pin(
     if let Some(super::idps::Provider::Okta(o)) = deps.idps.of_record(&rec) {
         // Okta holds the PIN: it mails it again.
         let sent = super::okta::resend(o, &rec).await;
-        crate::metrics::pin_mail("resend", sent.is_ok());
+        crate::metrics::pin_mail("resend", sent.is_ok(), &o.name);
         let enrollment = sent?;
         tracing::info!(target: "fido_connector::audit", caller, shipment_id, idp = %o.name,
             enrollment = %enrollment, "PIN resent by Okta");
@@ -81,7 +81,7 @@ pub async fn resend_pin(
     let pin = crypto::open_pin_response(&jwe, &key, deps.keys.as_ref(), serial).await?;
     let mail = PinMail::for_record(&rec, shipment_id, serial, pin.pin, message_id);
     let sent = deps.mailer.send_pin(&mail).await;
-    crate::metrics::pin_mail("resend", sent.is_ok());
+    crate::metrics::pin_mail("resend", sent.is_ok(), &deps.idps.name_of(&rec));
     sent?;
     tracing::info!(target: "fido_connector::audit", caller, shipment_id, message_id = %mail.message_id, "PIN resent");
     Ok(())

@@ -31,6 +31,8 @@ pub struct Alert {
     pub shipment_id: Option<String>,
     pub request_id: String,
     pub user_id: String,
+    /// The identity-provider instance serving the shipment.
+    pub idp: String,
     pub since: DateTime<Utc>,
 }
 
@@ -48,6 +50,7 @@ pub fn body(a: &Alert) -> Value {
     }
     facts.push(json!({"title": "Request", "value": a.request_id}));
     facts.push(json!({"title": "User", "value": a.user_id}));
+    facts.push(json!({"title": "Identity provider", "value": a.idp}));
     facts.push(json!({"title": "Since", "value": since}));
     json!({
         "text": format!("fido-connector: {}", a.sentence),
@@ -72,6 +75,7 @@ pub fn body(a: &Alert) -> Value {
             "shipment_id": a.shipment_id,
             "request_id": a.request_id,
             "user_id": a.user_id,
+            "idp_instance": a.idp,
             "since": since,
             "message": a.sentence,
         }

@@ -136,6 +136,10 @@ async fn each_cause_is_posted_once_with_three_replicas() {
             .unwrap()
             .starts_with("fido-connector: "));
         assert_eq!(body["alert"]["user_id"], alice());
+        assert_eq!(
+            body["alert"]["idp_instance"],
+            fido_connector::sandbox::run::SANDBOX_ENTRA_INSTANCE
+        );
     }
     // The history says it was sent.
     let r = http

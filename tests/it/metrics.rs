@@ -43,24 +43,37 @@ async fn metrics_are_off_by_default_and_move_with_a_shipment() {
     let before = scrape(&w).await;
     let id = w.create_ok(alice()).await;
     w.sb.ye.advance(&id);
+    // An Okta shipment beside it, counted under its instance.
+    let (s, b) = w
+        .create(&crate::okta::okta_body(
+            fido_connector::sandbox::run::OKTA_DEMO_USERS[0].0,
+        ))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    w.sb.ye.advance(b["data"]["shipment_id"].as_str().unwrap());
     assert_eq!(w.process().await, 204);
     let (s, _) = w.get(&format!("/v1/operations/resend-pin/{id}")).await;
     assert_eq!(s, 204);
     // The store gauges are recomputed at most every 15 s; counters move at once.
     let after = scrape(&w).await;
     for (series, at_least) in [
-        ("fido_connector_creates_total{outcome=\"created\"}", 1.0),
+        ("fido_connector_creates_total{outcome=\"created\",idp=\"contoso\"}", 1.0),
+        ("fido_connector_creates_total{outcome=\"created\",idp=\"fabrikam\"}", 1.0),
+        (
+            "fido_connector_pin_mails_total{kind=\"initial\",outcome=\"sent\",idp=\"fabrikam\"}",
+            1.0,
+        ),
         ("fido_connector_processing_runs_total", 1.0),
         (
             "fido_connector_processed_shipments_total{outcome=\"completed\"}",
             1.0,
         ),
         (
-            "fido_connector_pin_mails_total{kind=\"initial\",outcome=\"sent\"}",
+            "fido_connector_pin_mails_total{kind=\"initial\",outcome=\"sent\",idp=\"contoso\"}",
             1.0,
         ),
         (
-            "fido_connector_pin_mails_total{kind=\"resend\",outcome=\"sent\"}",
+            "fido_connector_pin_mails_total{kind=\"resend\",outcome=\"sent\",idp=\"contoso\"}",
             1.0,
         ),
         // Upstream calls by service and outcome, with latency histograms.
@@ -118,7 +131,7 @@ async fn metrics_are_off_by_default_and_move_with_a_shipment() {
     assert!(
         value(
             &outage,
-            "fido_connector_pin_mails_total{kind=\"initial\",outcome=\"failed\"}"
+            "fido_connector_pin_mails_total{kind=\"initial\",outcome=\"failed\",idp=\"contoso\"}"
         ) >= 1.0
     );
     assert!(value(&after, "fido_connector_shipments{state=\"ongoing\"}") >= 0.0);

@@ -402,3 +402,109 @@ async fn oktas_refusals_are_shown_in_its_words_on_the_embedded_store() {
 async fn oktas_refusals_are_shown_in_its_words_on_azure_tables() {
     oktas_refusals_on_the_shipment(Backend::Azurite).await;
 }
+
+// ------------------------------------------------------------- one or several IdPs
+
+/// Starts the connector of `w`'s sandbox with `env` (the same data directory and store).
+async fn build_with(env: &std::collections::HashMap<String, String>) -> Result<(), String> {
+    let config = fido_connector::config::Config::load(&fido_connector::config::Env::from_map(env))
+        .map_err(|e| e.to_string())?;
+    fido_connector::app::build(config)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn bad_configuration_stops_the_start(backend: Backend) {
+    let w = World::start(backend).await;
+    // An Okta shipment still open.
+    let (s, b) = w.create(&okta_body(carol().0)).await;
+    assert_eq!(s, 201, "{b}");
+    let file = w.dir.path().join("other-idps.yaml");
+    let mut env = w.sb.env.clone();
+    env.insert(
+        fido_connector::config::IDP_CONFIG_VAR.into(),
+        file.display().to_string(),
+    );
+    // The instance removed while a shipment uses it.
+    std::fs::write(
+        &file,
+        "default: contoso\ninstances:\n  - name: contoso\n    kind: entra\n",
+    )
+    .unwrap();
+    let e = build_with(&env).await.unwrap_err();
+    assert!(
+        e.contains("instance `fabrikam`") && e.contains("removed while 1 open shipment"),
+        "{e}"
+    );
+    // Back to single-IdP mode with it open: the same.
+    let mut single = w.sb.env.clone();
+    single.remove(fido_connector::config::IDP_CONFIG_VAR);
+    let e = build_with(&single).await.unwrap_err();
+    assert!(e.contains("instance `fabrikam`"), "{e}");
+    // A service app key that is not in the secret store.
+    let sandbox_file =
+        std::fs::read_to_string(&w.sb.env[fido_connector::config::IDP_CONFIG_VAR]).unwrap();
+    std::fs::write(
+        &file,
+        sandbox_file.replace("okta-fabrikam-key", "okta-fabrikam-key-2027"),
+    )
+    .unwrap();
+    let e = build_with(&env).await.unwrap_err();
+    assert!(
+        e.contains("instance `fabrikam`: private_key_secret")
+            && e.contains("okta-fabrikam-key-2027"),
+        "{e}"
+    );
+    // An unknown kind and a duplicate name, named with the instance and the field.
+    std::fs::write(&file, sandbox_file.replace("kind: okta", "kind: onelogin")).unwrap();
+    let e = build_with(&env).await.unwrap_err();
+    assert!(
+        e.contains("instance `fabrikam`: kind") && e.contains("onelogin"),
+        "{e}"
+    );
+    std::fs::write(
+        &file,
+        sandbox_file.replace("name: fabrikam", "name: contoso"),
+    )
+    .unwrap();
+    let e = build_with(&env).await.unwrap_err();
+    assert!(e.contains("instance `contoso`: name"), "{e}");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn bad_idp_configuration_stops_the_start_on_the_embedded_store() {
+    bad_configuration_stops_the_start(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn bad_idp_configuration_stops_the_start_on_azure_tables() {
+    bad_configuration_stops_the_start(Backend::Azurite).await;
+}
+
+/// Without the file the deployment is single-IdP exactly as before: the environment's
+/// Entra tenant serves every create, `/v1/status` has its 16 keys, and a create naming an
+/// instance is refused naming the field.
+#[tokio::test]
+async fn single_idp_mode_is_the_environment_alone() {
+    let w = World::start_with(Backend::Embedded, |env| {
+        env.remove(fido_connector::config::IDP_CONFIG_VAR);
+    })
+    .await;
+    let id = w.create_ok(crate::support::alice()).await;
+    assert_eq!(w.record(&id).await.idp, None);
+    let (s, b) = w.create(&okta_body(carol().0)).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("idp_instance"),
+        "{b}"
+    );
+    let (s, v) = w.get("/v1/status").await;
+    assert_eq!(s, 200);
+    assert_eq!(v.as_object().map(|o| o.len()), Some(16), "{v}");
+    w.stop().await;
+}
