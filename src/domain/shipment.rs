@@ -145,7 +145,8 @@ pub struct ShipmentRecord {
     pub user_upn: Option<String>,
     pub emails_to: Vec<String>,
     pub yubikey_name: Option<String>,
-    /// `kid` of the per-shipment response key (`fpr-<uuid>`).
+    /// `kid` of the per-shipment response key (`fpr-<uuid>`). Okta: the `keyId` of its
+    /// credential request (Okta holds the response keys; the connector none).
     pub response_kid: String,
     /// When Entra's challenge expires; Yubico must program the key before this.
     pub challenge_expires_at: Option<DateTime<Utc>>,
@@ -492,6 +493,11 @@ impl ShipmentRecord {
 
     pub fn secret_name(&self) -> String {
         response_secret_name(&self.response_kid)
+    }
+
+    /// Whether the connector holds a response key for it (Okta keeps its own keys).
+    pub fn holds_response_key(&self) -> bool {
+        self.okta_enrollments.is_empty()
     }
 
     /// When the shipment ended (complete or failed), for the retention clean-up.

@@ -47,7 +47,9 @@ pub async fn cleanup(deps: &Deps) -> Result<usize, LifecycleError> {
             .query(&Query::EndedBefore(before), continuation, 200)
             .await?;
         for v in page.items {
-            if let Err(e) = deps.secrets.delete(&v.value.secret_name()).await {
+            if !v.value.holds_response_key() {
+                super::okta::release(deps, &v.value, super::okta::Release::Delete).await;
+            } else if let Err(e) = deps.secrets.delete(&v.value.secret_name()).await {
                 tracing::warn!(request_id = %v.value.request_id, error = %e, "could not purge response key; keeping record");
                 continue;
             }

@@ -164,9 +164,19 @@ pub(super) async fn send_pin(
     Ok(Outcome::Completed)
 }
 
-/// A failed Okta shipment whose enrollments were never activated: they are marked failed
-/// at Okta (best effort; Okta's own clean-up removes them otherwise).
-pub(super) async fn gave_up(deps: &Deps, rec: &ShipmentRecord) {
+/// What becomes of a never-activated enrollment of an ended shipment.
+#[derive(Clone, Copy)]
+pub(super) enum Release {
+    /// The shipment failed: marked failed at Okta (`mark-error`).
+    MarkError,
+    /// Its record is cleaned up: deleted at Okta.
+    Delete,
+}
+
+/// Releases the enrollments of an Okta shipment that ended without activation (best
+/// effort: Okta's own clean-up removes them otherwise). An activated shipment's
+/// enrollments are the user's key and stay.
+pub(super) async fn release(deps: &Deps, rec: &ShipmentRecord, how: Release) {
     let Some(Provider::Okta(o)) = deps.idps.of_record(rec) else {
         return;
     };
@@ -174,18 +184,40 @@ pub(super) async fn gave_up(deps: &Deps, rec: &ShipmentRecord) {
         return;
     }
     for id in &rec.okta_enrollments {
-        let call = o.client.mark_error(&rec.entra_user_id, id);
-        match tokio::time::timeout(std::time::Duration::from_secs(10), call).await {
-            Ok(Ok(())) => {
-                tracing::info!(request_id = %rec.request_id, enrollment = %id, "Okta enrollment marked failed")
+        let user = &rec.entra_user_id;
+        match how {
+            Release::MarkError => {
+                best_effort(rec, id, "mark failed", o.client.mark_error(user, id)).await
             }
-            Ok(Err(e)) => {
-                tracing::warn!(request_id = %rec.request_id, enrollment = %id, error = %e, "could not mark the Okta enrollment failed")
-            }
-            Err(_) => {
-                tracing::warn!(request_id = %rec.request_id, enrollment = %id, "no answer marking the Okta enrollment failed")
+            Release::Delete => {
+                best_effort(rec, id, "delete", o.client.delete_enrollment(user, id)).await
             }
         }
+    }
+}
+
+/// A call about an enrollment that nothing waits on: bounded, and logged when it fails.
+async fn best_effort(
+    rec: &ShipmentRecord,
+    enrollment: &str,
+    what: &str,
+    call: impl std::future::Future<Output = Result<(), UpstreamError>>,
+) {
+    let rid = rec.request_id.as_str();
+    match tokio::time::timeout(std::time::Duration::from_secs(10), call).await {
+        Ok(Ok(())) => tracing::info!(
+            request_id = rid,
+            enrollment,
+            "Okta enrollment: {what}: done"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = rid, enrollment, error = %e, "Okta enrollment: could not {what} it")
+        }
+        Err(_) => tracing::warn!(
+            request_id = rid,
+            enrollment,
+            "Okta enrollment: no answer to {what} it"
+        ),
     }
 }
 

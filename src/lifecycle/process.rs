@@ -497,7 +497,7 @@ async fn process_one(
     match c.release().await {
         Ok(()) => {
             if outcome == Outcome::Failed {
-                super::okta::gave_up(deps, &c.rec).await;
+                super::okta::release(deps, &c.rec, super::okta::Release::MarkError).await;
             }
             outcome
         }

@@ -390,6 +390,14 @@ async fn oktas_refusals_on_the_shipment(backend: Backend) {
     let enrollment = w.record(&id).await.okta_enrollments[0].clone();
     assert_eq!(w.sb.okta.enrollment(&enrollment), Some(("ERROR", 0)));
     assert!(w.sb.okta.mails().is_empty(), "no PIN for a failed shipment");
+    // Past the retention (a later clock), its record goes and so does its enrollment.
+    let mut later = w.deps().clone();
+    later.clock = std::sync::Arc::new(fido_connector::clock::ManualClock::new(
+        chrono::Utc::now() + chrono::Duration::days(401),
+    ));
+    later.instance_id = "later/boot".into();
+    assert_eq!(fido_connector::lifecycle::cleanup(&later).await.unwrap(), 1);
+    assert_eq!(w.sb.okta.enrollment(&enrollment), None);
     w.stop().await;
 }
 
