@@ -213,6 +213,41 @@ fn admit(st: &St) -> Result<(), Response> {
     Ok(())
 }
 
+/// Okta's `X-Rate-Limit-*` headers on every answer while a limit is set: the limit, what is
+/// left of the window, and when it resets.
+async fn rate_limit_headers(
+    State(st): State<St>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut r = next.run(req).await;
+    let (limit, used, start, window) = {
+        let g = st.lock();
+        (
+            g.rate_limit,
+            g.window_used,
+            g.window_start,
+            g.window_secs.max(1),
+        )
+    };
+    if limit > 0 && !r.headers().contains_key("x-rate-limit-limit") {
+        let h = r.headers_mut();
+        for (k, v) in [
+            ("x-rate-limit-limit", limit.to_string()),
+            (
+                "x-rate-limit-remaining",
+                limit.saturating_sub(used).to_string(),
+            ),
+            ("x-rate-limit-reset", (start + window).to_string()),
+        ] {
+            if let Ok(v) = v.parse() {
+                h.insert(k, v);
+            }
+        }
+    }
+    r
+}
+
 /// Checks `Authorization: DPoP <token>` and its proof (with `ath`) for a resource call.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer itself
 fn authorize(st: &St, headers: &HeaderMap, method: &Method, uri: &Uri) -> Result<(), Response> {
@@ -787,6 +822,10 @@ impl OktaSim {
                 delete(delete_enrollment),
             )
             .route("/_sim/mails", get(sim_mails))
+            .layer(axum::middleware::from_fn_with_state(
+                st.clone(),
+                rate_limit_headers,
+            ))
             .with_state(st.clone());
         let served = super::serve_tls(router, port).await?;
         *st.base.lock().unwrap_or_else(|p| p.into_inner()) = served.url();
@@ -813,6 +852,15 @@ impl OktaSim {
         let mut g = self.st.lock();
         g.rate_limit = per_window;
         g.window_secs = window_secs;
+    }
+    /// Spends what is left of the current window (as another app of the org would): the
+    /// next call is answered 429 until the window resets.
+    pub fn spend_window(&self) {
+        let mut g = self.st.lock();
+        let now = Utc::now().timestamp();
+        let window = g.window_secs.max(1);
+        g.window_start = now - now % window;
+        g.window_used = g.rate_limit;
     }
     /// A new DPoP nonce: proofs with the old one are answered `use_dpop_nonce`.
     pub fn rotate_nonce(&self) {

@@ -197,6 +197,9 @@ pub async fn send(
         let status = resp.status().as_u16();
         let throttled = status == 429 || (status == 503 && ra.is_some());
         let limit = pacer.answered(&permit, throttled, ra);
+        if let Some(wait) = window_spent(resp) {
+            pacer.hold(&permit, wait);
+        }
         if throttled {
             crate::metrics::throttled(service, ra.unwrap_or(super::pace::DEFAULT_PAUSE));
         }
@@ -253,6 +256,24 @@ pub fn retry_after(resp: &Response) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
+    Some(Duration::from_secs(
+        (reset - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64,
+    ))
+}
+
+/// A success that says the upstream's window has no call left (`X-Rate-Limit-Remaining:
+/// 0`, as Okta sends on every answer): how long until `X-Rate-Limit-Reset`.
+fn window_spent(resp: &Response) -> Option<Duration> {
+    if !resp.status().is_success() {
+        return None;
+    }
+    let header = |name: &str| -> Option<i64> {
+        resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
+    };
+    if header("x-rate-limit-remaining")? != 0 {
+        return None;
+    }
+    let reset = header("x-rate-limit-reset")?;
     Some(Duration::from_secs(
         (reset - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64,
     ))

@@ -308,6 +308,18 @@ impl Pacer {
         limit
     }
 
+    /// The upstream said its window has no call left for `wait` (Okta's
+    /// `X-Rate-Limit-Remaining: 0` on a success): the lane holds its next calls until then,
+    /// so that they do not go out only to meet a 429. Not a throttle: the limit and the
+    /// rate stay as they are.
+    pub fn hold(&self, permit: &Permit, wait: Duration) {
+        let mut s = lock(&permit.lane.state);
+        let until = Instant::now() + wait;
+        if s.paused_until.is_none_or(|t| t < until) {
+            s.paused_until = Some(until);
+        }
+    }
+
     /// Each lane's current limit, throttles seen and time paused (metrics, bench, tests).
     pub fn lanes(&self) -> Vec<(LaneKey, f64, u64, Duration)> {
         let lanes = lock(&self.lanes);
