@@ -32,7 +32,7 @@ enum Command {
         after_help = "Environment: FIDO_CONNECTOR_DATA_DIR (default ./data/sandbox, \
         reset at each start), FIDO_CONNECTOR_LISTEN (default 127.0.0.1:8080), \
         FIDO_CONNECTOR_SANDBOX_SIM_PORT (default 8081: the simulators take it and the next \
-        three), FIDO_CONNECTOR_LOG_FORMAT (default text)."
+        five), FIDO_CONNECTOR_LOG_FORMAT (default text)."
     )]
     Sandbox,
     /// Load and check the configuration, then exit (0 good, 78 bad)
@@ -42,6 +42,16 @@ enum Command {
     Import(fido_connector::bulk::ImportArgs),
     /// Write the shipment list as CSV
     Export(fido_connector::bulk::ExportArgs),
+    /// Make a key pair for an Okta service app: the private JWK to a file (mode 0600, for
+    /// the secret store), the public JWK to stdout (for the app's client credentials)
+    OktaKey {
+        /// The key's `kid`
+        #[arg(long, default_value = "fpr-connector-1")]
+        kid: String,
+        /// Where the private JWK goes
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -81,6 +91,18 @@ async fn main() -> ExitCode {
         }
         Command::Export(a) => {
             ExitCode::from(fido_connector::bulk::export(a, &client_settings()).await)
+        }
+        Command::OktaKey { kid, out } => {
+            match fido_connector::upstream::okta::write_service_app_key(&kid, &out) {
+                Ok(public) => {
+                    println!("{public}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fido-connector okta-key: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -184,7 +184,10 @@ pub async fn dry_run(deps: &Deps, req: &ShipmentRequest) -> Result<DryRun, Lifec
             Err(UpstreamError::NotFound { .. }) => vec![not_found()],
             Err(e) => return Err(e.into()),
         },
-        Provider::Okta(o) => match o.client.get_user(req.user_id.as_str()).await {
+        Provider::Okta(o) => match okta_request_fits(req, o)
+            .map(|()| o.client.get_user(req.user_id.as_str()))?
+            .await
+        {
             Ok(user) => vec![
                 Check {
                     name: "user_exists",
@@ -379,6 +382,22 @@ fn okta_refused(what: &'static str, user: &str, e: UpstreamError) -> LifecycleEr
     }
 }
 
+/// What an Okta instance cannot honour is refused before any upstream call: Okta sends
+/// the PIN to the user's own email address, so other recipients cannot be named.
+fn okta_request_fits(
+    req: &ShipmentRequest,
+    o: &super::idps::OktaInstance,
+) -> Result<(), LifecycleError> {
+    if req.emails_to().is_empty() {
+        return Ok(());
+    }
+    Err(LifecycleError::Invalid(format!(
+        "`enrollment_contacts.emails_to` does not apply to instance `{}`: Okta sends the PIN to \
+         the user's own email address",
+        o.name
+    )))
+}
+
 /// Okta: the user (whose status must allow enrolment), then `enroll`: Okta makes the
 /// response keys and encrypts the requests to Yubico's transport key itself.
 async fn prepare_okta(
@@ -386,6 +405,7 @@ async fn prepare_okta(
     req: &ShipmentRequest,
     o: &super::idps::OktaInstance,
 ) -> Result<Prepared, LifecycleError> {
+    okta_request_fits(req, o)?;
     let asked = req.user_id.as_str();
     let user = o
         .client

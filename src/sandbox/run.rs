@@ -284,7 +284,7 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// Runs the sandbox until ctrl-c: connector on 127.0.0.1:8080, simulators on 8081-8084.
+/// Runs the sandbox until ctrl-c: connector on 127.0.0.1:8080, simulators on 8081-8086.
 /// The simulators keep their state in memory, so the sandbox starts from a clean data
 /// directory each time.
 pub async fn run() -> Result<(), String> {
@@ -319,8 +319,10 @@ pub async fn run() -> Result<(), String> {
          YubiEnterprise sim:     {ye}   (program keys: curl -X POST {ye_root}/_sim/advance-all)\n\
          Entra / Graph sim:      {graph}\n\
          PIN mail sink:          {mail_root}/_sim/mails\n\
+         Okta sim (HTTPS):       {okta}   (instance `{okta_name}`; its PIN mails: {okta}/_sim/mails)\n\
          data directory:         {data}\n\
-         demo users:             {u1}, {u2}\n\
+         demo users:             {u1}, {u2} (Entra); {o1}, {o2} (Okta)\n\
+         identity providers:     {idps}\n\
          admin API key:          export KEY=$(cat {keyfile})\n\
          caller token (Entra):   curl -s -X POST {graph}_sim/caller-token -H 'Content-Type: application/json' \\\n\
                                    -d '{{\"aud\":\"{aud}\",\"scp\":\"create_request\"}}'\n\
@@ -333,10 +335,15 @@ pub async fn run() -> Result<(), String> {
         data = data_dir.display(),
         u1 = DEMO_USERS[0].0,
         u2 = DEMO_USERS[1].0,
+        okta = sb.okta.url(),
+        okta_name = SANDBOX_OKTA_INSTANCE,
+        o1 = OKTA_DEMO_USERS[0].0,
+        o2 = OKTA_DEMO_USERS[1].0,
+        idps = data_dir.join("multi-idp-config.yaml").display(),
         keyfile = key_file.display(),
         aud = SANDBOX_AUDIENCE,
     );
-    let sims = (sb.ye, sb.entra, sb.mail);
+    let sims = (sb.ye, sb.entra, sb.mail, sb.okta);
     let r = app.run().await.map_err(|e| e.to_string());
     drop(sims);
     r

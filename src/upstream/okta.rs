@@ -502,5 +502,29 @@ pub fn transport_key_jwk(jwk: &Jwk) -> Value {
     })
 }
 
+/// Makes an RS256 key pair for an Okta service app: writes the private JWK to `out`
+/// (created new, mode 0600 on Unix) and returns the public JWK to register on the app.
+pub fn write_service_app_key(kid: &str, out: &std::path::Path) -> Result<String, String> {
+    use std::io::Write;
+    let mut key = Jwk::generate_rsa_key(2048).map_err(|e| e.to_string())?;
+    key.set_key_id(kid);
+    key.set_key_use("sig");
+    key.set_algorithm("RS256");
+    let public = crate::crypto::public_of(&key).map_err(|e| e.to_string())?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    f.write_all(key.to_string().as_bytes())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(public.to_string())
+}
+
 /// Keeps a client shareable between tasks.
 pub type SharedOkta = Arc<OktaClient>;

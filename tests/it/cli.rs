@@ -29,7 +29,14 @@ async fn run(args: &[&str]) -> (i32, String, String) {
 async fn help_and_version_answer_and_name_the_environment() {
     let (code, out, _) = run(&["--help"]).await;
     assert_eq!(code, 0, "{out}");
-    for cmd in ["serve", "sandbox", "check-config", "import", "export"] {
+    for cmd in [
+        "serve",
+        "sandbox",
+        "check-config",
+        "import",
+        "export",
+        "okta-key",
+    ] {
         assert!(out.contains(cmd), "--help lists {cmd}: {out}");
     }
     let (code, out, _) = run(&["--version"]).await;
@@ -180,4 +187,37 @@ async fn logs_are_readable_lines_in_the_sandbox_and_json_when_asked() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["level"], "INFO", "{v}");
     assert_eq!(v["fields"]["message"], "authorised call", "{v}");
+}
+
+/// `okta-key` makes the service app's key pair: the private JWK in a new 0600 file (an
+/// existing file is never overwritten), the public JWK on stdout, and the private one is
+/// what the Okta client takes.
+#[tokio::test]
+async fn okta_key_writes_a_private_jwk_and_prints_the_public_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("okta-key.json");
+    let path = out.display().to_string();
+    let (code, stdout, err) = run(&["okta-key", "--kid", "fpr-2027", "--out", &path]).await;
+    assert_eq!(code, 0, "{err}");
+    let public: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(public["kid"], "fpr-2027");
+    assert_eq!(public["kty"], "RSA");
+    assert!(public.get("d").is_none(), "the public half only");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let private = secrecy::SecretString::from(std::fs::read_to_string(&out).unwrap());
+    fido_connector::upstream::okta::OktaClient::new(
+        "https://fabrikam.okta.com".parse().unwrap(),
+        "0oa1".into(),
+        &private,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["okta-key", "--out", &path]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("exists"), "{err}");
 }

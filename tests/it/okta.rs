@@ -249,9 +249,12 @@ fn carol() -> (&'static str, &'static str) {
     (OKTA_DEMO_USERS[0].0, OKTA_DEMO_USERS[0].1)
 }
 
+/// A create for an Okta user: the example's, for `user` (Okta mails the PIN to the user's
+/// own address, so no `enrollment_contacts`).
 pub fn okta_body(user: &str) -> Value {
-    let mut b = shipment_body(user);
-    b["idp_instance"] = json!(SANDBOX_OKTA_INSTANCE);
+    let mut b: Value =
+        serde_json::from_str(include_str!("../../examples/shipment-okta.json")).unwrap();
+    b["user_id"] = json!(user);
     b
 }
 
@@ -368,6 +371,18 @@ async fn oktas_refusals_on_the_shipment(backend: Backend) {
             .as_str()
             .unwrap()
             .contains("idp_instance"),
+        "{b}"
+    );
+    // Other PIN recipients: Okta mails the user's own address, so they are refused.
+    let mut body = okta_body(login);
+    body["enrollment_contacts"] = json!({"emails_to": ["someone@example.org"]});
+    let (s, b) = w.create(&body).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("enrollment_contacts.emails_to"),
         "{b}"
     );
     assert_eq!(w.sb.ye.created_count(), before, "nothing reached Yubico");
