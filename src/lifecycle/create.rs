@@ -282,6 +282,8 @@ struct Prepared {
     cred_jwes: Vec<String>,
     /// Okta: the enrollments made, to activate (or mark failed) later.
     okta_enrollments: Vec<String>,
+    /// Where the PIN goes (Okta: the user's own address, which Okta mails).
+    pin_to: Vec<String>,
 }
 
 impl Prepared {
@@ -365,6 +367,7 @@ async fn prepare_entra(deps: &Deps, req: &ShipmentRequest) -> Result<Prepared, L
         pin_jwe,
         cred_jwes: vec![cred_jwe],
         okta_enrollments: Vec::new(),
+        pin_to: req.mail_recipients(),
     })
 }
 
@@ -433,8 +436,14 @@ async fn prepare_okta(
         .first()
         .map(|(_, _, k)| k.clone())
         .unwrap_or_default();
+    let pin_to = [&user.email, &user.login]
+        .into_iter()
+        .find(|a| !a.is_empty())
+        .map(|a| vec![a.clone()])
+        .unwrap_or_default();
     Ok(Prepared {
         idp: None,
+        pin_to,
         entra_user_id: user.id,
         user_upn: Some(user.login).filter(|l| !l.is_empty()),
         response_kid: key_id,
@@ -486,7 +495,7 @@ async fn record_accepted(
     )
     .with_order(Order {
         user_upn: p.user_upn.clone(),
-        emails_to: req.mail_recipients(),
+        emails_to: p.pin_to.clone(),
         yubikey_name: req.yubikey_name().map(str::to_string),
         challenge_expires_at: p.challenge_timeout,
         idempotency_body_hash: idempotency.as_ref().map(|i| i.body_sha256.clone()),

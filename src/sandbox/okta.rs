@@ -603,6 +603,16 @@ async fn activate(
         return invalid("credResponses: required");
     }
     let mut g = st.lock();
+    match find_user(&g, &user_id) {
+        None => return not_found(&user_id),
+        Some(u) if !matches!(u.status.as_str(), "ACTIVE" | "STAGED" | "PROVISIONED") => {
+            return invalid(&format!(
+                "userId: the user's status {} does not allow activation",
+                u.status
+            ))
+        }
+        Some(_) => {}
+    }
     let mut activated = Vec::new();
     for r in &responses {
         let id = r["authenticatorEnrollmentId"].as_str().unwrap_or("");

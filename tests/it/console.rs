@@ -518,3 +518,54 @@ async fn an_operator_resolves_an_unknown_create_in_the_console() {
     c.close().await.unwrap();
     w.stop().await;
 }
+
+/// An Okta shipment in a multi-IdP deployment: its page names the identity provider and
+/// Okta's user id, the resend confirmation the (masked) address Okta mails, and resending
+/// asks Okta to send the PIN again. The order form offers the instances, default first.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_okta_shipment_names_its_provider_and_resends_through_okta() {
+    let w = World::start(Backend::Embedded).await;
+    let base = console(&w);
+    let (login, okta_id, _) = fido_connector::sandbox::run::OKTA_DEMO_USERS[0];
+    let (s, b) = w.create(&crate::okta::okta_body(login)).await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["data"]["shipment_id"].as_str().unwrap().to_string();
+    assert!(w.sb.ye.advance(&id));
+    assert_eq!(w.process().await, 204);
+    assert_eq!(w.sb.okta.mails().len(), 1);
+
+    let c = browser::open(false).await;
+    sign_in(&c, &base, "helpdesk").await;
+    c.goto(&format!("{base}/console/shipments/{id}"))
+        .await
+        .unwrap();
+    wait_for_text(&c, "p.headline", "Complete").await;
+    let facts = text(&c, "main").await;
+    assert!(facts.contains("Identity provider"), "{facts}");
+    assert!(facts.contains("fabrikam"), "{facts}");
+    assert!(facts.contains(okta_id), "{facts}");
+    assert_accessible(&c, "okta shipment").await;
+    click(&c, "a[href$='/resend']").await;
+    wait_for_text(&c, "main", "c***l@fabrikam.example").await;
+    click(&c, "main form button[type='submit']").await;
+    wait_for_text(&c, ".notice", "The PIN was sent again").await;
+    assert_eq!(w.sb.okta.mails().len(), 2, "Okta sent it once more");
+    assert!(
+        w.sb.mail.delivered().is_empty(),
+        "never through Entra's relay"
+    );
+    c.close().await.unwrap();
+
+    // The order form (an admin) starts with the instances, the default first.
+    let c = browser::open(false).await;
+    sign_in(&c, &base, "admin").await;
+    c.goto(&format!("{base}/console/order")).await.unwrap();
+    let choice = text(&c, "#f-idp_instance").await;
+    assert!(
+        choice.starts_with("contoso (default)") && choice.contains("fabrikam"),
+        "{choice}"
+    );
+    assert_accessible(&c, "order with instances").await;
+    c.close().await.unwrap();
+    w.stop().await;
+}

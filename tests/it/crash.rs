@@ -208,11 +208,12 @@ async fn crash_after_ye_never_creates_a_second_shipment() {
     assert_secrets_absent(&run);
 }
 
-async fn crash_in_processing(point: &str) -> Run {
-    let run = world().await;
+/// Creates `body` in a process that dies at `point` of its processing run once Yubico has
+/// programmed the key; returns the shipment id.
+async fn created_then_crashed(run: &Run, point: &str, body: &Value) -> String {
     let key = run.sb.api_key.clone();
     let mut p = spawn(&run.sb.env, Some(point), &run.log).await;
-    let (s, v) = post(&p, &key, "k3").await.unwrap();
+    let (s, v) = post_body(&p, &key, "k3", body).await.unwrap();
     assert_eq!(s, 201, "{v}");
     let id = v["data"]["shipment_id"].as_str().unwrap().to_string();
     run.sb.ye.advance(&id);
@@ -220,6 +221,13 @@ async fn crash_in_processing(point: &str) -> Run {
         .await
         .is_err());
     p.wait_dead().await;
+    id
+}
+
+async fn crash_in_processing(point: &str) -> Run {
+    let run = world().await;
+    let key = run.sb.api_key.clone();
+    let id = created_then_crashed(&run, point, &shipment_body(alice())).await;
     let s = store(&run);
     let v = s.get_by_shipment_id(&id).await.unwrap().unwrap();
     assert!(
@@ -363,15 +371,7 @@ async fn okta_crash_between_activate_and_send_pin_does_not_activate_twice() {
     let run = world().await;
     let key = run.sb.api_key.clone();
     let body = crate::okta::okta_body(fido_connector::sandbox::run::OKTA_DEMO_USERS[0].0);
-    let mut p = spawn(&run.sb.env, Some("process:after-register"), &run.log).await;
-    let (s, v) = post_body(&p, &key, "okta-1", &body).await.unwrap();
-    assert_eq!(s, 201, "{v}");
-    let id = v["data"]["shipment_id"].as_str().unwrap().to_string();
-    run.sb.ye.advance(&id);
-    assert!(get(&p, &key, "/v1/operations/process-shipments")
-        .await
-        .is_err());
-    p.wait_dead().await;
+    let id = created_then_crashed(&run, "process:after-register", &body).await;
     let rec = store(&run)
         .get_by_shipment_id(&id)
         .await

@@ -412,13 +412,28 @@ async fn oktas_refusals_on_the_shipment(backend: Backend) {
     let enrollment = w.record(&id).await.okta_enrollments[0].clone();
     assert_eq!(w.sb.okta.enrollment(&enrollment), Some(("ERROR", 0)));
     assert!(w.sb.okta.mails().is_empty(), "no PIN for a failed shipment");
+    // A user deactivated after the order: Okta refuses the activation, in its words.
+    let (s, b) = w.create(&okta_body(login)).await;
+    assert_eq!(s, 201, "{b}");
+    let later_id = b["data"]["shipment_id"].as_str().unwrap().to_string();
+    w.sb.okta.set_user_status(okta_id, "SUSPENDED");
+    assert!(w.sb.ye.advance(&later_id));
+    assert_eq!(w.process().await, 204);
+    w.sb.okta.set_user_status(okta_id, "ACTIVE");
+    let st = w.status_of(&later_id).await;
+    let message = st["error_message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("Okta refused the activation") && message.contains("SUSPENDED"),
+        "{st}"
+    );
+    assert!(w.sb.okta.mails().is_empty());
     // Past the retention (a later clock), its record goes and so does its enrollment.
     let mut later = w.deps().clone();
     later.clock = std::sync::Arc::new(fido_connector::clock::ManualClock::new(
         chrono::Utc::now() + chrono::Duration::days(401),
     ));
     later.instance_id = "later/boot".into();
-    assert_eq!(fido_connector::lifecycle::cleanup(&later).await.unwrap(), 1);
+    assert_eq!(fido_connector::lifecycle::cleanup(&later).await.unwrap(), 2);
     assert_eq!(w.sb.okta.enrollment(&enrollment), None);
     w.stop().await;
 }
