@@ -58,6 +58,13 @@ pub async fn retry_shipment(
             rec.resolve(r, now)?;
             action
         }
+        (Step::Failed, None) if !rec.holds_response_key() && !rec.is_registered() => {
+            // Okta: its enrollments were marked failed at Okta when the shipment failed.
+            return Err(LifecycleError::WrongState(format!(
+                "shipment {id} failed before Okta activated the key, and its enrollment was \
+                 marked failed at Okta: order a new key"
+            )));
+        }
         (Step::Failed, None) => {
             let mail_deadline =
                 now + Duration::from_std(deps.config.processing.mail_deadline).unwrap_or(Duration::days(7));

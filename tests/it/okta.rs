@@ -411,6 +411,21 @@ async fn oktas_refusals_on_the_shipment(backend: Backend) {
     );
     let enrollment = w.record(&id).await.okta_enrollments[0].clone();
     assert_eq!(w.sb.okta.enrollment(&enrollment), Some(("ERROR", 0)));
+    // An operator cannot resume it: Okta holds its enrollment as failed.
+    let r = w
+        .auth(w.http.post(format!("{}/v1/operations/retry/{id}", w.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("order a new key"),
+        "{v}"
+    );
     assert!(w.sb.okta.mails().is_empty(), "no PIN for a failed shipment");
     // A user deactivated after the order: Okta refuses the activation, in its words.
     let (s, b) = w.create(&okta_body(login)).await;
