@@ -425,7 +425,7 @@ async fn prepare_okta(
         });
     }
     let transport = deps.keys.transport_key().await?;
-    let jwk = crate::upstream::okta::transport_key_jwk(transport.jwk());
+    let jwk = crate::upstream::okta::ec_key_jwk(transport.jwk(), "enc");
     let enrolled = o
         .client
         .enroll(&user.id, &o.rp_ids, &jwk)

@@ -104,7 +104,7 @@ pub(super) async fn activate(
             version,
             signing_keys: keys
                 .iter()
-                .map(|k| serde_json::Value::Object(k.as_ref().clone()))
+                .map(|k| crate::upstream::okta::ec_key_jwk(k, "sig"))
                 .collect(),
         };
         // Marked before asking: a crash from here on lists before activating again.

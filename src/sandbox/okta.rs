@@ -435,6 +435,22 @@ fn invalid(summary: &str) -> Response {
     )
 }
 
+/// Okta's `ECKeyJWK`: exactly `kid`, `kty`, `crv`, `x`, `y` and `use`, all present.
+fn check_ec_key_jwk(v: &Value) -> Result<(), String> {
+    const MEMBERS: [&str; 6] = ["kid", "kty", "crv", "x", "y", "use"];
+    let m = v.as_object().ok_or("must be an object")?;
+    if let Some(k) = m.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
+        return Err(format!("`{k}` is not a member of ECKeyJWK"));
+    }
+    match MEMBERS
+        .iter()
+        .find(|k| !m.get(**k).is_some_and(Value::is_string))
+    {
+        Some(k) => Err(format!("`{k}` is required")),
+        None => Ok(()),
+    }
+}
+
 async fn enroll(
     State(st): State<St>,
     method: Method,
@@ -473,6 +489,9 @@ async fn enroll(
         .unwrap_or_default();
     if rp_ids.is_empty() {
         return invalid("enrollmentRpIds: at least one relying party id is required");
+    }
+    if let Err(e) = check_ec_key_jwk(&b["yubicoTransportKeyJWK"]) {
+        return invalid(&format!("yubicoTransportKeyJWK: {e}"));
     }
     let transport = match b["yubicoTransportKeyJWK"]
         .as_object()
@@ -587,6 +606,13 @@ async fn activate(
     };
     if b["version"].as_str().is_none_or(str::is_empty) {
         return invalid("version: required");
+    }
+    let given = b["yubicoSigningJwks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if let Some(e) = given.iter().find_map(|k| check_ec_key_jwk(k).err()) {
+        return invalid(&format!("yubicoSigningJwks: {e}"));
     }
     let signing: Vec<Jwk> = b["yubicoSigningJwks"]
         .as_array()

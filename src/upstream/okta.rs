@@ -487,9 +487,10 @@ impl OktaClient {
     }
 }
 
-/// Yubico's transport key as Okta's `ECKeyJWK`: exactly its six members (`kid`, `kty`,
-/// `crv`, `x`, `y`, `use`), `use` being `enc` when the published key leaves it out.
-pub fn transport_key_jwk(jwk: &Jwk) -> Value {
+/// A Yubico key as Okta's `ECKeyJWK`: exactly its six members (`kid`, `kty`, `crv`, `x`,
+/// `y`, `use`), `use` being `default_use` when the published key leaves it out. Used for
+/// the transport key of `enroll` (`enc`) and the sign keys of `activate` (`sig`).
+pub fn ec_key_jwk(jwk: &Jwk, default_use: &str) -> Value {
     let m = jwk.as_ref();
     let get = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);
     json!({
@@ -498,7 +499,7 @@ pub fn transport_key_jwk(jwk: &Jwk) -> Value {
         "crv": get("crv"),
         "x": get("x"),
         "y": get("y"),
-        "use": m.get("use").cloned().unwrap_or_else(|| json!("enc")),
+        "use": m.get("use").cloned().unwrap_or_else(|| json!(default_use)),
     })
 }
 

@@ -40,19 +40,49 @@ fn client_for(sim: &OktaSim, key: &SecretString, w: &World) -> OktaClient {
     .unwrap()
 }
 
+/// A transport key as Okta's `ECKeyJWK` (the simulator takes nothing else).
 async fn transport_jwk(w: &World) -> Value {
     let t = w.deps().keys.transport_key().await.unwrap();
-    Value::Object(t.jwk().as_ref().clone())
+    fido_connector::upstream::okta::ec_key_jwk(t.jwk(), "enc")
 }
 
 async fn signing_keys(w: &World) -> Vec<Value> {
-    let v: Value = reqwest::get(w.sb.ye.sign_jwks_url())
+    use fido_connector::crypto::YubicoKeys;
+    let keys = w.deps().keys.sign_keys().await.unwrap();
+    keys.iter()
+        .map(|k| fido_connector::upstream::okta::ec_key_jwk(k, "sig"))
+        .collect()
+}
+
+#[tokio::test]
+async fn okta_takes_yubicos_keys_only_as_ec_key_jwks() {
+    let w = World::start(Backend::Embedded).await;
+    let (_sim, client, _) = okta(&w).await;
+    let user = client.get_user("alice@okta.example").await.unwrap();
+    let t = w.deps().keys.transport_key().await.unwrap();
+    let mut raw = Value::Object(t.jwk().as_ref().clone());
+    raw["alg"] = serde_json::json!("ECDH-ES+A256KW");
+    match client
+        .enroll(&user.id, &["contoso.okta.com".into()], &raw)
         .await
-        .unwrap()
-        .json()
+    {
+        Err(UpstreamError::Rejected { message, .. }) => {
+            assert!(
+                message.contains("`alg` is not a member of ECKeyJWK"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    client
+        .enroll(
+            &user.id,
+            &["contoso.okta.com".into()],
+            &transport_jwk(&w).await,
+        )
         .await
         .unwrap();
-    v["keys"].as_array().unwrap().clone()
+    w.stop().await;
 }
 
 /// Enrolls alice at Okta, ships through YubiEnterprise, programs the key; returns the
