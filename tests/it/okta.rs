@@ -47,7 +47,6 @@ async fn transport_jwk(w: &World) -> Value {
 }
 
 async fn signing_keys(w: &World) -> Vec<Value> {
-    use fido_connector::crypto::YubicoKeys;
     let keys = w.deps().keys.sign_keys().await.unwrap();
     keys.iter()
         .map(|k| fido_connector::upstream::okta::ec_key_jwk(k, "sig"))
