@@ -354,7 +354,9 @@ async fn check_instances_in_use(
                 what: "shipment store",
                 message: format!("checking the instances of open shipments: {e}"),
             })?;
-        for v in &page.items {
+        // Ended shipments (complete, failed) need their instance only for a resend, which
+        // then says it is gone; the others cannot go on without it.
+        for v in page.items.iter().filter(|v| !v.value.step.is_ended()) {
             if idps.of_record(&v.value).is_none() {
                 let e = stranded
                     .entry(idps.name_of(&v.value))

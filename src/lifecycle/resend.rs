@@ -33,6 +33,13 @@ pub async fn resend_pin(
                 "Shipment {shipment_id} is not complete; the PIN can be resent once the key is registered"
             )));
         }
+        if deps.idps.of_record(&rec).is_none() {
+            return Err(LifecycleError::WrongState(format!(
+                "shipment {shipment_id} belongs to the identity provider instance `{}`, which \
+                 this deployment no longer serves",
+                deps.idps.name_of(&rec)
+            )));
+        }
         let now = deps.clock.now();
         let window =
             Duration::from_std(deps.config.mail.resend_window).unwrap_or(Duration::hours(1));

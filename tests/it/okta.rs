@@ -638,3 +638,35 @@ async fn oktas_rate_limit_paces_the_run_without_failing_a_shipment() {
     );
     w.stop().await;
 }
+
+/// An instance removed once its shipments ended: the start goes on (nothing open needs
+/// it), and a resend of such a shipment says its instance is gone instead of guessing.
+#[tokio::test]
+async fn an_instance_removed_after_its_shipments_ended_blocks_nothing_but_their_resend() {
+    let w = World::start(Backend::Embedded).await;
+    let (s, b) = w.create(&okta_body(carol().0)).await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["data"]["shipment_id"].as_str().unwrap().to_string();
+    assert!(w.sb.ye.advance(&id));
+    assert_eq!(w.process().await, 204);
+    assert_eq!(w.status_of(&id).await["shipment_state"], "complete");
+    let mut single = w.sb.env.clone();
+    single.remove(fido_connector::config::IDP_CONFIG_VAR);
+    let config =
+        fido_connector::config::Config::load(&fido_connector::config::Env::from_map(&single))
+            .unwrap();
+    let deps = fido_connector::app::build_deps(std::sync::Arc::new(config))
+        .await
+        .unwrap();
+    match fido_connector::lifecycle::resend_pin(&deps, &id, "test").await {
+        Err(fido_connector::lifecycle::LifecycleError::WrongState(m)) => {
+            assert!(
+                m.contains("`fabrikam`") && m.contains("no longer serves"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.sb.okta.mails().len(), 1, "nothing sent");
+    w.stop().await;
+}
