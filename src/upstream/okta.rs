@@ -404,7 +404,9 @@ impl OktaClient {
         })
     }
 
-    /// `POST /webauthn-registration/api/v1/activate`: Okta decrypts and verifies.
+    /// `POST /webauthn-registration/api/v1/activate`: Okta decrypts and verifies. An answer
+    /// that lists the activated enrollments (`authenticatorEnrollmentIds`) must name every
+    /// one asked for.
     pub async fn activate(&self, a: &Activation) -> Result<(), UpstreamError> {
         let body = json!({
             "fulfillmentProvider": "yubico",
@@ -416,13 +418,28 @@ impl OktaClient {
             "version": a.version,
             "yubicoSigningJwks": a.signing_keys,
         });
-        self.call(
-            Method::POST,
-            "/webauthn-registration/api/v1/activate",
-            Some(&body),
-        )
-        .await
-        .map(|_| ())
+        let v = self
+            .call(
+                Method::POST,
+                "/webauthn-registration/api/v1/activate",
+                Some(&body),
+            )
+            .await?;
+        if let Some(ids) = v["authenticatorEnrollmentIds"].as_array() {
+            let missing: Vec<&str> = a
+                .cred_responses
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .filter(|id| !ids.iter().any(|i| i.as_str() == Some(id)))
+                .collect();
+            if !missing.is_empty() {
+                return Err(invalid(format!(
+                    "the activation answer does not name the enrollment(s) {}",
+                    missing.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `POST /webauthn-registration/api/v1/send-pin`: Okta mails the PIN.
