@@ -631,7 +631,8 @@ async fn oktas_rate_limit_paces_the_run_without_failing_a_shipment() {
     assert_eq!(w.sb.okta.mails().len(), n, "each PIN sent once");
     let limited = w.sb.okta.throttled();
     println!("Okta answered 429 {limited} times for {} calls", 2 * n);
-    assert!(limited >= 1, "the limit was met");
+    // Mostly none: answers saying the window is spent hold the next calls until it resets
+    // (a 429 is met when calls were already on their way).
     assert!(
         limited <= n,
         "{limited} answers of 429: the run hammered the limit"
