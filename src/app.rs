@@ -339,21 +339,40 @@ pub async fn build_idps(
 
 /// Open shipments must keep their instance: a file that removed (or renamed) one that
 /// open shipments still use stops the start, naming it.
-async fn check_instances_in_use(
+///
+/// Reading every open record takes seconds on a large Azure table, so it is done only
+/// when it can find something: when a store mark names an instance the file lacks (a
+/// create marks its instance in use, `lifecycle::idps::IN_USE`), or when the file has no
+/// Entra instance (records of the Entra tenant carry no name). A removed instance whose
+/// shipments all ended has its mark removed, and later starts read nothing.
+pub async fn check_instances_in_use(
     idps: &crate::lifecycle::idps::Idps,
     store: &dyn ShipmentStore,
 ) -> Result<(), BuildError> {
     use crate::config::{ConfigError, IDP_CONFIG_VAR};
+    use crate::lifecycle::idps::IN_USE;
+    let unavailable = |e: crate::store::StoreError| BuildError::Dependency {
+        what: "shipment store",
+        message: format!("checking the instances of open shipments: {e}"),
+    };
+    let names = idps.names();
+    let removed: Vec<String> = store
+        .leases_named(IN_USE)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .filter(|m| !names.iter().any(|n| m[IN_USE.len()..] == **n))
+        .collect();
+    if removed.is_empty() && idps.config().entra_name().is_some() {
+        return Ok(());
+    }
     let mut stranded: std::collections::BTreeMap<String, (usize, String)> = Default::default();
     let mut next = None;
     loop {
         let page = store
             .query(&crate::store::Query::Open, next, 500)
             .await
-            .map_err(|e| BuildError::Dependency {
-                what: "shipment store",
-                message: format!("checking the instances of open shipments: {e}"),
-            })?;
+            .map_err(unavailable)?;
         // Ended shipments (complete, failed) need their instance only for a resend, which
         // then says it is gone; the others cannot go on without it.
         for v in page.items.iter().filter(|v| !v.value.step.is_ended()) {
@@ -369,16 +388,23 @@ async fn check_instances_in_use(
             break;
         }
     }
-    match stranded.into_iter().next() {
-        None => Ok(()),
-        Some((name, (n, example))) => Err(ConfigError::new(
+    if let Some((name, (n, example))) = stranded.into_iter().next() {
+        return Err(ConfigError::new(
             &format!("{IDP_CONFIG_VAR}: instance `{name}`"),
             format!(
-                "removed while {n} open shipment(s) still use it (request {example}); put it                  back until they end"
+                "removed while {n} open shipment(s) still use it (request {example}); put it \
+                 back until they end"
             ),
         )
-        .into()),
+        .into());
     }
+    for mark in removed {
+        store
+            .release_lease(&mark, "in-use")
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// Builds the app from a configuration: real clients, the configured store, bound listener.

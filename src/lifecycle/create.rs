@@ -243,6 +243,16 @@ async fn create_inner(
     }
 
     let p = prepare(deps, &req).await?;
+    if let Some(name) = &p.idp {
+        let marked = deps
+            .idps
+            .mark_in_use(deps.store.as_ref(), name, deps.clock.now())
+            .await;
+        if let Err(e) = marked {
+            p.discard(deps).await;
+            return Err(e.into());
+        }
+    }
     let (rec, etag, claim_until) = match record_accepted(
         deps,
         &req,

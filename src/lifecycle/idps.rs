@@ -53,7 +53,14 @@ impl Provider<'_> {
 pub struct Idps {
     config: IdpsConfig,
     okta: BTreeMap<String, Arc<OktaInstance>>,
+    /// The instances this process has marked in use in the store (see [`IN_USE`]).
+    marked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// The store marks naming the instances (other than the Entra one) shipments were created
+/// for: `idp-in-use/<name>`. A start finds an instance removed from the file by its mark,
+/// and reads the open shipments only then (app::check_instances_in_use).
+pub const IN_USE: &str = "idp-in-use/";
 
 impl Idps {
     pub fn new(config: IdpsConfig, okta: Vec<OktaInstance>) -> Self {
@@ -63,7 +70,33 @@ impl Idps {
                 .into_iter()
                 .map(|o| (o.name.clone(), Arc::new(o)))
                 .collect(),
+            marked: Default::default(),
         }
+    }
+
+    /// Marks instance `name` in use in the store before its first shipment of this process
+    /// is recorded (one write per instance and process).
+    pub async fn mark_in_use(
+        &self,
+        store: &dyn crate::store::ShipmentStore,
+        name: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), crate::store::StoreError> {
+        let known = |m: &std::sync::Mutex<std::collections::HashSet<String>>| {
+            m.lock().unwrap_or_else(|p| p.into_inner()).contains(name)
+        };
+        if known(&self.marked) {
+            return Ok(());
+        }
+        let until = now + chrono::Duration::days(36_500);
+        store
+            .try_acquire_lease(&format!("{IN_USE}{name}"), "in-use", now, until)
+            .await?;
+        self.marked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+        Ok(())
     }
 
     /// The single-IdP deployment: the environment's Entra tenant only.

@@ -197,6 +197,18 @@ fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The name a lease's row key ([`hex`]) holds.
+fn unhex(rk: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..rk.len())
+        .step_by(2)
+        .map(|i| {
+            rk.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
 fn etag_of(e: &Etag) -> ETag {
     ETag(e.to_string())
 }
@@ -602,6 +614,23 @@ impl ShipmentStore for AzureTableStore {
             .and_then(|u| DateTime::parse_from_rfc3339(u).ok())
             .ok_or_else(|| StoreError::Other("lease without a valid `Until`".into()))?;
         Ok(Some((owner, until.with_timezone(&Utc))))
+    }
+
+    async fn leases_named(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Row keys are the names in hex: the prefix's hex, then any hex digits.
+        let from = hex(prefix);
+        let filter = format!(
+            "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
+            lit(PK_LEASE),
+            lit(&from),
+            lit(&format!("{from}g"))
+        );
+        let (entries, _) = self.entities(filter, None, 1000).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| e["RowKey"].as_str())
+            .filter_map(unhex)
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -133,6 +133,8 @@ pub trait ShipmentStore: Send + Sync {
     /// Who holds the named lease, and until when (an expired one is still returned).
     async fn lease_holder(&self, name: &str)
         -> Result<Option<(String, DateTime<Utc>)>, StoreError>;
+    /// The names of the leases (and marks) that start with `prefix` (at most 1,000).
+    async fn leases_named(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Replaces a record that was not open (failed, or a create of unknown outcome) with
@@ -228,6 +230,9 @@ impl<S: ShipmentStore> ShipmentStore for Timed<S> {
         name: &str,
     ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
         self.run(self.inner.lease_holder(name)).await
+    }
+    async fn leases_named(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.run(self.inner.leases_named(prefix)).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(self.inner.ping()).await

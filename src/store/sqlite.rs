@@ -693,6 +693,25 @@ impl ShipmentStore for SqliteStore {
         .await
     }
 
+    async fn leases_named(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = prefix.to_string();
+        self.with(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT name FROM leases WHERE substr(name, 1, length(?1)) = ?1
+                     ORDER BY name LIMIT 1000",
+                )
+                .map_err(other)?;
+            let names = st
+                .query_map(params![prefix], |r| r.get::<_, String>(0))
+                .map_err(other)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(other)?;
+            Ok(names)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))

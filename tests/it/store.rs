@@ -218,6 +218,19 @@ async fn leases_are_exclusive_and_expire(s: Arc<dyn ShipmentStore>) {
         .filter(|w| *w)
         .count();
     assert_eq!(wins, 1);
+    // Leases (and marks) are found by the start of their name, exactly.
+    for name in [
+        "idp-in-use/contoso",
+        "idp-in-use/fabrikam",
+        "idp-in-usex",
+        "idp-in/x",
+    ] {
+        s.try_acquire_lease(name, "mark", now, later).await.unwrap();
+    }
+    let mut named = s.leases_named("idp-in-use/").await.unwrap();
+    named.sort();
+    assert_eq!(named, ["idp-in-use/contoso", "idp-in-use/fabrikam"]);
+    assert!(s.leases_named("nothing/").await.unwrap().is_empty());
     s.ping().await.unwrap();
 }
 
