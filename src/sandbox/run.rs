@@ -119,9 +119,17 @@ pub async fn prepare(
         .set(SANDBOX_ALERT_SECRET, &SecretString::from(webhook.url()))
         .await
         .map_err(|e| e.to_string())?;
-    // The Okta org: a service app whose private key is in the secret store.
-    let mut okta_key = josekit::jwk::Jwk::generate_rsa_key(2048).map_err(|e| e.to_string())?;
-    okta_key.set_key_id("fpr-okta-sandbox");
+    // The Okta org: a service app whose private key is in the secret store (one key per
+    // process: RSA key generation is the slowest part of a sandbox's start).
+    static OKTA_KEY: std::sync::OnceLock<Result<josekit::jwk::Jwk, String>> =
+        std::sync::OnceLock::new();
+    let okta_key = OKTA_KEY
+        .get_or_init(|| {
+            let mut k = josekit::jwk::Jwk::generate_rsa_key(2048).map_err(|e| e.to_string())?;
+            k.set_key_id("fpr-okta-sandbox");
+            Ok(k)
+        })
+        .clone()?;
     let okta = crate::sandbox::okta::OktaSim::start(
         SANDBOX_OKTA_CLIENT_ID,
         crate::crypto::public_of(&okta_key).map_err(|e| e.to_string())?,
