@@ -292,6 +292,9 @@ pub fn mask_email(addr: &str) -> String {
 /// A shipment's state in plain words, and what happens next.
 pub fn state_words(rec: &ShipmentRecord, tz: Option<Tz>) -> (String, Markup) {
     use crate::domain::Step;
+    // A record names its instance only when it is not the Entra one: Okta, the only other
+    // kind.
+    let okta = rec.idp.is_some();
     let retry = |what: &str| -> Markup {
         match (&rec.error, rec.next_attempt_at) {
             (Some(e), Some(t)) if !e.terminal => html! {
@@ -312,7 +315,11 @@ pub fn state_words(rec: &ShipmentRecord, tz: Option<Tz>) -> (String, Markup) {
             if ready {
                 (
                     "Yubico has programmed the key".into(),
-                    retry("Registering the key with Entra ID"),
+                    retry(if okta {
+                        "Activating the key at Okta"
+                    } else {
+                        "Registering the key with Entra ID"
+                    }),
                 )
             } else {
                 let label = rec
@@ -324,12 +331,16 @@ pub fn state_words(rec: &ShipmentRecord, tz: Option<Tz>) -> (String, Markup) {
                     html! {
                         "The connector asks YubiEnterprise at each processing run."
                         @if let Some(t) = rec.challenge_expires_at {
-                            " Yubico must program the key before " (when(t, tz)) ", when Entra's challenge expires."
+                            " Yubico must program the key before " (when(t, tz)) ", when " (if okta { "the Okta enrollment's" } else { "Entra's" }) " challenge expires."
                         }
                     },
                 )
             }
         }
+        Step::Registered if okta => (
+            "Okta activated the key; it has not sent the PIN yet".into(),
+            retry("Asking Okta to send the PIN"),
+        ),
         Step::Registered => (
             "The key is registered with Entra ID; the PIN mail is not sent yet".into(),
             retry("The PIN mail"),
