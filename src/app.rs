@@ -290,7 +290,7 @@ pub async fn build_deps_with(
 
 /// The Okta clients of the multi-IdP file: each service app's key must be in the secret
 /// store (a missing one stops the start, naming the instance and the field).
-pub async fn build_idps(
+async fn build_idps(
     config: &Config,
     secrets: &dyn SecretStore,
     http: &reqwest::Client,
@@ -345,7 +345,7 @@ pub async fn build_idps(
 /// create marks its instance in use, `lifecycle::idps::IN_USE`), or when the file has no
 /// Entra instance (records of the Entra tenant carry no name). A removed instance whose
 /// shipments all ended has its mark removed, and later starts read nothing.
-pub async fn check_instances_in_use(
+async fn check_instances_in_use(
     idps: &crate::lifecycle::idps::Idps,
     store: &dyn ShipmentStore,
 ) -> Result<(), BuildError> {

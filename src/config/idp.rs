@@ -59,15 +59,6 @@ pub enum IdpKind {
     Okta(OktaInstanceConfig),
 }
 
-impl IdpKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            IdpKind::Entra => "entra",
-            IdpKind::Okta(_) => "okta",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OktaInstanceConfig {
     pub org_url: url::Url,
@@ -266,10 +257,6 @@ impl IdpsConfig {
         })
     }
 
-    pub fn get(&self, name: &str) -> Option<&IdpInstanceConfig> {
-        self.instances.iter().find(|i| i.name == name)
-    }
-
     /// The Entra instance's name, when the deployment has one.
     pub fn entra_name(&self) -> Option<&str> {
         self.instances
@@ -290,7 +277,8 @@ mod tests {
         let c = IdpsConfig::parse(GOOD).unwrap();
         assert_eq!(c.default, "contoso");
         assert_eq!(c.entra_name(), Some("contoso"));
-        match &c.get("fabrikam").unwrap().kind {
+        let fabrikam = c.instances.iter().find(|i| i.name == "fabrikam").unwrap();
+        match &fabrikam.kind {
             IdpKind::Okta(o) => {
                 assert_eq!(o.rp_ids, ["fabrikam.okta.com"]);
                 assert_eq!(o.challenge_timeout_minutes, DEFAULT_OKTA_CHALLENGE_MINUTES);

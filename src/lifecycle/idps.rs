@@ -39,16 +39,6 @@ pub enum Provider<'a> {
     Okta(&'a OktaInstance),
 }
 
-impl Provider<'_> {
-    /// The metric and log label of its kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Provider::Entra => "entra",
-            Provider::Okta(_) => "okta",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Idps {
     config: IdpsConfig,
@@ -82,26 +72,16 @@ impl Idps {
         name: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), crate::store::StoreError> {
-        let known = |m: &std::sync::Mutex<std::collections::HashSet<String>>| {
-            m.lock().unwrap_or_else(|p| p.into_inner()).contains(name)
-        };
-        if known(&self.marked) {
+        let marked = || self.marked.lock().unwrap_or_else(|p| p.into_inner());
+        if marked().contains(name) {
             return Ok(());
         }
         let until = now + chrono::Duration::days(36_500);
         store
             .try_acquire_lease(&format!("{IN_USE}{name}"), "in-use", now, until)
             .await?;
-        self.marked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string());
+        marked().insert(name.to_string());
         Ok(())
-    }
-
-    /// The single-IdP deployment: the environment's Entra tenant only.
-    pub fn entra_only() -> Self {
-        Self::new(IdpsConfig::single(), Vec::new())
     }
 
     pub fn config(&self) -> &IdpsConfig {

@@ -248,14 +248,17 @@ pub fn retry_after(resp: &Response) -> Option<Duration> {
     if stated.is_some() || resp.status() != StatusCode::TOO_MANY_REQUESTS {
         return stated;
     }
-    let reset: i64 = resp
-        .headers()
-        .get("x-rate-limit-reset")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    until_reset(resp)
+}
+
+/// An integer header (Okta's `X-Rate-Limit-*`).
+fn int_header(resp: &Response, name: &str) -> Option<i64> {
+    resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The time until `X-Rate-Limit-Reset` (a Unix time), 1 s to an hour.
+fn until_reset(resp: &Response) -> Option<Duration> {
+    let reset = int_header(resp, "x-rate-limit-reset")?;
     Some(Duration::from_secs(
         (reset - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64,
     ))
@@ -267,16 +270,10 @@ fn window_spent(resp: &Response) -> Option<Duration> {
     if !resp.status().is_success() {
         return None;
     }
-    let header = |name: &str| -> Option<i64> {
-        resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
-    };
-    if header("x-rate-limit-remaining")? != 0 {
+    if int_header(resp, "x-rate-limit-remaining")? != 0 {
         return None;
     }
-    let reset = header("x-rate-limit-reset")?;
-    Some(Duration::from_secs(
-        (reset - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64,
-    ))
+    until_reset(resp)
 }
 
 /// Classifies a transport error (no HTTP answer).

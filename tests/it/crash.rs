@@ -72,6 +72,16 @@ fn store(run: &Run) -> fido_connector::store::sqlite::SqliteStore {
     fido_connector::store::sqlite::SqliteStore::open(&run.data.join("shipments.sqlite3")).unwrap()
 }
 
+/// The stored record of a shipment.
+async fn shipment(run: &Run, id: &str) -> fido_connector::domain::ShipmentRecord {
+    store(run)
+        .get_by_shipment_id(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+}
+
 /// The record a 409 names (`error_data.request_id`).
 async fn named_record(run: &Run, answer: &Value) -> fido_connector::domain::ShipmentRecord {
     let id = answer["error_data"]["request_id"].as_str().unwrap();
@@ -372,12 +382,7 @@ async fn okta_crash_between_activate_and_send_pin_does_not_activate_twice() {
     let key = run.sb.api_key.clone();
     let body = crate::okta::okta_body(fido_connector::sandbox::run::OKTA_DEMO_USERS[0].0);
     let id = created_then_crashed(&run, "process:after-register", &body).await;
-    let rec = store(&run)
-        .get_by_shipment_id(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let rec = shipment(&run, &id).await;
     assert_eq!(rec.step, Step::Ongoing, "the activation was not recorded");
     assert!(rec.register_started_at.is_some());
     let enrollment = rec.okta_enrollments[0].clone();
@@ -390,12 +395,7 @@ async fn okta_crash_between_activate_and_send_pin_does_not_activate_twice() {
             .unwrap(),
         204
     );
-    let rec = store(&run)
-        .get_by_shipment_id(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let rec = shipment(&run, &id).await;
     assert_eq!(rec.step, Step::Complete, "{:?}", rec.error);
     assert_eq!(
         run.sb.okta.enrollment(&enrollment),
